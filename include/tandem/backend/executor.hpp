@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: Apache-2.0
+// backend::Executor: what the layers above need from a device. The host and CUDA backends
+// implement it with the same file set (backend/host/, backend/cuda/).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "tandem/backend/event.hpp"
+#include "tandem/backend/link.hpp"
+#include "tandem/backend/ops.hpp"
+
+namespace tandem::backend {
+
+enum class Kind { host, cuda };
+
+// One logical device: its memory, one ordered stream of work, and the operations of ops.hpp.
+//
+// Threading contract. Ordering calls (submit, record, wait, upload, download, synchronize) are
+// made from one issuing thread. Operations (run) are made inside a submitted task: the host
+// backend runs a task on the device's worker thread, where run() computes at once; the CUDA
+// backend runs a task on the issuing thread, where run() enqueues kernels on the device's stream.
+// Either way a task's operations execute in issue order after everything issued before it.
+class Executor {
+public:
+  virtual ~Executor() = default;
+
+  virtual Kind kind() const = 0;
+  // "host:1", "cuda:0": the physical place, for messages and describe().
+  virtual std::string name() const = 0;
+
+  // Memory of this device. allocate() throws Error naming the bytes and the device.
+  virtual void *allocate(std::size_t bytes) = 0;
+  virtual void deallocate(void *ptr) noexcept = 0;
+  // Ordered host <-> device copies; the host side must stay valid until synchronize().
+  virtual void upload(void *dst, const void *src, std::size_t bytes) = 0;
+  virtual void download(void *dst, const void *src, std::size_t bytes) = 0;
+
+  virtual void submit(std::function<void()> task) = 0;
+  virtual std::unique_ptr<Event> make_event() = 0;
+  virtual void record(Event &event) = 0;
+  virtual void wait(Event &event) = 0;
+  // Blocks the issuing thread until all issued work is done; rethrows a failure of that work.
+  virtual void synchronize() = 0;
+  // A link that moves bytes from this device to `dst` on a stream of its own.
+  virtual std::unique_ptr<Link> make_link(Executor &dst) = 0;
+
+  // Operations, in single and double precision (double serves finite-difference checks).
+  virtual void run(const op::Gemm<float> &) = 0;
+  virtual void run(const op::Gemm<double> &) = 0;
+  virtual void run(const op::LinearForward<float> &) = 0;
+  virtual void run(const op::LinearForward<double> &) = 0;
+  virtual void run(const op::LinearBackward<float> &) = 0;
+  virtual void run(const op::LinearBackward<double> &) = 0;
+  virtual void run(const op::ActivationForward<float> &) = 0;
+  virtual void run(const op::ActivationForward<double> &) = 0;
+  virtual void run(const op::ActivationBackward<float> &) = 0;
+  virtual void run(const op::ActivationBackward<double> &) = 0;
+  virtual void run(const op::Fill<float> &) = 0;
+  virtual void run(const op::Fill<double> &) = 0;
+  virtual void run(const op::CrossEntropy<float> &) = 0;
+  virtual void run(const op::CrossEntropy<double> &) = 0;
+  virtual void run(const op::SquaredError<float> &) = 0;
+  virtual void run(const op::SquaredError<double> &) = 0;
+  virtual void run(const op::SgdStep<float> &) = 0;
+  virtual void run(const op::SgdStep<double> &) = 0;
+  virtual void run(const op::AdamStep<float> &) = 0;
+  virtual void run(const op::AdamStep<double> &) = 0;
+  // Same-device copy.
+  virtual void copy(void *dst, const void *src, std::size_t bytes) = 0;
+};
+
+} // namespace tandem::backend

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+// host::Executor: a logical device on the host, one worker thread with its own queue.
+#pragma once
+
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/backend/host/event.hpp"
+#include "tandem/backend/host/kernels.hpp"
+#include "tandem/backend/host/link.hpp"
+#include "tandem/backend/host/worker.hpp"
+#include "tandem/error.hpp"
+
+namespace tandem::backend::host {
+
+class Executor final : public backend::Executor {
+public:
+  explicit Executor(std::size_t index) : index_(index) {}
+
+  Kind kind() const override { return Kind::host; }
+  std::string name() const override { return "host:" + std::to_string(index_); }
+
+  void *allocate(std::size_t bytes) override {
+    // 64-byte alignment: whole cache lines, and what Eigen's vectorised kernels like best.
+    const std::size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
+    if (rounded && !p) detail::fail("out of memory: allocating ", bytes, " bytes on ", name());
+    return p;
+  }
+  void deallocate(void *ptr) noexcept override { std::free(ptr); }
+  void upload(void *dst, const void *src, std::size_t bytes) override {
+    worker_.push([=] { std::memcpy(dst, src, bytes); });
+  }
+  void download(void *dst, const void *src, std::size_t bytes) override {
+    worker_.push([=] { std::memcpy(dst, src, bytes); });
+  }
+
+  void submit(std::function<void()> task) override { worker_.push(std::move(task)); }
+  std::unique_ptr<backend::Event> make_event() override { return std::make_unique<Event>(); }
+  void record(backend::Event &event) override {
+    auto &e = static_cast<Event &>(event);
+    worker_.push([&e, ticket = e.issue()] { e.complete(ticket); });
+  }
+  void wait(backend::Event &event) override {
+    auto &e = static_cast<Event &>(event);
+    if (const auto ticket = e.latest()) worker_.push([&e, ticket] { e.wait_for(ticket); });
+  }
+  void synchronize() override { worker_.drain(); }
+  std::unique_ptr<backend::Link> make_link(backend::Executor &dst) override { return std::make_unique<Link>(dst); }
+
+  void run(const op::Gemm<float> &a) override { kernels::run(a); }
+  void run(const op::Gemm<double> &a) override { kernels::run(a); }
+  void run(const op::LinearForward<float> &a) override { kernels::run(a); }
+  void run(const op::LinearForward<double> &a) override { kernels::run(a); }
+  void run(const op::LinearBackward<float> &a) override { kernels::run(a); }
+  void run(const op::LinearBackward<double> &a) override { kernels::run(a); }
+  void run(const op::ActivationForward<float> &a) override { kernels::run(a); }
+  void run(const op::ActivationForward<double> &a) override { kernels::run(a); }
+  void run(const op::ActivationBackward<float> &a) override { kernels::run(a); }
+  void run(const op::ActivationBackward<double> &a) override { kernels::run(a); }
+  void run(const op::Fill<float> &a) override { kernels::run(a); }
+  void run(const op::Fill<double> &a) override { kernels::run(a); }
+  void run(const op::CrossEntropy<float> &a) override { kernels::run(a); }
+  void run(const op::CrossEntropy<double> &a) override { kernels::run(a); }
+  void run(const op::SquaredError<float> &a) override { kernels::run(a); }
+  void run(const op::SquaredError<double> &a) override { kernels::run(a); }
+  void run(const op::SgdStep<float> &a) override { kernels::run(a); }
+  void run(const op::SgdStep<double> &a) override { kernels::run(a); }
+  void run(const op::AdamStep<float> &a) override { kernels::run(a); }
+  void run(const op::AdamStep<double> &a) override { kernels::run(a); }
+  void copy(void *dst, const void *src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
+
+private:
+  std::size_t index_;
+  Worker worker_;
+};
+
+} // namespace tandem::backend::host

@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: Apache-2.0
+// host kernels: the operations of backend/ops.hpp on host memory, with Eigen.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <numbers>
+
+#include <Eigen/Core>
+
+#include "tandem/backend/ops.hpp"
+
+namespace tandem::backend::host::kernels {
+
+template <class T> using RowMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T> using ConstMap = Eigen::Map<const RowMatrix<T>, 0, Eigen::OuterStride<>>;
+template <class T> using Map = Eigen::Map<RowMatrix<T>, 0, Eigen::OuterStride<>>;
+template <class T> using ConstRow = Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>;
+template <class T> using Row = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>;
+
+template <class T> ConstMap<T> view(const T *p, std::size_t rows, std::size_t cols, std::size_t ld) {
+  return ConstMap<T>(p, Eigen::Index(rows), Eigen::Index(cols), Eigen::OuterStride<>(Eigen::Index(ld)));
+}
+template <class T> Map<T> view(T *p, std::size_t rows, std::size_t cols, std::size_t ld) {
+  return Map<T>(p, Eigen::Index(rows), Eigen::Index(cols), Eigen::OuterStride<>(Eigen::Index(ld)));
+}
+
+template <class T> void run(const op::Gemm<T> &g) {
+  if (g.m == 0 || g.n == 0) return;
+  auto c = view(g.c, g.m, g.n, g.ldc);
+  if (g.k == 0) { // an empty product: C = beta * C, with beta == 0 clearing rather than scaling NaNs
+    if (g.beta == T(0)) c.setZero();
+    else c *= g.beta;
+    return;
+  }
+  const auto a = view(g.a, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda);
+  const auto b = view(g.b, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb);
+  auto product = [&](const auto &pa, const auto &pb) {
+    if (g.beta == T(0)) {
+      c.noalias() = g.alpha * (pa * pb);
+    } else {
+      if (g.beta != T(1)) c *= g.beta;
+      c.noalias() += g.alpha * (pa * pb);
+    }
+  };
+  if (g.trans_a && g.trans_b) product(a.transpose(), b.transpose());
+  else if (g.trans_a) product(a.transpose(), b);
+  else if (g.trans_b) product(a, b.transpose());
+  else product(a, b);
+}
+
+template <class T> void run(const op::LinearForward<T> &f) {
+  auto y = view(f.y, f.batch, f.out, f.out);                          // (batch, out)
+  y.noalias() = view(f.x, f.batch, f.in, f.in)                        // (batch, in)
+                * view(f.weight, f.out, f.in, f.in).transpose();      // (in, out)
+  if (f.bias) y.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
+}
+
+template <class T> void run(const op::LinearBackward<T> &b) {
+  const auto dy = view(b.dy, b.batch, b.out, b.out); // (batch, out)
+  if (b.dx) view(b.dx, b.batch, b.in, b.in).noalias() = dy * view(b.weight, b.out, b.in, b.in);
+  view(b.dweight, b.out, b.in, b.in).noalias() += dy.transpose() * view(b.x, b.batch, b.in, b.in);
+  if (b.dbias) Row<T>(b.dbias, Eigen::Index(b.out)) += dy.colwise().sum();
+}
+
+// The derivative formulas follow PyTorch's autograd (which of x and y each one reads included).
+template <class T> T gelu_tanh_inner(T x) {
+  constexpr T k = T(0.7978845608028654); // sqrt(2 / pi)
+  return k * (x + T(0.044715) * x * x * x);
+}
+
+template <class T> void run(const op::ActivationForward<T> &f) {
+  const T *x = f.x;
+  T *y = f.y;
+  switch (f.kind) {
+  case Activation::identity: std::copy(x, x + f.n, y); break;
+  case Activation::relu:
+    for (std::size_t i = 0; i < f.n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+    break;
+  case Activation::sigmoid:
+    for (std::size_t i = 0; i < f.n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
+    break;
+  case Activation::tanh:
+    for (std::size_t i = 0; i < f.n; ++i) y[i] = std::tanh(x[i]);
+    break;
+  case Activation::gelu:
+    for (std::size_t i = 0; i < f.n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(std::numbers::sqrt2 / 2)));
+    break;
+  case Activation::gelu_tanh:
+    for (std::size_t i = 0; i < f.n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::tanh(gelu_tanh_inner(x[i])));
+    break;
+  }
+}
+
+template <class T> void run(const op::ActivationBackward<T> &b) {
+  const T *x = b.x, *y = b.y, *dy = b.dy;
+  T *dx = b.dx;
+  switch (b.kind) {
+  case Activation::identity: std::copy(dy, dy + b.n, dx); break;
+  case Activation::relu:
+    for (std::size_t i = 0; i < b.n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
+    break;
+  case Activation::sigmoid:
+    for (std::size_t i = 0; i < b.n; ++i) dx[i] = dy[i] * (T(1) - y[i]) * y[i];
+    break;
+  case Activation::tanh:
+    for (std::size_t i = 0; i < b.n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+    break;
+  case Activation::gelu: {
+    constexpr T inv_sqrt_2pi = T(0.3989422804014327);
+    for (std::size_t i = 0; i < b.n; ++i) {
+      const T cdf = T(0.5) * (T(1) + std::erf(x[i] * T(std::numbers::sqrt2 / 2)));
+      const T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x[i] * x[i]);
+      dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+    break;
+  }
+  case Activation::gelu_tanh: {
+    constexpr T k = T(0.7978845608028654), c = T(0.044715);
+    for (std::size_t i = 0; i < b.n; ++i) {
+      const T xi = x[i], t = std::tanh(gelu_tanh_inner(xi));
+      const T dinner = k * (T(1) + T(3) * c * xi * xi);
+      dx[i] = dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * xi * (T(1) - t * t) * dinner);
+    }
+    break;
+  }
+  }
+}
+
+template <class T> void run(const op::Fill<T> &f) { std::fill(f.dst, f.dst + f.n, f.value); }
+
+template <class T> void run(const op::CrossEntropy<T> &c) {
+  double total = 0;
+  for (std::size_t r = 0; r < c.rows; ++r) {
+    const T *row = c.logits + r * c.classes;
+    const T max = *std::max_element(row, row + c.classes);
+    T sum = 0;
+    for (std::size_t j = 0; j < c.classes; ++j) sum += std::exp(row[j] - max);
+    const T log_sum = std::log(sum);
+    const auto label = static_cast<std::size_t>(c.labels[r]);
+    total += static_cast<double>(log_sum - (row[label] - max));
+    if (c.dlogits) {
+      T *d = c.dlogits + r * c.classes;
+      for (std::size_t j = 0; j < c.classes; ++j)
+        d[j] = c.scale * (std::exp(row[j] - max - log_sum) - (j == label ? T(1) : T(0)));
+    }
+  }
+  if (c.loss) *c.loss += static_cast<T>(static_cast<double>(c.scale) * total);
+}
+
+template <class T> void run(const op::SquaredError<T> &s) {
+  double total = 0;
+  for (std::size_t i = 0; i < s.n; ++i) {
+    const T diff = s.pred[i] - s.target[i];
+    total += static_cast<double>(diff) * static_cast<double>(diff);
+    if (s.dpred) s.dpred[i] = T(2) * s.scale * diff;
+  }
+  if (s.loss) *s.loss += static_cast<T>(static_cast<double>(s.scale) * total);
+}
+
+template <class T> void run(const op::SgdStep<T> &s) {
+  for (std::size_t i = 0; i < s.n; ++i) {
+    T d = s.grads[i];
+    if (s.weight_decay != T(0)) d += s.weight_decay * s.params[i];
+    if (s.momentum != T(0)) {
+      T &buf = s.momentum_buffer[i];
+      buf = s.first ? d : s.momentum * buf + (T(1) - s.dampening) * d;
+      d = s.nesterov ? d + s.momentum * buf : buf;
+    }
+    s.params[i] -= s.lr * d;
+  }
+}
+
+template <class T> void run(const op::AdamStep<T> &a) {
+  const T bias1 = T(1) - std::pow(a.beta1, T(a.step));
+  const T bias2_sqrt = std::sqrt(T(1) - std::pow(a.beta2, T(a.step)));
+  const T step_size = a.lr / bias1;
+  for (std::size_t i = 0; i < a.n; ++i) {
+    T g = a.grads[i];
+    T &p = a.params[i];
+    if (a.weight_decay != T(0)) {
+      if (a.decoupled) p *= T(1) - a.lr * a.weight_decay;
+      else g += a.weight_decay * p;
+    }
+    T &m = a.exp_avg[i];
+    T &v = a.exp_avg_sq[i];
+    m += (g - m) * (T(1) - a.beta1); // lerp, as PyTorch writes it
+    v = a.beta2 * v + (T(1) - a.beta2) * g * g;
+    T second = v;
+    if (a.amsgrad) {
+      a.max_exp_avg_sq[i] = std::max(a.max_exp_avg_sq[i], v);
+      second = a.max_exp_avg_sq[i];
+    }
+    const T denom = std::sqrt(second) / bias2_sqrt + a.eps;
+    p -= step_size * m / denom;
+  }
+}
+
+} // namespace tandem::backend::host::kernels

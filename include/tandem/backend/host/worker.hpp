@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// host::Worker: the host backend's stream, a thread that runs queued tasks in order.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
+
+namespace tandem::backend::host {
+
+// One worker per logical device gives each stage its own core, so micro-batches of different
+// stages really run at once. A task that throws does not stop the queue (later tasks may record
+// events other workers wait for); the first failure is kept and rethrown by drain().
+class Worker {
+public:
+  Worker() : thread_([this] { loop(); }) {}
+  Worker(const Worker &) = delete;
+  Worker &operator=(const Worker &) = delete;
+  ~Worker() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_one();
+    thread_.join();
+  }
+
+  void push(std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back(std::move(task));
+      ++pending_;
+    }
+    ready_.notify_one();
+  }
+
+  // Waits until every task pushed so far has run, then rethrows the first failure, if any.
+  void drain() {
+    std::unique_lock lock(mutex_);
+    idle_.wait(lock, [this] { return pending_ == 0; });
+    if (error_) {
+      auto error = std::exchange(error_, nullptr);
+      std::rethrow_exception(error);
+    }
+  }
+
+private:
+  void loop() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return; // stopping, and nothing left to run
+        task = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      try {
+        task();
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+      {
+        std::lock_guard lock(mutex_);
+        if (--pending_ == 0) idle_.notify_all();
+      }
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_, idle_;
+  std::deque<std::function<void()>> queue_;
+  std::size_t pending_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+  std::thread thread_; // last: starts after the members it uses exist
+};
+
+} // namespace tandem::backend::host

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: Apache-2.0
+// Context: picks the backend and maps logical devices (Device<N>) to physical ones.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/backend/host/executor.hpp"
+#include "tandem/error.hpp"
+
+#if defined(__CUDACC__) && !defined(TANDEM_HOST_ONLY)
+#include "tandem/backend/cuda/executor.hpp"
+#define TANDEM_CUDA_BACKEND 1
+#endif
+
+namespace tandem {
+
+struct ContextOptions {
+  // "host", or GPU indices such as "0,1" or "0,0" (logical N runs on entry N % count). Empty: the
+  // default, logical N on GPU N % gpu_count, or the host when there is no GPU. TANDEM_DEVICES wins.
+  std::string devices{};
+  // Copy at every stage boundary, even between logical devices on one physical device.
+  bool force_copies = false;
+  // Let cuBLAS use TF32 tensor cores for float products (off by default, as PyTorch's matmul).
+  bool allow_tf32 = false;
+};
+
+class Context {
+public:
+  using Options = ContextOptions;
+
+  Context() : Context(Options{}) {}
+  explicit Context(Options options) : options_(std::move(options)) {
+    std::string spec = options_.devices;
+    if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
+    configure(spec);
+  }
+  Context(const Context &) = delete;
+  Context &operator=(const Context &) = delete;
+
+  backend::Kind backend() const { return kind_; }
+  const Options &options() const { return options_; }
+
+  // The executor of logical device `logical`, made on first use.
+  backend::Executor &executor(std::size_t logical) {
+    auto &slot = executors_[logical];
+    if (!slot) slot = make_executor(logical);
+    return *slot;
+  }
+
+  // The link carrying a boundary from logical device `from` to `to`; null where the two share
+  // memory (one physical GPU) and copies are not forced, so the next stage reads in place.
+  std::unique_ptr<backend::Link> link(std::size_t from, std::size_t to) {
+    if (!options_.force_copies && kind_ == backend::Kind::cuda && physical(from) == physical(to)) return nullptr;
+    return executor(from).make_link(executor(to));
+  }
+
+  // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)".
+  std::string describe() const {
+    std::ostringstream os;
+    for (const auto &[logical, ex] : executors_) {
+      os << "Device<" << logical << "> -> " << ex->name();
+      for (const auto &[other, oex] : executors_) {
+        if (other >= logical) break;
+        if (kind_ == backend::Kind::cuda && physical(other) == physical(logical)) {
+          os << " (shared with Device<" << other << ">)";
+          break;
+        }
+      }
+      if (kind_ == backend::Kind::host) os << " (worker thread)";
+      os << '\n';
+    }
+    return os.str();
+  }
+
+private:
+  void configure(const std::string &spec) {
+    int gpus = 0;
+#ifdef TANDEM_CUDA_BACKEND
+    gpus = backend::cuda::device_count();
+#endif
+    if (spec == "host") return; // asked for: no notice
+    for (std::size_t at = 0; !spec.empty() && at <= spec.size();) {
+      const auto comma = std::min(spec.find(',', at), spec.size());
+      const std::string item = spec.substr(at, comma - at);
+      if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos || item.size() > 6)
+        detail::fail("device list '", spec, "' (TANDEM_DEVICES or Context options): expected 'host' or ",
+                     "comma-separated GPU indices such as '0,1', but got the entry '", item, "'");
+      gpus_.push_back(std::stoi(item));
+      at = comma + 1;
+    }
+    if (gpus == 0) {
+      notice_host_fallback();
+      return;
+    }
+    for (int g : gpus_)
+      if (g >= gpus)
+        detail::fail("device list '", spec, "' names GPU ", g, ", but this machine has ", gpus, " GPU(s)");
+    if (gpus_.empty())
+      for (int g = 0; g < gpus; ++g) gpus_.push_back(g);
+    kind_ = backend::Kind::cuda;
+  }
+
+  // The seed's CPU fallback: said once per process, since every Context would say the same.
+  static void notice_host_fallback() {
+    static const bool once = [] {
+      std::fputs("tandem: no CUDA GPU in use (none found, or this program was not compiled by nvcc); "
+                 "running every stage on the host backend\n",
+                 stderr);
+      return true;
+    }();
+    (void)once;
+  }
+
+  int physical(std::size_t logical) const { return gpus_.empty() ? 0 : gpus_[logical % gpus_.size()]; }
+
+  std::unique_ptr<backend::Executor> make_executor(std::size_t logical) {
+#ifdef TANDEM_CUDA_BACKEND
+    if (kind_ == backend::Kind::cuda)
+      return std::make_unique<backend::cuda::Executor>(physical(logical), logical, options_.allow_tf32);
+#endif
+    return std::make_unique<backend::host::Executor>(logical);
+  }
+
+  Options options_;
+  backend::Kind kind_ = backend::Kind::host;
+  std::vector<int> gpus_;
+  std::map<std::size_t, std::unique_ptr<backend::Executor>> executors_;
+};
+
+} // namespace tandem

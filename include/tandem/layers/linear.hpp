@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// Linear<In, Out>: y = x W^T + b, PyTorch's nn.Linear.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <span>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/layers/layer.hpp"
+#include "tandem/random.hpp"
+
+namespace tandem {
+
+namespace detail {
+// Named so that the widths appear in the diagnostic's instantiation context on every compiler.
+template <std::size_t In, std::size_t Out> struct LinearWidthsArePositive {
+  static_assert(In > 0 && Out > 0, "TANDEM_LINEAR_ZERO_WIDTH: Linear<In, Out> needs In > 0 and Out > 0; "
+                                   "see LinearWidthsArePositive<In, Out> in this message for the values given");
+  static constexpr bool value = true;
+};
+} // namespace detail
+
+template <std::size_t In, std::size_t Out> struct Linear {
+  static_assert(detail::LinearWidthsArePositive<In, Out>::value);
+
+  static constexpr std::size_t in_features = In;
+  static constexpr std::size_t out_features = Out;
+  // weight (Out, In) then bias (Out), as nn.Linear names and lays them out.
+  static constexpr std::array<ParameterSpec, 2> parameters{ParameterSpec{"weight", Out, In},
+                                                            ParameterSpec{"bias", Out, 1}};
+
+  // nn.Linear's reset_parameters: kaiming_uniform_(a = sqrt(5)) on the weight, which is
+  // U(-1/sqrt(In), 1/sqrt(In)), and the same bound for the bias.
+  template <class T> static void init(std::span<T> params, std::size_t /*in*/, Random &rng) {
+    const double bound = 1.0 / std::sqrt(static_cast<double>(In));
+    for (auto &p : params) p = static_cast<T>(rng.uniform(-bound, bound));
+  }
+
+  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
+    ex.run(backend::op::LinearForward<T>{
+        .batch = f.batch, .in = In, .out = Out, .x = f.x, .weight = f.params, .bias = f.params + In * Out, .y = f.y});
+  }
+
+  template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
+    ex.run(backend::op::LinearBackward<T>{.batch = b.batch,
+                                          .in = In,
+                                          .out = Out,
+                                          .x = b.x,
+                                          .weight = b.params,
+                                          .dy = b.dy,
+                                          .dx = b.dx,
+                                          .dweight = b.grads,
+                                          .dbias = b.grads + In * Out});
+  }
+};
+
+} // namespace tandem

@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+// optim::SGD: torch.optim.SGD with momentum, dampening, weight decay and Nesterov.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+#include <vector>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/detail/buffer.hpp"
+#include "tandem/error.hpp"
+#include "tandem/optim/optimizer.hpp"
+
+namespace tandem::optim {
+
+// Fields in torch.optim.SGD's argument order, so {.lr = 0.01f, .momentum = 0.9f} reads like it.
+struct SGDOptions {
+  float lr = 1e-3f;
+  float momentum = 0;
+  float dampening = 0;
+  float weight_decay = 0;
+  bool nesterov = false;
+};
+
+class SGD {
+public:
+  using Options = SGDOptions;
+
+  template <class Net> SGD(Net &net, Options options) : options_(options), owner_(&net) {
+    static_assert(std::is_same_v<typename Net::value_type, float>, "optim::SGD trains float networks");
+    // PyTorch's checks, raised before anything is allocated.
+    if (!(options.lr >= 0)) detail::fail("optim::SGD: invalid learning rate ", options.lr, " (must be >= 0)");
+    if (!(options.momentum >= 0)) detail::fail("optim::SGD: invalid momentum ", options.momentum, " (must be >= 0)");
+    if (!(options.weight_decay >= 0))
+      detail::fail("optim::SGD: invalid weight_decay ", options.weight_decay, " (must be >= 0)");
+    if (options.nesterov && (options.momentum <= 0 || options.dampening != 0))
+      detail::fail("optim::SGD: nesterov needs momentum > 0 and dampening == 0 (got momentum ", options.momentum,
+                   ", dampening ", options.dampening, ")");
+    for (const auto &g : net.parameter_groups()) {
+      auto &s = groups_.emplace_back(State{g, {}, 0});
+      if (options.momentum != 0 && g.size) s.momentum = detail::Buffer<float>(*g.executor, g.size);
+    }
+  }
+
+  const Options &options() const { return options_; }
+  const void *owner() const { return owner_; }
+  // Steps taken by group i (its momentum buffer is seeded on the first).
+  std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }
+
+  void step_group(std::size_t i) {
+    auto &s = groups_.at(i);
+    if (!s.group.size) return;
+    const backend::op::SgdStep<float> op{.n = s.group.size,
+                                         .params = s.group.params,
+                                         .grads = s.group.grads,
+                                         .momentum_buffer = s.momentum.data(),
+                                         .lr = options_.lr,
+                                         .momentum = options_.momentum,
+                                         .dampening = options_.dampening,
+                                         .weight_decay = options_.weight_decay,
+                                         .nesterov = options_.nesterov,
+                                         .first = s.steps == 0};
+    s.group.executor->submit([ex = s.group.executor, op] { ex->run(op); });
+    ++s.steps;
+  }
+
+  // Steps every group and waits for it: for loops that call forward/backward themselves.
+  void step() {
+    for (std::size_t i = 0; i < groups_.size(); ++i) step_group(i);
+    for (auto &s : groups_) s.group.executor->synchronize();
+  }
+
+private:
+  struct State {
+    ParameterGroup<float> group;
+    detail::Buffer<float> momentum;
+    std::size_t steps;
+  };
+  Options options_;
+  const void *owner_;
+  std::vector<State> groups_;
+};
+
+} // namespace tandem::optim

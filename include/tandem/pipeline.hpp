@@ -1,0 +1,532 @@
+// SPDX-License-Identifier: Apache-2.0
+// Pipeline<Stages...>: a network split into stages, each on its logical device.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/context.hpp"
+#include "tandem/detail/buffer.hpp"
+#include "tandem/error.hpp"
+#include "tandem/layers/layer.hpp"
+#include "tandem/optim/optimizer.hpp"
+#include "tandem/parameter.hpp"
+#include "tandem/random.hpp"
+#include "tandem/schedule/naive.hpp"
+#include "tandem/schedule/schedule.hpp"
+#include "tandem/shape.hpp"
+#include "tandem/stage.hpp"
+
+namespace tandem {
+
+namespace detail {
+template <std::size_t Index, class S> struct StageArgumentCheck {
+  static_assert(is_stage_v<S>, "TANDEM_NOT_A_STAGE: every Pipeline argument must be a Stage<Device<N>, Layers...>; "
+                               "StageArgumentCheck<index, type> in this message names the argument");
+  static constexpr bool value = true;
+};
+} // namespace detail
+
+// The network in the precision T; Pipeline (below) is the float one users write. A double
+// pipeline runs on the host backend and serves finite-difference gradient checks.
+template <class T, class... Stages> class BasicPipeline {
+  static_assert(sizeof...(Stages) > 0, "TANDEM_PIPELINE_WITHOUT_STAGES: a Pipeline needs at least one Stage, as in "
+                                       "Pipeline<Stage<Device<0>, Linear<10, 2>>>");
+  static_assert([]<std::size_t... S>(std::index_sequence<S...>) {
+    return (detail::StageArgumentCheck<S, Stages>::value && ... && true);
+  }(std::index_sequence_for<Stages...>{}));
+
+  using stage_list = std::tuple<Stages...>;
+
+public:
+  using value_type = T;
+  static constexpr std::size_t num_stages = sizeof...(Stages);
+  template <std::size_t I> using stage = std::tuple_element_t<I, stage_list>;
+
+private:
+  // Width entering each stage, and (last) the network's output width. A stage that starts with
+  // width-keeping layers takes whatever the previous stage gives it.
+  static constexpr std::array<std::size_t, num_stages + 1> widths_ = [] {
+    std::array<std::size_t, num_stages + 1> w{};
+    if constexpr (num_stages > 0) {
+      w[0] = std::tuple_element_t<0, stage_list>::in_features;
+      std::size_t s = 0;
+      ((w[s + 1] = Stages::widths(w[s])[Stages::num_layers], ++s), ...);
+    }
+    return w;
+  }();
+
+  template <std::size_t S, std::size_t J> static constexpr std::size_t layer_input_width() {
+    return stage<S>::widths(widths_[S])[J];
+  }
+  template <std::size_t S> static constexpr bool stage_widths_agree() {
+    return []<std::size_t... J>(std::index_sequence<J...>) {
+      return (detail::WidthCheck<detail::AtStage<S>, detail::AtLayer<J>,
+                                 detail::Expects<detail::in_of<typename stage<S>::template layer<J>>()>,
+                                 detail::Receives<layer_input_width<S, J>()>>::value &&
+              ... && true);
+    }(std::make_index_sequence<stage<S>::num_layers>{});
+  }
+  static_assert(num_stages == 0 || detail::InputWidthCheck<detail::AtStage<0>, detail::Receives<widths_[0]>>::value);
+  static_assert([]<std::size_t... S>(std::index_sequence<S...>) {
+    return (stage_widths_agree<S>() && ... && true);
+  }(std::make_index_sequence<num_stages>{}));
+
+public:
+  static constexpr std::size_t in_features = widths_[0];
+  static constexpr std::size_t out_features = widths_[num_stages];
+  static constexpr std::size_t parameter_count = (std::size_t{0} + ... + Stages::parameter_count);
+
+  // The width entering stage I (its in_features, also where the stage itself cannot tell).
+  template <std::size_t I> static constexpr std::size_t stage_in_features = widths_[I];
+
+  // Bytes that cross stage boundaries in one training step with `batch` samples: each
+  // boundary's activations forward and their gradients backward, the seed's C = sum s_i * b * 2.
+  static constexpr std::size_t boundary_bytes(std::size_t batch) {
+    std::size_t elements = 0;
+    for (std::size_t s = 1; s < num_stages; ++s) elements += widths_[s];
+    return elements * batch * 2 * sizeof(T);
+  }
+
+  BasicPipeline(Context &ctx, std::uint64_t seed) : ctx_(&ctx) {
+    for_each_stage([&]<std::size_t I>() { build_stage<I>(seed); });
+    for (std::size_t s = 0; s + 1 < num_stages; ++s) {
+      stages_[s].to_next = ctx.link(device_of(s), device_of(s + 1));
+      stages_[s + 1].to_prev = ctx.link(device_of(s + 1), device_of(s));
+    }
+  }
+  BasicPipeline(const BasicPipeline &) = delete;
+  BasicPipeline &operator=(const BasicPipeline &) = delete;
+  ~BasicPipeline() {
+    // Nothing may still use the buffers about to be freed.
+    for (auto &st : stages_) {
+      try {
+        st.ex->synchronize();
+      } catch (...) {
+      }
+    }
+  }
+
+  Context &context() const { return *ctx_; }
+
+  // Named handles, in PyTorch's order: "stage0.0.weight", "stage0.0.bias", "stage1.0.weight", ...
+  std::span<const Parameter<T>> parameters() const { return parameters_; }
+  const Parameter<T> &parameter(std::string_view name) const {
+    for (const auto &p : parameters_)
+      if (p.name() == name) return p;
+    std::string known;
+    for (const auto &p : parameters_) known += (known.empty() ? "" : ", ") + p.name();
+    detail::fail("no parameter named '", name, "'; this network has: ", known);
+  }
+  // The flat parameters and gradients of each stage, for optimizers.
+  std::span<const optim::ParameterGroup<T>> parameter_groups() const { return groups_; }
+
+  // Inference: (batch, in_features) row-major in, (batch, out_features) out.
+  template <schedule::Schedule Sched = schedule::Naive>
+  std::vector<T> forward(std::span<const T> x, const Sched &sched = {}) {
+    const std::size_t batch = batch_of(x, "forward");
+    const std::size_t m = micro_batches_of(sched, batch);
+    std::vector<T> out(batch * out_features);
+    const auto plan = make_plan(batch, m);
+    std::vector<std::vector<schedule::Task>> orders(num_stages);
+    for (auto &o : orders)
+      for (std::size_t k = 0; k < m; ++k) o.push_back({schedule::Task::forward, k});
+    prepare(plan);
+    issue(plan, orders, x, [&](std::size_t k, const Slot &slot) {
+      auto &last = stages_.back();
+      last.ex->download(out.data() + plan.offset[k] * out_features, slot.acts.back().data(),
+                        plan.rows[k] * out_features * sizeof(T));
+    });
+    synchronize_all();
+    return out;
+  }
+
+  // Forward and backward of one batch: sets every parameter's gradient (not added to the last
+  // one's) and returns the loss. No optimizer step.
+  template <class Loss, schedule::Schedule Sched = schedule::Naive>
+  T forward_backward(std::span<const T> x, std::span<const typename Loss::template target_type<T>> y,
+                     const Loss &loss, const Sched &sched = {}) {
+    return step(x, y, loss, sched, static_cast<void (*)(std::size_t)>(nullptr));
+  }
+
+  // One training step: forward, backward, and the optimizer, each stage updating as soon as its
+  // backward is done. Input is checked first; a bad one throws and changes nothing.
+  template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
+  T train_step(std::span<const T> x, std::span<const typename Loss::template target_type<T>> y, const Loss &loss,
+               Opt &opt, const Sched &sched = {}) {
+    if (opt.owner() != static_cast<const void *>(this))
+      detail::fail("train_step: the optimizer was built for another network");
+    return step(x, y, loss, sched, [&](std::size_t s) { opt.step_group(s); });
+  }
+
+  // Bytes moved across stage boundaries since construction (0 where stages share a device).
+  std::size_t transferred_bytes() const { return transferred_; }
+  // The most micro-batches whose activations stage s held at once in the last step.
+  std::size_t peak_live_micro_batches(std::size_t s) const { return stages_.at(s).peak; }
+
+private:
+  struct Slot {
+    detail::Buffer<T> input_own, dy_own, dx, grad[2];
+    std::vector<detail::Buffer<T>> acts;
+    const T *input = nullptr; // own buffer, or the previous stage's output where no copy is made
+    T *dy = nullptr;          // own buffer, or the next stage's dx
+    std::unique_ptr<backend::Event> forward_done, backward_done, input_ready, dy_ready;
+    backend::Event *wait_input = nullptr, *wait_dy = nullptr;
+  };
+  struct StageState {
+    backend::Executor *ex = nullptr;
+    std::size_t device = 0;
+    std::vector<std::size_t> widths; // input of each layer, then the output
+    detail::Buffer<T> params, grads;
+    std::unique_ptr<backend::Link> to_next, to_prev;
+    std::vector<Slot> slots;
+    std::size_t capacity = 0; // rows each slot holds
+    std::size_t live = 0, peak = 0;
+  };
+  struct Plan {
+    std::size_t batch = 0, m = 0;
+    std::vector<std::size_t> offset, rows;
+  };
+
+  template <class F> static void for_each_stage(F &&f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (f.template operator()<I>(), ...); }(
+        std::make_index_sequence<num_stages>{});
+  }
+  // Calls f.template operator()<I>() for the run-time stage index s.
+  template <class F> static void with_stage(std::size_t s, F &&f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { ((s == I ? (f.template operator()<I>(), 0) : 0), ...); }(
+        std::make_index_sequence<num_stages>{});
+  }
+
+  static std::size_t device_of(std::size_t s) {
+    static constexpr std::array<std::size_t, num_stages> devices{Stages::device_index...};
+    return devices[s];
+  }
+
+  template <std::size_t I> void build_stage(std::uint64_t seed) {
+    using St = stage<I>;
+    static constexpr auto w = St::widths(widths_[I]);
+    auto &st = stages_[I];
+    st.device = St::device_index;
+    st.ex = &ctx_->executor(St::device_index);
+    st.widths.assign(w.begin(), w.end());
+    st.params = detail::Buffer<T>(*st.ex, St::parameter_count);
+    st.grads = detail::Buffer<T>(*st.ex, St::parameter_count);
+    std::vector<T> host(St::parameter_count);
+    [&]<std::size_t... J>(std::index_sequence<J...>) {
+      (
+          [&] {
+            using L = typename St::template layer<J>;
+            constexpr std::size_t at = St::parameter_offsets[J];
+            Random rng = Random::derive(seed, I, J);
+            L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
+            std::size_t within = at;
+            for (const ParameterSpec &p : L::parameters) {
+              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." + std::string(p.name),
+                                       *st.ex, st.params.data() + within, st.grads.data() + within, p.rows, p.cols);
+              within += p.size();
+            }
+          }(),
+          ...);
+    }(std::make_index_sequence<St::num_layers>{});
+    if (!host.empty()) {
+      st.ex->upload(st.params.data(), host.data(), host.size() * sizeof(T));
+      st.ex->submit([ex = st.ex, g = st.grads.data(), n = host.size()] {
+        ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
+      });
+    }
+    st.ex->synchronize();
+    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count});
+  }
+
+  std::size_t batch_of(std::span<const T> x, const char *what) const {
+    if (x.empty() || x.size() % in_features != 0)
+      detail::fail(what, ": the input has ", x.size(), " values, which is not a positive whole number of rows of ",
+                   in_features, " features (row-major (batch, ", in_features, "))");
+    return x.size() / in_features;
+  }
+
+  template <class Sched> static std::size_t micro_batches_of(const Sched &sched, std::size_t batch) {
+    const std::size_t m = sched.count(batch);
+    if (m == 0 || m > batch)
+      detail::fail("schedule: ", m, " micro-batches for a batch of ", batch,
+                   " samples (need 1 <= micro_batches <= batch)");
+    return m;
+  }
+
+  // Splits `batch` rows into m micro-batches as evenly as possible; the first batch % m get one more.
+  static Plan make_plan(std::size_t batch, std::size_t m) {
+    Plan p{batch, m, {}, {}};
+    for (std::size_t k = 0, at = 0; k < m; ++k) {
+      const std::size_t rows = batch / m + (k < batch % m ? 1 : 0);
+      p.offset.push_back(at);
+      p.rows.push_back(rows);
+      at += rows;
+    }
+    return p;
+  }
+
+  // Buffers for m micro-batches of up to max(rows): allocated when the shape first grows, then reused.
+  void prepare(const Plan &plan) {
+    const std::size_t cap = *std::max_element(plan.rows.begin(), plan.rows.end());
+    for (auto &st : stages_) {
+      if (st.slots.size() >= plan.m && st.capacity >= cap) continue;
+      st.ex->synchronize(); // the old buffers may still be read by issued work
+      const std::size_t rows = std::max(cap, st.capacity);
+      const std::size_t slots = std::max(plan.m, st.slots.size());
+      st.slots.clear();
+      st.slots.resize(slots);
+      const std::size_t widest = *std::max_element(st.widths.begin(), st.widths.end());
+      for (auto &slot : st.slots) {
+        slot.input_own = detail::Buffer<T>(*st.ex, rows * st.widths.front());
+        for (std::size_t j = 1; j < st.widths.size(); ++j) slot.acts.emplace_back(*st.ex, rows * st.widths[j]);
+        slot.dy_own = detail::Buffer<T>(*st.ex, rows * st.widths.back());
+        slot.dx = detail::Buffer<T>(*st.ex, rows * st.widths.front());
+        slot.grad[0] = detail::Buffer<T>(*st.ex, rows * widest);
+        slot.grad[1] = detail::Buffer<T>(*st.ex, rows * widest);
+        slot.forward_done = st.ex->make_event();
+        slot.backward_done = st.ex->make_event();
+        slot.input_ready = st.ex->make_event();
+        slot.dy_ready = st.ex->make_event();
+      }
+      st.capacity = rows;
+    }
+    // Where each slot reads its input and its output gradient: a copy, or in place.
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      for (std::size_t k = 0; k < stages_[s].slots.size(); ++k) {
+        Slot &slot = stages_[s].slots[k];
+        const bool copied_in = s == 0 || stages_[s - 1].to_next;
+        slot.input = copied_in ? slot.input_own.data() : stages_[s - 1].slots[k].acts.back().data();
+        slot.wait_input = s == 0 ? nullptr : copied_in ? slot.input_ready.get() : stages_[s - 1].slots[k].forward_done.get();
+        const bool copied_dy = s + 1 == num_stages || stages_[s].to_next;
+        slot.dy = copied_dy ? slot.dy_own.data() : stages_[s + 1].slots[k].dx.data();
+        slot.wait_dy = s + 1 == num_stages ? nullptr
+                       : copied_dy         ? slot.dy_ready.get()
+                                           : stages_[s + 1].slots[k].backward_done.get();
+      }
+    }
+  }
+
+  template <std::size_t I> void issue_forward(Slot &slot, std::size_t rows) {
+    using St = stage<I>;
+    static constexpr auto w = St::widths(widths_[I]);
+    auto &st = stages_[I];
+    std::array<const T *, St::num_layers> xs{};
+    std::array<T *, St::num_layers> ys{};
+    for (std::size_t j = 0; j < St::num_layers; ++j) {
+      xs[j] = j == 0 ? slot.input : slot.acts[j - 1].data();
+      ys[j] = slot.acts[j].data();
+    }
+    st.ex->submit([ex = st.ex, params = st.params.data(), xs, ys, rows] {
+      [&]<std::size_t... J>(std::index_sequence<J...>) {
+        (St::template layer<J>::forward(*ex, LayerForward<T>{.batch = rows,
+                                                             .in = w[J],
+                                                             .out = w[J + 1],
+                                                             .params = params + St::parameter_offsets[J],
+                                                             .x = xs[J],
+                                                             .y = ys[J]}),
+         ...);
+      }(std::make_index_sequence<St::num_layers>{});
+    });
+  }
+
+  template <std::size_t I> void issue_backward(Slot &slot, std::size_t rows) {
+    using St = stage<I>;
+    static constexpr auto w = St::widths(widths_[I]);
+    constexpr std::size_t L = St::num_layers;
+    auto &st = stages_[I];
+    std::array<const T *, L> xs{}, ys{}, dys{};
+    std::array<T *, L> dxs{};
+    for (std::size_t j = 0; j < L; ++j) {
+      xs[j] = j == 0 ? slot.input : slot.acts[j - 1].data();
+      ys[j] = slot.acts[j].data();
+      dys[j] = j + 1 == L ? slot.dy : slot.grad[(j + 1) % 2].data();
+      // The network's input needs no gradient: the first layer of stage 0 skips it.
+      dxs[j] = j > 0 ? slot.grad[j % 2].data() : I > 0 ? slot.dx.data() : nullptr;
+    }
+    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows] {
+      [&]<std::size_t... J>(std::index_sequence<J...>) {
+        // last layer first
+        (
+            [&] {
+              constexpr std::size_t j = L - 1 - J;
+              St::template layer<j>::backward(*ex, LayerBackward<T>{.batch = rows,
+                                                                    .in = w[j],
+                                                                    .out = w[j + 1],
+                                                                    .params = params + St::parameter_offsets[j],
+                                                                    .grads = grads + St::parameter_offsets[j],
+                                                                    .x = xs[j],
+                                                                    .y = ys[j],
+                                                                    .dy = dys[j],
+                                                                    .dx = dxs[j]});
+            }(),
+            ...);
+      }(std::make_index_sequence<L>{});
+    });
+  }
+
+  // Issues every stage's task list in an order that respects the cross-stage dependencies (a
+  // forward needs the previous stage's forward of that micro-batch, a backward the next stage's
+  // backward), so each wait is issued after the record it waits for. `at_output(k, slot)` is
+  // issued on the last stage right after its forward of micro-batch k.
+  template <class AtOutput>
+  void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, std::span<const T> x,
+             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
+    const std::size_t S = num_stages, m = plan.m;
+    std::vector<std::size_t> next(S, 0);
+    std::vector<std::vector<char>> forward_issued(S, std::vector<char>(m, 0)), backward_issued = forward_issued;
+    std::vector<std::size_t> backward_left(S, 0);
+    for (std::size_t s = 0; s < S; ++s) {
+      stages_[s].live = stages_[s].peak = 0;
+      for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
+    }
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (std::size_t s = 0; s < S; ++s) {
+        auto &st = stages_[s];
+        while (next[s] < orders[s].size()) {
+          const schedule::Task t = orders[s][next[s]];
+          const std::size_t k = t.micro_batch;
+          Slot &slot = st.slots[k];
+          const std::size_t rows = plan.rows[k];
+          if (t.kind == schedule::Task::forward) {
+            if (s > 0 && !forward_issued[s - 1][k]) break;
+            if (s == 0)
+              st.ex->upload(slot.input_own.data(), x.data() + plan.offset[k] * in_features,
+                            rows * in_features * sizeof(T));
+            else
+              st.ex->wait(*slot.wait_input);
+            with_stage(s, [&]<std::size_t I>() { issue_forward<I>(slot, rows); });
+            st.ex->record(*slot.forward_done);
+            st.peak = std::max(st.peak, ++st.live);
+            if (s + 1 < S && st.to_next) {
+              Slot &dst = stages_[s + 1].slots[k];
+              st.to_next->copy(slot.acts.back().data(), dst.input_own.data(), rows * st.widths.back() * sizeof(T),
+                               *slot.forward_done, *dst.input_ready);
+              transferred_ += rows * st.widths.back() * sizeof(T);
+            }
+            if (s + 1 == S) at_output(k, slot);
+            forward_issued[s][k] = 1;
+          } else {
+            if (s + 1 == S ? !forward_issued[s][k] : !backward_issued[s + 1][k]) break;
+            if (s + 1 < S) st.ex->wait(*slot.wait_dy);
+            with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows); });
+            st.ex->record(*slot.backward_done);
+            --st.live;
+            if (s > 0 && st.to_prev) {
+              Slot &dst = stages_[s - 1].slots[k];
+              st.to_prev->copy(slot.dx.data(), dst.dy_own.data(), rows * st.widths.front() * sizeof(T),
+                               *slot.backward_done, *dst.dy_ready);
+              transferred_ += rows * st.widths.front() * sizeof(T);
+            }
+            backward_issued[s][k] = 1;
+            if (--backward_left[s] == 0 && after_last_backward) (*after_last_backward)[s]();
+          }
+          ++next[s];
+          progress = true;
+        }
+      }
+    }
+    for (std::size_t s = 0; s < S; ++s)
+      if (next[s] != orders[s].size())
+        detail::fail("schedule: the task order of stage ", s, " cannot be issued (a dependency never comes)");
+  }
+
+  template <class Loss, class Sched, class StepGroup>
+  T step(std::span<const T> x, std::span<const typename Loss::template target_type<T>> y, const Loss &,
+         const Sched &sched, StepGroup step_group) {
+    using Target = typename Loss::template target_type<T>;
+    // Preconditions, all checked before any work is issued.
+    const std::size_t batch = batch_of(x, "train_step");
+    Loss::validate(y, batch, out_features);
+    const std::size_t m = micro_batches_of(sched, batch);
+    const auto plan = make_plan(batch, m);
+    std::vector<std::vector<schedule::Task>> orders(num_stages);
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      orders[s] = sched.order(s, num_stages, m);
+      check_order(orders[s], s, m);
+    }
+
+    prepare(plan);
+    auto &last = stages_.back();
+    const std::size_t per_sample = Loss::targets_per_sample(out_features);
+    if (targets_.size() < batch * per_sample * sizeof(Target))
+      targets_ = detail::Buffer<std::byte>(*last.ex, batch * per_sample * sizeof(Target));
+    if (!loss_.size()) loss_ = detail::Buffer<T>(*last.ex, 1);
+    for (auto &st : stages_)
+      st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
+        if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
+      });
+    last.ex->upload(targets_.data(), y.data(), y.size() * sizeof(Target));
+    last.ex->submit([ex = last.ex, l = loss_.data()] { ex->run(backend::op::Fill<T>{.n = 1, .value = T(0), .dst = l}); });
+
+    const T scale = Loss::template scale<T>(batch, out_features);
+    const auto *targets = reinterpret_cast<const Target *>(targets_.data());
+    std::vector<std::function<void()>> after;
+    if constexpr (!std::is_same_v<StepGroup, void (*)(std::size_t)>)
+      for (std::size_t s = 0; s < num_stages; ++s) after.push_back([&step_group, s] { step_group(s); });
+    issue(
+        plan, orders, x,
+        [&](std::size_t k, Slot &slot) {
+          last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.acts.back().data(),
+                           t = targets + plan.offset[k] * per_sample, scale, l = loss_.data(), dy = slot.dy] {
+            Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy);
+          });
+        },
+        after.empty() ? nullptr : &after);
+    T loss_value{};
+    last.ex->download(&loss_value, loss_.data(), sizeof(T));
+    synchronize_all();
+    return loss_value;
+  }
+
+  static void check_order(const std::vector<schedule::Task> &order, std::size_t s, std::size_t m) {
+    std::vector<int> f(m, 0), b(m, 0);
+    for (const auto &t : order) {
+      if (t.micro_batch >= m) detail::fail("schedule: stage ", s, " lists micro-batch ", t.micro_batch, " of ", m);
+      auto &c = t.kind == schedule::Task::forward ? f[t.micro_batch] : b[t.micro_batch];
+      if (++c > 1 || (t.kind == schedule::Task::backward && !f[t.micro_batch]))
+        detail::fail("schedule: stage ", s, " runs micro-batch ", t.micro_batch, "'s ",
+                     t.kind == schedule::Task::forward ? "forward" : "backward", " twice or out of order");
+    }
+    for (std::size_t k = 0; k < m; ++k)
+      if (!f[k] || !b[k]) detail::fail("schedule: stage ", s, " never runs micro-batch ", k);
+  }
+
+  void synchronize_all() {
+    std::exception_ptr first;
+    for (auto &st : stages_) {
+      try {
+        st.ex->synchronize();
+      } catch (...) {
+        if (!first) first = std::current_exception();
+      }
+    }
+    if (first) std::rethrow_exception(first);
+  }
+
+  Context *ctx_;
+  std::array<StageState, num_stages> stages_{};
+  std::vector<Parameter<T>> parameters_;
+  std::vector<optim::ParameterGroup<T>> groups_;
+  detail::Buffer<std::byte> targets_;
+  detail::Buffer<T> loss_;
+  std::size_t transferred_ = 0;
+};
+
+// The float network users write: Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, ...>.
+template <class... Stages> using Pipeline = BasicPipeline<float, Stages...>;
+
+} // namespace tandem
