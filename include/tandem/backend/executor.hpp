@@ -42,6 +42,9 @@ public:
   virtual std::unique_ptr<Event> make_event() = 0;
   virtual void record(Event &event) = 0;
   virtual void wait(Event &event) = 0;
+  // Microseconds between two completed events of this executor (both recorded, both reached):
+  // the timeline's clock, host time on the host backend, cudaEventElapsedTime on GPUs.
+  virtual double elapsed_us(Event &from, Event &to) = 0;
   // Blocks the issuing thread until all issued work is done; rethrows a failure of that work.
   virtual void synchronize() = 0;
   // A link that moves bytes from this device to `dst` on a stream of its own.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -23,6 +24,7 @@ public:
     {
       std::lock_guard lock(mutex_);
       completed_ = std::max(completed_, ticket);
+      when_ = std::chrono::steady_clock::now();
     }
     changed_.notify_all();
   }
@@ -32,11 +34,18 @@ public:
     changed_.wait(lock, [&] { return completed_ >= ticket; });
   }
 
+  // When the latest record was reached (valid once it has completed).
+  std::chrono::steady_clock::time_point when() {
+    std::lock_guard lock(mutex_);
+    return when_;
+  }
+
 private:
   std::uint64_t issued_ = 0; // touched by the issuing thread only
   std::mutex mutex_;
   std::condition_variable changed_;
   std::uint64_t completed_ = 0;
+  std::chrono::steady_clock::time_point when_{};
 };
 
 } // namespace tandem::backend::host

@@ -2,6 +2,7 @@
 // host::Executor: a logical device on the host, one worker thread with its own queue.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -50,6 +51,10 @@ public:
   void wait(backend::Event &event) override {
     auto &e = static_cast<Event &>(event);
     if (const auto ticket = e.latest()) worker_.push([&e, ticket] { e.wait_for(ticket); });
+  }
+  double elapsed_us(backend::Event &from, backend::Event &to) override {
+    const auto d = static_cast<Event &>(to).when() - static_cast<Event &>(from).when();
+    return std::chrono::duration<double, std::micro>(d).count();
   }
   void synchronize() override { worker_.drain(); }
   std::unique_ptr<backend::Link> make_link(backend::Executor &dst) override { return std::make_unique<Link>(dst); }
