@@ -14,8 +14,11 @@ class Link {
 public:
   virtual ~Link() = default;
   // Waits for `ready` (recorded on the source), copies, then records `done`, which the
-  // destination waits for. `src` must stay untouched until `done` has completed.
-  virtual void copy(const void *src, void *dst, std::size_t bytes, Event &ready, Event &done) = 0;
+  // destination waits for. `src` must stay untouched until `done` has completed. `begin`, when
+  // given, is recorded on the link's stream just before the copy starts (for the timeline); it
+  // must be an event of the destination executor, as `done` is.
+  virtual void copy(const void *src, void *dst, std::size_t bytes, Event &ready, Event &done,
+                    Event *begin = nullptr) = 0;
 };
 
 } // namespace tandem::backend

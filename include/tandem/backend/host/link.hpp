@@ -18,8 +18,10 @@ class Link final : public backend::Link {
 public:
   explicit Link(backend::Executor &dst) : dst_(dst) {}
 
-  void copy(const void *src, void *dst, std::size_t bytes, backend::Event &ready, backend::Event &done) override {
+  void copy(const void *src, void *dst, std::size_t bytes, backend::Event &ready, backend::Event &done,
+            backend::Event *begin = nullptr) override {
     dst_.wait(ready);
+    if (begin) dst_.record(*begin);
     dst_.submit([=] { std::memcpy(dst, src, bytes); });
     dst_.record(done);
   }
