@@ -15,6 +15,8 @@
 #include "tandem/layers/tanh.hpp"
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/loss/mse.hpp"
+#include "tandem/optim/adam.hpp"
+#include "tandem/optim/adamw.hpp"
 #include "tandem/optim/sgd.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pipeline.hpp"

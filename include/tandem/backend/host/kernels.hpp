@@ -173,15 +173,19 @@ template <class T> void run(const op::SgdStep<T> &s) {
 }
 
 template <class T> void run(const op::AdamStep<T> &a) {
-  const T bias1 = T(1) - std::pow(a.beta1, T(a.step));
-  const T bias2_sqrt = std::sqrt(T(1) - std::pow(a.beta2, T(a.step)));
-  const T step_size = a.lr / bias1;
+  // PyTorch computes the per-step scalars in Python floats (double) and hands them to the tensor
+  // kernels, which round them to T: 1 - beta2^t rounded in float would be off by 1e-5 of itself.
+  const double step = static_cast<double>(a.step);
+  const double bias1 = 1 - std::pow(static_cast<double>(a.beta1), step);
+  const T bias2_sqrt = static_cast<T>(std::sqrt(1 - std::pow(static_cast<double>(a.beta2), step)));
+  const T step_size = static_cast<T>(static_cast<double>(a.lr) / bias1);
+  const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
   for (std::size_t i = 0; i < a.n; ++i) {
     T g = a.grads[i];
     T &p = a.params[i];
     if (a.weight_decay != T(0)) {
-      if (a.decoupled) p *= T(1) - a.lr * a.weight_decay;
-      else g += a.weight_decay * p;
+      if (a.decoupled) p *= decay;  // AdamW: decay the weight itself, before the moments
+      else g += a.weight_decay * p; // Adam: L2 penalty folded into the gradient
     }
     T &m = a.exp_avg[i];
     T &v = a.exp_avg_sq[i];

@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: Apache-2.0
+// optim::Adam: torch.optim.Adam (L2 weight decay, AMSGrad, PyTorch's bias correction).
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/detail/buffer.hpp"
+#include "tandem/error.hpp"
+#include "tandem/optim/optimizer.hpp"
+
+namespace tandem::optim {
+
+// Fields in torch.optim.Adam's argument order, so {.lr = 0.01f, .betas = {0.9f, 0.99f}} reads like it.
+struct AdamOptions {
+  float lr = 1e-3f;
+  std::pair<float, float> betas{0.9f, 0.999f};
+  float eps = 1e-8f;
+  float weight_decay = 0;
+  bool amsgrad = false;
+};
+
+} // namespace tandem::optim
+
+namespace tandem::detail {
+
+// Adam and AdamW differ only in where weight decay enters (the gradient, or the weight itself),
+// so one body serves both; `Decoupled` picks AdamW's form and the name in messages.
+template <class Options, bool Decoupled> class AdamFamily {
+public:
+  template <class Net> AdamFamily(Net &net, Options options) : options_(options), owner_(&net) {
+    static_assert(std::is_same_v<typename Net::value_type, float>, "optim::Adam/AdamW train float networks");
+    validate(options);
+    for (const auto &g : net.parameter_groups()) {
+      auto &s = groups_.emplace_back(State{g, {}, {}, {}, 0});
+      if (!g.size) continue;
+      s.exp_avg = Buffer<float>(*g.executor, g.size);
+      s.exp_avg_sq = Buffer<float>(*g.executor, g.size);
+      if (options.amsgrad) s.max_exp_avg_sq = Buffer<float>(*g.executor, g.size);
+    }
+    // PyTorch starts both moments (and AMSGrad's running maximum) at zero.
+    for (auto &s : groups_) {
+      if (!s.group.size) continue;
+      s.group.executor->submit(
+          [ex = s.group.executor, n = s.group.size,
+           bufs = std::array{s.exp_avg.data(), s.exp_avg_sq.data(), s.max_exp_avg_sq.data()}] {
+            for (float *b : bufs)
+              if (b) ex->run(backend::op::Fill<float>{.n = n, .value = 0.0f, .dst = b});
+          });
+    }
+    // The buffers must not be freed under a pending fill if this optimizer is dropped at once.
+    for (auto &s : groups_) s.group.executor->synchronize();
+  }
+
+  const Options &options() const { return options_; }
+  const void *owner() const { return owner_; }
+  // Steps taken by group i; the bias correction of its next step uses steps(i) + 1.
+  std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }
+
+  void step_group(std::size_t i) {
+    auto &s = groups_.at(i);
+    if (!s.group.size) return;
+    ++s.steps; // PyTorch counts from 1: the first step's bias correction is 1 - beta^1
+    const backend::op::AdamStep<float> op{.n = s.group.size,
+                                          .params = s.group.params,
+                                          .grads = s.group.grads,
+                                          .exp_avg = s.exp_avg.data(),
+                                          .exp_avg_sq = s.exp_avg_sq.data(),
+                                          .max_exp_avg_sq = s.max_exp_avg_sq.data(),
+                                          .lr = options_.lr,
+                                          .beta1 = options_.betas.first,
+                                          .beta2 = options_.betas.second,
+                                          .eps = options_.eps,
+                                          .weight_decay = options_.weight_decay,
+                                          .decoupled = Decoupled,
+                                          .amsgrad = options_.amsgrad,
+                                          .step = static_cast<std::int64_t>(s.steps)};
+    s.group.executor->submit([ex = s.group.executor, op] { ex->run(op); });
+  }
+
+  // Steps every group and waits for it: for loops that call forward/backward themselves.
+  void step() {
+    for (std::size_t i = 0; i < groups_.size(); ++i) step_group(i);
+    for (auto &s : groups_) s.group.executor->synchronize();
+  }
+
+private:
+  static constexpr const char *name = Decoupled ? "optim::AdamW" : "optim::Adam";
+
+  // PyTorch's checks (it raises ValueError), made before anything is allocated. Written as
+  // !(x >= lo) so that NaN fails too. Unlike PyTorch, eps = 0 is refused: with a zero gradient
+  // history the update would divide 0 by 0.
+  static void validate(const Options &o) {
+    if (!(o.lr >= 0) || !std::isfinite(o.lr))
+      fail(name, ": invalid learning rate ", o.lr, " (must be finite and >= 0)");
+    if (!(o.betas.first >= 0 && o.betas.first < 1))
+      fail(name, ": invalid beta parameter at index 0: ", o.betas.first, " (must be in [0, 1))");
+    if (!(o.betas.second >= 0 && o.betas.second < 1))
+      fail(name, ": invalid beta parameter at index 1: ", o.betas.second, " (must be in [0, 1))");
+    if (!(o.eps > 0) || !std::isfinite(o.eps))
+      fail(name, ": invalid epsilon ", o.eps, " (must be finite and > 0)");
+    if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
+      fail(name, ": invalid weight_decay ", o.weight_decay, " (must be finite and >= 0)");
+  }
+
+  struct State {
+    optim::ParameterGroup<float> group;
+    Buffer<float> exp_avg, exp_avg_sq, max_exp_avg_sq;
+    std::size_t steps;
+  };
+  Options options_;
+  const void *owner_;
+  std::vector<State> groups_;
+};
+
+} // namespace tandem::detail
+
+namespace tandem::optim {
+
+// Adam (Kingma & Ba, 2015) as torch.optim.Adam computes it: weight_decay adds an L2 term to the
+// gradient; see AdamW for decay applied to the weights.
+class Adam : public detail::AdamFamily<AdamOptions, false> {
+public:
+  using Options = AdamOptions;
+  using AdamFamily::AdamFamily;
+};
+
+} // namespace tandem::optim
