@@ -15,6 +15,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/executor.hpp"
 #include "tandem/error.hpp"
+#include "tandem/timeline.hpp"
 
 #if defined(__CUDACC__) && !defined(TANDEM_HOST_ONLY)
 #include "tandem/backend/cuda/executor.hpp"
@@ -31,6 +32,8 @@ struct ContextOptions {
   bool force_copies = false;
   // Let cuBLAS use TF32 tensor cores for float products (off by default, as PyTorch's matmul).
   bool allow_tf32 = false;
+  // Record every task's start and end on timeline() (see timeline.hpp); can be toggled later.
+  bool timeline = false;
 };
 
 class Context {
@@ -48,6 +51,10 @@ public:
 
   backend::Kind backend() const { return kind_; }
   const Options &options() const { return options_; }
+
+  // When each task of each step ran, per logical device and link; recorded while enabled().
+  Timeline &timeline() { return timeline_; }
+  const Timeline &timeline() const { return timeline_; }
 
   // The executor of logical device `logical`, made on first use.
   backend::Executor &executor(std::size_t logical) {
@@ -134,6 +141,7 @@ private:
   backend::Kind kind_ = backend::Kind::host;
   std::vector<int> gpus_;
   std::map<std::size_t, std::unique_ptr<backend::Executor>> executors_;
+  Timeline timeline_{options_.timeline}; // after executors_: its events go first
 };
 
 } // namespace tandem

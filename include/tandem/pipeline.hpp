@@ -28,6 +28,7 @@
 #include "tandem/schedule/schedule.hpp"
 #include "tandem/shape.hpp"
 #include "tandem/stage.hpp"
+#include "tandem/timeline.hpp"
 
 namespace tandem {
 
@@ -58,9 +59,10 @@ public:
 private:
   // Width entering each stage, and (last) the network's output width. A stage that starts with
   // width-keeping layers takes whatever the previous stage gives it.
+  static constexpr bool all_stages_ = (true && ... && is_stage_v<Stages>);
   static constexpr std::array<std::size_t, num_stages + 1> widths_ = [] {
     std::array<std::size_t, num_stages + 1> w{};
-    if constexpr (num_stages > 0) {
+    if constexpr (num_stages > 0 && all_stages_) { // else only the argument checks above report
       w[0] = std::tuple_element_t<0, stage_list>::in_features;
       std::size_t s = 0;
       ((w[s + 1] = Stages::widths(w[s])[Stages::num_layers], ++s), ...);
@@ -79,10 +81,18 @@ private:
               ... && true);
     }(std::make_index_sequence<stage<S>::num_layers>{});
   }
-  static_assert(num_stages == 0 || detail::InputWidthCheck<detail::AtStage<0>, detail::Receives<widths_[0]>>::value);
-  static_assert([]<std::size_t... S>(std::index_sequence<S...>) {
-    return (stage_widths_agree<S>() && ... && true);
-  }(std::make_index_sequence<num_stages>{}));
+  // One diagnostic per mistake: the width checks run only on a well-formed list of stages, and
+  // not past an input width that cannot be derived.
+  static constexpr bool widths_agree_ = [] {
+    if constexpr (num_stages > 0 && all_stages_) {
+      if constexpr (detail::InputWidthCheck<detail::AtStage<0>, detail::Receives<widths_[0]>>::value && widths_[0] > 0)
+        return []<std::size_t... S>(std::index_sequence<S...>) {
+          return (stage_widths_agree<S>() && ... && true);
+        }(std::make_index_sequence<num_stages>{});
+    }
+    return true;
+  }();
+  static_assert(widths_agree_);
 
 public:
   static constexpr std::size_t in_features = widths_[0];
@@ -137,19 +147,21 @@ public:
   template <schedule::Schedule Sched = schedule::Naive>
   std::vector<T> forward(std::span<const T> x, const Sched &sched = {}) {
     const std::size_t batch = batch_of(x, "forward");
-    const std::size_t m = micro_batches_of(sched, batch);
+    const std::size_t m = micro_batches_of(sched, batch, "forward");
     std::vector<T> out(batch * out_features);
     const auto plan = make_plan(batch, m);
     std::vector<std::vector<schedule::Task>> orders(num_stages);
     for (auto &o : orders)
       for (std::size_t k = 0; k < m; ++k) o.push_back({schedule::Task::forward, k});
     prepare(plan);
+    begin_timeline();
     issue(plan, orders, x, [&](std::size_t k, const Slot &slot) {
       auto &last = stages_.back();
       last.ex->download(out.data() + plan.offset[k] * out_features, slot.acts.back().data(),
                         plan.rows[k] * out_features * sizeof(T));
     });
     synchronize_all();
+    end_timeline();
     return out;
   }
 
@@ -194,6 +206,7 @@ private:
     std::vector<Slot> slots;
     std::size_t capacity = 0; // rows each slot holds
     std::size_t live = 0, peak = 0;
+    std::size_t track = 0, next_track = 0, prev_track = 0; // timeline tracks: device, links out
   };
   struct Plan {
     std::size_t batch = 0, m = 0;
@@ -258,11 +271,13 @@ private:
     return x.size() / in_features;
   }
 
-  template <class Sched> static std::size_t micro_batches_of(const Sched &sched, std::size_t batch) {
+  template <class Sched>
+  static std::size_t micro_batches_of(const Sched &sched, std::size_t batch, const char *what) {
     const std::size_t m = sched.count(batch);
     if (m == 0 || m > batch)
-      detail::fail("schedule: ", m, " micro-batches for a batch of ", batch,
-                   " samples (need 1 <= micro_batches <= batch)");
+      detail::fail(what, ": the schedule splits a batch of ", batch, " samples into ", m,
+                   " micro-batches, but needs 1 <= micro_batches <= batch (each micro-batch needs a sample); ",
+                   "use at most ", batch, " micro-batches for this batch");
     return m;
   }
 
@@ -408,13 +423,15 @@ private:
                             rows * in_features * sizeof(T));
             else
               st.ex->wait(*slot.wait_input);
-            with_stage(s, [&]<std::size_t I>() { issue_forward<I>(slot, rows); });
+            timed(s, TaskKind::forward, k,
+                  [&] { with_stage(s, [&]<std::size_t I>() { issue_forward<I>(slot, rows); }); });
             st.ex->record(*slot.forward_done);
             st.peak = std::max(st.peak, ++st.live);
             if (s + 1 < S && st.to_next) {
               Slot &dst = stages_[s + 1].slots[k];
-              st.to_next->copy(slot.acts.back().data(), dst.input_own.data(), rows * st.widths.back() * sizeof(T),
-                               *slot.forward_done, *dst.input_ready);
+              copy_boundary(*st.to_next, s, s + 1, st.next_track, k, slot.acts.back().data(),
+                            dst.input_own.data(), rows * st.widths.back() * sizeof(T), *slot.forward_done,
+                            *dst.input_ready);
               transferred_ += rows * st.widths.back() * sizeof(T);
             }
             if (s + 1 == S) at_output(k, slot);
@@ -422,13 +439,14 @@ private:
           } else {
             if (s + 1 == S ? !forward_issued[s][k] : !backward_issued[s + 1][k]) break;
             if (s + 1 < S) st.ex->wait(*slot.wait_dy);
-            with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows); });
+            timed(s, TaskKind::backward, k,
+                  [&] { with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows); }); });
             st.ex->record(*slot.backward_done);
             --st.live;
             if (s > 0 && st.to_prev) {
               Slot &dst = stages_[s - 1].slots[k];
-              st.to_prev->copy(slot.dx.data(), dst.dy_own.data(), rows * st.widths.front() * sizeof(T),
-                               *slot.backward_done, *dst.dy_ready);
+              copy_boundary(*st.to_prev, s, s - 1, st.prev_track, k, slot.dx.data(), dst.dy_own.data(),
+                            rows * st.widths.front() * sizeof(T), *slot.backward_done, *dst.dy_ready);
               transferred_ += rows * st.widths.front() * sizeof(T);
             }
             backward_issued[s][k] = 1;
@@ -451,7 +469,7 @@ private:
     // Preconditions, all checked before any work is issued.
     const std::size_t batch = batch_of(x, "train_step");
     Loss::validate(y, batch, out_features);
-    const std::size_t m = micro_batches_of(sched, batch);
+    const std::size_t m = micro_batches_of(sched, batch, "train_step");
     const auto plan = make_plan(batch, m);
     std::vector<std::vector<schedule::Task>> orders(num_stages);
     for (std::size_t s = 0; s < num_stages; ++s) {
@@ -460,6 +478,7 @@ private:
     }
 
     prepare(plan);
+    begin_timeline();
     auto &last = stages_.back();
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
     if (targets_.size() < batch * per_sample * sizeof(Target))
@@ -476,19 +495,25 @@ private:
     const auto *targets = reinterpret_cast<const Target *>(targets_.data());
     std::vector<std::function<void()>> after;
     if constexpr (!std::is_same_v<StepGroup, void (*)(std::size_t)>)
-      for (std::size_t s = 0; s < num_stages; ++s) after.push_back([&step_group, s] { step_group(s); });
+      for (std::size_t s = 0; s < num_stages; ++s)
+        after.push_back(
+            [this, &step_group, s] { timed(s, TaskKind::optimizer, -1, [&] { step_group(s); }); });
     issue(
         plan, orders, x,
         [&](std::size_t k, Slot &slot) {
-          last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.acts.back().data(),
-                           t = targets + plan.offset[k] * per_sample, scale, l = loss_.data(), dy = slot.dy] {
-            Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy);
+          timed(num_stages - 1, TaskKind::loss, k, [&] {
+            last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.acts.back().data(),
+                             t = targets + plan.offset[k] * per_sample, scale, l = loss_.data(),
+                             dy = slot.dy] {
+              Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy);
+            });
           });
         },
         after.empty() ? nullptr : &after);
     T loss_value{};
     last.ex->download(&loss_value, loss_.data(), sizeof(T));
     synchronize_all();
+    end_timeline();
     return loss_value;
   }
 
@@ -503,6 +528,42 @@ private:
     }
     for (std::size_t k = 0; k < m; ++k)
       if (!f[k] || !b[k]) detail::fail("schedule: stage ", s, " never runs micro-batch ", k);
+  }
+
+  // Timeline hooks: when the context's timeline records, each task's issue is bracketed by events
+  // on the executor that runs it (copies: on the destination's, which records the copy's done).
+  void begin_timeline() {
+    Timeline &tl = ctx_->timeline();
+    timeline_ = tl.enabled() ? &tl : nullptr;
+    if (!timeline_) return;
+    auto device = [](std::size_t s) { return "Device<" + std::to_string(device_of(s)) + ">"; };
+    std::array<backend::Executor *, num_stages> executors{};
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      auto &st = stages_[s];
+      executors[s] = st.ex;
+      st.track = tl.track(device(s));
+      if (st.to_next) st.next_track = tl.track(device(s) + " -> " + device(s + 1));
+      if (st.to_prev) st.prev_track = tl.track(device(s) + " -> " + device(s - 1));
+    }
+    tl.begin_step(executors);
+  }
+  void end_timeline() {
+    if (timeline_) timeline_->end_step();
+    timeline_ = nullptr;
+  }
+  template <class F> void timed(std::size_t s, TaskKind kind, std::ptrdiff_t k, F &&issue_work) {
+    if (!timeline_) return issue_work();
+    const auto mark = timeline_->open(*stages_[s].ex, stages_[s].track, kind, s, k);
+    issue_work();
+    timeline_->close(mark);
+  }
+  void copy_boundary(backend::Link &link, std::size_t from, std::size_t to, std::size_t track, std::size_t k,
+                     const void *src, void *dst, std::size_t bytes, backend::Event &ready,
+                     backend::Event &done) {
+    if (!timeline_) return link.copy(src, dst, bytes, ready, done);
+    const auto mark = timeline_->prepare(*stages_[to].ex, track, TaskKind::copy, from, std::ptrdiff_t(k));
+    link.copy(src, dst, bytes, ready, done, &timeline_->begin(mark));
+    timeline_->close(mark, done);
   }
 
   void synchronize_all() {
@@ -524,6 +585,7 @@ private:
   detail::Buffer<std::byte> targets_;
   detail::Buffer<T> loss_;
   std::size_t transferred_ = 0;
+  Timeline *timeline_ = nullptr; // the context's, during a step that records
 };
 
 // The float network users write: Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, ...>.
