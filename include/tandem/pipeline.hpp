@@ -165,19 +165,22 @@ public:
     return out;
   }
 
+  // The targets' span type, kept out of deduction (Loss is deduced from the loss argument alone):
+  // nvcc's front end otherwise fails to deduce Loss through the nested alias template.
+  template <class Loss>
+  using targets_t = std::type_identity_t<std::span<const typename Loss::template target_type<T>>>;
+
   // Forward and backward of one batch: sets every parameter's gradient (not added to the last
   // one's) and returns the loss. No optimizer step.
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
-  T forward_backward(std::span<const T> x, std::span<const typename Loss::template target_type<T>> y,
-                     const Loss &loss, const Sched &sched = {}) {
+  T forward_backward(std::span<const T> x, targets_t<Loss> y, const Loss &loss, const Sched &sched = {}) {
     return step(x, y, loss, sched, static_cast<void (*)(std::size_t)>(nullptr));
   }
 
   // One training step: forward, backward, and the optimizer, each stage updating as soon as its
   // backward is done. Input is checked first; a bad one throws and changes nothing.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
-  T train_step(std::span<const T> x, std::span<const typename Loss::template target_type<T>> y, const Loss &loss,
-               Opt &opt, const Sched &sched = {}) {
+  T train_step(std::span<const T> x, targets_t<Loss> y, const Loss &loss, Opt &opt, const Sched &sched = {}) {
     if (opt.owner() != static_cast<const void *>(this))
       detail::fail("train_step: the optimizer was built for another network");
     return step(x, y, loss, sched, [&](std::size_t s) { opt.step_group(s); });
@@ -463,8 +466,7 @@ private:
   }
 
   template <class Loss, class Sched, class StepGroup>
-  T step(std::span<const T> x, std::span<const typename Loss::template target_type<T>> y, const Loss &,
-         const Sched &sched, StepGroup step_group) {
+  T step(std::span<const T> x, targets_t<Loss> y, const Loss &, const Sched &sched, StepGroup step_group) {
     using Target = typename Loss::template target_type<T>;
     // Preconditions, all checked before any work is issued.
     const std::size_t batch = batch_of(x, "train_step");
