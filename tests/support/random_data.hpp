@@ -1,0 +1,46 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test helpers: fresh random data and error measures.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+namespace tandem::test {
+
+// A different stream for every test run would make failures unreproducible; a fixed seed per
+// call site with random values (never zeros or constants) is what the tests need.
+template <class T> std::vector<T> uniform(std::size_t n, std::uint64_t seed, double lo = -1, double hi = 1) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<T> v(n);
+  for (auto &x : v) x = static_cast<T>(dist(gen));
+  return v;
+}
+
+inline std::vector<std::int32_t> labels(std::size_t n, std::size_t classes, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::vector<std::int32_t> v(n);
+  for (auto &x : v) x = static_cast<std::int32_t>(gen() % classes);
+  return v;
+}
+
+// max |a - b| / max(max |b|, tiny): the error relative to the reference tensor's scale, so one
+// near-zero element cannot dominate.
+template <class A, class B> double relative_error(std::span<const A> a, std::span<const B> b) {
+  if (a.size() != b.size()) return INFINITY;
+  double diff = 0, scale = 1e-30;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return diff / scale;
+}
+template <class A, class B> double relative_error(const std::vector<A> &a, const std::vector<B> &b) {
+  return relative_error(std::span<const A>(a), std::span<const B>(b));
+}
+
+} // namespace tandem::test

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// Context: TANDEM_DEVICES and options map logical devices; bad specs are errors.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+
+#include <tandem/tandem.hpp>
+
+using namespace tandem;
+
+namespace {
+// Sets TANDEM_DEVICES for one scope and restores what was there.
+struct ScopedDevices {
+  std::optional<std::string> old;
+  explicit ScopedDevices(const char *value) {
+    if (const char *v = std::getenv("TANDEM_DEVICES")) old = v;
+    if (value) setenv("TANDEM_DEVICES", value, 1);
+    else unsetenv("TANDEM_DEVICES");
+  }
+  ~ScopedDevices() {
+    if (old) setenv("TANDEM_DEVICES", old->c_str(), 1);
+    else unsetenv("TANDEM_DEVICES");
+  }
+};
+} // namespace
+
+TEST_CASE("a translation unit compiled without nvcc runs on the host, whatever it asks for") {
+  ScopedDevices env(nullptr);
+  for (const char *spec : {"", "host", "0,1", "0,0"}) {
+    Context ctx({.devices = spec});
+    CHECK(ctx.backend() == backend::Kind::host);
+  }
+}
+
+TEST_CASE("malformed device lists are errors that quote the list") {
+  ScopedDevices env(nullptr);
+  CHECK_THROWS_WITH_AS(Context({.devices = "0,,1"}), doctest::Contains("device list '0,,1'"), Error);
+  CHECK_THROWS_WITH_AS(Context({.devices = "gpu0"}), doctest::Contains("got the entry 'gpu0'"), Error);
+  CHECK_THROWS_WITH_AS(Context({.devices = "0,"}), doctest::Contains("device list '0,'"), Error);
+  CHECK_THROWS_WITH_AS(Context({.devices = "-1"}), doctest::Contains("'-1'"), Error);
+}
+
+TEST_CASE("TANDEM_DEVICES wins over the options") {
+  ScopedDevices env("not-a-list");
+  CHECK_THROWS_WITH_AS(Context({.devices = "host"}), doctest::Contains("device list 'not-a-list'"), Error);
+}
+
+TEST_CASE("describe() names every logical device made so far, one line each") {
+  ScopedDevices env("host");
+  Context ctx;
+  CHECK(ctx.describe().empty());
+  ctx.executor(2);
+  ctx.executor(0);
+  CHECK(ctx.describe() == "Device<0> -> host:0 (worker thread)\nDevice<2> -> host:2 (worker thread)\n");
+  CHECK(&ctx.executor(2) == &ctx.executor(2));
+  CHECK(&ctx.executor(0) != &ctx.executor(2));
+}
