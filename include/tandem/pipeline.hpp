@@ -395,6 +395,27 @@ private:
     });
   }
 
+  // Copies micro-batch k's boundary from stage `from` to its neighbour `to` (activations forward,
+  // their gradient backward), issued just before `to` needs it rather than as soon as `from` has
+  // made it: the host backend runs a link's copy on the destination's worker, where a copy issued
+  // early would make the destination wait for the source's later micro-batches before its own
+  // work. On a GPU the copy has a stream of its own and the issue order does not matter.
+  void receive(std::size_t from, std::size_t to, std::size_t k, std::size_t rows) {
+    StageState &src = stages_[from];
+    Slot &in = src.slots[k], &out = stages_[to].slots[k];
+    if (to > from && src.to_next) {
+      const std::size_t bytes = rows * src.widths.back() * sizeof(T);
+      copy_boundary(*src.to_next, from, to, src.next_track, k, in.acts.back().data(), out.input_own.data(), bytes,
+                    *in.forward_done, *out.input_ready);
+      transferred_ += bytes;
+    } else if (to < from && src.to_prev) {
+      const std::size_t bytes = rows * src.widths.front() * sizeof(T);
+      copy_boundary(*src.to_prev, from, to, src.prev_track, k, in.dx.data(), out.dy_own.data(), bytes,
+                    *in.backward_done, *out.dy_ready);
+      transferred_ += bytes;
+    }
+  }
+
   // Issues every stage's task list in an order that respects the cross-stage dependencies (a
   // forward needs the previous stage's forward of that micro-batch, a backward the next stage's
   // backward), so each wait is issued after the record it waits for. `at_output(k, slot)` is
@@ -424,34 +445,26 @@ private:
             if (s == 0)
               st.ex->upload(slot.input_own.data(), x.data() + plan.offset[k] * in_features,
                             rows * in_features * sizeof(T));
-            else
+            else {
+              receive(s - 1, s, k, rows);
               st.ex->wait(*slot.wait_input);
+            }
             timed(s, TaskKind::forward, k,
                   [&] { with_stage(s, [&]<std::size_t I>() { issue_forward<I>(slot, rows); }); });
             st.ex->record(*slot.forward_done);
             st.peak = std::max(st.peak, ++st.live);
-            if (s + 1 < S && st.to_next) {
-              Slot &dst = stages_[s + 1].slots[k];
-              copy_boundary(*st.to_next, s, s + 1, st.next_track, k, slot.acts.back().data(),
-                            dst.input_own.data(), rows * st.widths.back() * sizeof(T), *slot.forward_done,
-                            *dst.input_ready);
-              transferred_ += rows * st.widths.back() * sizeof(T);
-            }
             if (s + 1 == S) at_output(k, slot);
             forward_issued[s][k] = 1;
           } else {
             if (s + 1 == S ? !forward_issued[s][k] : !backward_issued[s + 1][k]) break;
-            if (s + 1 < S) st.ex->wait(*slot.wait_dy);
+            if (s + 1 < S) {
+              receive(s + 1, s, k, rows);
+              st.ex->wait(*slot.wait_dy);
+            }
             timed(s, TaskKind::backward, k,
                   [&] { with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows); }); });
             st.ex->record(*slot.backward_done);
             --st.live;
-            if (s > 0 && st.to_prev) {
-              Slot &dst = stages_[s - 1].slots[k];
-              copy_boundary(*st.to_prev, s, s - 1, st.prev_track, k, slot.dx.data(), dst.dy_own.data(),
-                            rows * st.widths.front() * sizeof(T), *slot.backward_done, *dst.dy_ready);
-              transferred_ += rows * st.widths.front() * sizeof(T);
-            }
             backward_issued[s][k] = 1;
             if (--backward_left[s] == 0 && after_last_backward) (*after_last_backward)[s]();
           }
