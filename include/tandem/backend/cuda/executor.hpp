@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: Apache-2.0
+// cuda::Executor: a logical device on a GPU, one compute stream with its cuBLAS handle.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "tandem/backend/cuda/check.hpp"
+#include "tandem/backend/cuda/event.hpp"
+#include "tandem/backend/cuda/kernels.cuh"
+#include "tandem/backend/cuda/link.hpp"
+#include "tandem/backend/cuda/pinned.hpp"
+#include "tandem/backend/executor.hpp"
+#include "tandem/error.hpp"
+
+namespace tandem::backend::cuda {
+
+// GPUs this process can use; 0 when there is no driver, no GPU, or any other failure, so a
+// program built by nvcc still runs (on the host backend) on a machine without one.
+inline int device_count() noexcept {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+// Logical devices that share a GPU share its memory but each has its own stream, so their
+// stages can overlap there too. Ordering calls come from one issuing thread; a submitted task
+// runs at once on that thread and its operations enqueue on the stream (no worker thread: the
+// stream is the queue).
+class Executor final : public backend::Executor {
+public:
+  Executor(int device, std::size_t logical, bool allow_tf32) : site_{device, logical} {
+    DeviceGuard guard(device, site_);
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", site_);
+    try {
+      check(cublasCreate(&blas_), "cublasCreate", site_);
+      check(cublasSetStream(blas_, stream_), "cublasSetStream", site_);
+      // Without TF32, float products are plain FP32 as PyTorch's default matmul; with it, cuBLAS
+      // may round inputs to TF32 on tensor cores (faster, about 1e-3 relative error).
+      check(cublasSetMathMode(blas_, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+            "cublasSetMathMode", site_);
+      partials_ = static_cast<double *>(allocate(kernels::max_blocks * sizeof(double)));
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  Executor(const Executor &) = delete;
+  Executor &operator=(const Executor &) = delete;
+  ~Executor() override { release(); }
+
+  Kind kind() const override { return Kind::cuda; }
+  std::string name() const override { return "cuda:" + std::to_string(site_.device); }
+  int device() const { return site_.device; }
+  std::size_t logical() const { return site_.logical; }
+  cudaStream_t stream() const { return stream_; }
+  cublasHandle_t blas() const { return blas_; }
+
+  void *allocate(std::size_t bytes) override {
+    if (!bytes) return nullptr;
+    DeviceGuard guard(site_.device, site_);
+    void *p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, bytes);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      std::size_t free = 0, total = 0;
+      (void)cudaMemGetInfo(&free, &total);
+      (void)cudaGetLastError();
+      detail::fail("out of memory: allocating ", bytes, " bytes on ", site_, " failed (cudaMalloc: ", free,
+                   " of ", total, " bytes free)");
+    }
+    check(status, "cudaMalloc", site_);
+    return p;
+  }
+  // cudaFree waits for the whole device; the pipeline frees only when a shape grows, never in a
+  // steady-state step.
+  void deallocate(void *ptr) noexcept override {
+    if (!ptr) return;
+    int previous = 0;
+    (void)cudaGetDevice(&previous);
+    (void)cudaSetDevice(site_.device);
+    (void)cudaFree(ptr);
+    (void)cudaSetDevice(previous);
+  }
+
+  // Both directions go through a page-locked staging area, so neither waits for the stream: a
+  // download into pageable memory would block the issuing thread until the stream got there,
+  // and with it the issue of every other stage. The staged bytes of a download reach `dst` in
+  // synchronize(), which the contract asks for before the host side is read.
+  void upload(void *dst, const void *src, std::size_t bytes) override {
+    if (!bytes) return;
+    DeviceGuard guard(site_.device, site_);
+    if (bytes > max_staged) {
+      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)",
+            site_);
+      return;
+    }
+    std::byte *staged = stage(bytes);
+    std::memcpy(staged, src, bytes);
+    check(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)",
+          site_);
+  }
+  void download(void *dst, const void *src, std::size_t bytes) override {
+    if (!bytes) return;
+    DeviceGuard guard(site_.device, site_);
+    if (bytes > max_staged) { // large and rare: let the runtime wait
+      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (download)",
+            site_);
+      return;
+    }
+    std::byte *staged = stage(bytes);
+    check(cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (download)",
+          site_);
+    downloads_.push_back({dst, staged, bytes});
+  }
+
+  // As on the host backend, a failing task does not stop the issue of later work (other stages
+  // may wait for events it records); the first failure is rethrown by synchronize().
+  void submit(std::function<void()> task) override {
+    try {
+      DeviceGuard guard(site_.device, site_);
+      task();
+    } catch (...) {
+      if (!error_) error_ = std::current_exception();
+    }
+  }
+  std::unique_ptr<backend::Event> make_event() override { return std::make_unique<Event>(site_); }
+  void record(backend::Event &event) override {
+    auto &e = static_cast<Event &>(event);
+    if (e.site().device != site_.device)
+      detail::fail("record on ", site_, ": the event belongs to ", e.site(),
+                   " (record an executor's own events)");
+    DeviceGuard guard(site_.device, site_);
+    e.record(stream_);
+  }
+  void wait(backend::Event &event) override { static_cast<Event &>(event).wait_on(stream_, site_); }
+  double elapsed_us(backend::Event &from, backend::Event &to) override {
+    auto &a = static_cast<Event &>(from);
+    auto &b = static_cast<Event &>(to);
+    check(cudaEventSynchronize(b.get()), "cudaEventSynchronize", site_);
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a.get(), b.get()), "cudaEventElapsedTime", site_);
+    return static_cast<double>(ms) * 1000.0;
+  }
+  // Waits for this stream only (never the whole device), then hands out the staged downloads.
+  void synchronize() override {
+    std::exception_ptr first = std::exchange(error_, nullptr);
+    try {
+      check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", site_);
+      for (const auto &d : downloads_) std::memcpy(d.dst, d.staged, d.bytes);
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+    downloads_.clear();
+    staged_bytes_ = 0;
+    retired_.clear(); // nothing issued uses them any more
+    if (first) std::rethrow_exception(first);
+  }
+  std::unique_ptr<backend::Link> make_link(backend::Executor &dst) override {
+    auto *to = dynamic_cast<Executor *>(&dst);
+    if (!to)
+      detail::fail("make_link from ", site_, " to ", dst.name(),
+                   ": both ends of a stage boundary must be on the CUDA backend");
+    return std::make_unique<Link>(site_, to->site_);
+  }
+
+  void run(const op::Gemm<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::Gemm<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::LinearForward<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::LinearForward<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::LinearBackward<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::LinearBackward<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::ActivationForward<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::ActivationForward<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::ActivationBackward<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::ActivationBackward<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::Fill<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::Fill<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::CrossEntropy<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::CrossEntropy<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::SquaredError<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::SquaredError<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::SgdStep<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::SgdStep<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::AdamStep<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::AdamStep<double> &a) override { kernels::run(a, launch()); }
+  void copy(void *dst, const void *src, std::size_t bytes) override {
+    if (!bytes) return;
+    DeviceGuard guard(site_.device, site_);
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync (copy)",
+          site_);
+  }
+
+private:
+  // Transfers above this size skip the staging area, so that a one-off upload of a large data
+  // set does not keep as much page-locked memory for the rest of the run.
+  static constexpr std::size_t max_staged = std::size_t(16) << 20;
+
+  struct Download {
+    void *dst;
+    const std::byte *staged;
+    std::size_t bytes;
+  };
+
+  // A slice of the staging area, valid until synchronize(). The area grows until one
+  // synchronize() interval's transfers fit, then stays: no page-locked allocation in a steady
+  // state. A full area is retired (issued copies may still use it) and freed at synchronize().
+  std::byte *stage(std::size_t bytes) {
+    const std::size_t at = (staged_bytes_ + 255) / 256 * 256;
+    if (at + bytes > staging_.size()) {
+      const std::size_t size = std::max({staging_.size() * 2, staged_bytes_ + bytes, std::size_t(1) << 16});
+      if (staging_.size()) retired_.push_back(std::move(staging_));
+      staging_ = PinnedBuffer(size, site_);
+      staged_bytes_ = bytes;
+      return staging_.data();
+    }
+    staged_bytes_ = at + bytes;
+    return staging_.data() + at;
+  }
+
+  kernels::Launch launch() const {
+    // run() is called inside submit(), which has made the device current; an operation called
+    // directly (tests do) gets it made current here.
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess || current != site_.device)
+      check(cudaSetDevice(site_.device), "cudaSetDevice", site_);
+    return {stream_, blas_, site_, partials_};
+  }
+
+  void release() noexcept {
+    int previous = 0;
+    (void)cudaGetDevice(&previous);
+    (void)cudaSetDevice(site_.device);
+    if (stream_) (void)cudaStreamSynchronize(stream_);
+    if (partials_) (void)cudaFree(partials_);
+    if (blas_) (void)cublasDestroy(blas_);
+    if (stream_) (void)cudaStreamDestroy(stream_);
+    partials_ = nullptr;
+    blas_ = nullptr;
+    stream_ = nullptr;
+    (void)cudaSetDevice(previous);
+  }
+
+  Site site_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  double *partials_ = nullptr; // kernels::max_blocks block partials of a loss reduction
+  std::exception_ptr error_;
+  PinnedBuffer staging_;
+  std::size_t staged_bytes_ = 0;
+  std::vector<PinnedBuffer> retired_;
+  std::vector<Download> downloads_;
+};
+
+} // namespace tandem::backend::cuda
