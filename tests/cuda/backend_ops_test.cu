@@ -1,0 +1,262 @@
+// SPDX-License-Identifier: Apache-2.0
+// Every operation of backend/ops.hpp on the CUDA backend against the host backend's kernels, on
+// random data, in float (TF32 off) and double. Templated helpers, plain TEST_CASEs: doctest's
+// TEST_CASE_TEMPLATE misregisters under nvcc (doctest #800).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "support.hpp"
+#include "tandem/backend/cuda/executor.hpp"
+#include "tandem/backend/host/kernels.hpp"
+#include "tandem/backend/ops.hpp"
+
+namespace {
+
+using namespace tandem;
+using backend::Activation;
+namespace op = backend::op;
+namespace host = backend::host::kernels;
+using test::check_close;
+using test::DeviceArray;
+using test::random_vector;
+using test::run_on;
+using test::tolerance;
+
+const char *type_name(float) { return "float"; }
+const char *type_name(double) { return "double"; }
+
+template <class T> void gemm_case(backend::Executor &ex, bool ta, bool tb, T beta, std::size_t k) {
+  const std::size_t m = 37, n = 29, pad = 3;
+  // Stored shapes: op(A) is (m, k), so A is (k, m) when transposed; leading dimensions padded.
+  const std::size_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+  const std::size_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
+  auto a = random_vector<T>(std::max<std::size_t>(a_rows * lda, 1), 1);
+  auto b = random_vector<T>(std::max<std::size_t>(b_rows * ldb, 1), 2);
+  auto c = random_vector<T>(m * ldc, 3);
+  DeviceArray<T> da(ex, a), db(ex, b), dc(ex, c);
+  op::Gemm<T> g{ta, tb, m, n, k, T(0.75), a.data(), lda, b.data(), ldb, beta, c.data(), ldc};
+  host::run(g);
+  g.a = da.get(), g.b = db.get(), g.c = dc.get();
+  run_on(ex, g);
+  check_close(dc.to_host(), c, tolerance<T>,
+              std::string("Gemm<") + type_name(T{}) + "> trans_a " + std::to_string(ta) + " trans_b " +
+                  std::to_string(tb) + " beta " + std::to_string(double(beta)) + " k " + std::to_string(k));
+}
+
+template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, bool dbias) {
+  const std::size_t batch = 33, in = 17, out = 9;
+  auto x = random_vector<T>(batch * in, 10), w = random_vector<T>(out * in, 11),
+       b = random_vector<T>(out, 12);
+  auto dy = random_vector<T>(batch * out, 13), dw = random_vector<T>(out * in, 14),
+       db = random_vector<T>(out, 15);
+  std::vector<T> y(batch * out), dxs(batch * in);
+  DeviceArray<T> d_x(ex, x), d_w(ex, w), d_b(ex, b), d_y(ex, y), d_dy(ex, dy), d_dx(ex, dxs), d_dw(ex, dw),
+      d_db(ex, db);
+
+  host::run(op::LinearForward<T>{batch, in, out, x.data(), w.data(), bias ? b.data() : nullptr, y.data()});
+  run_on(ex,
+         op::LinearForward<T>{batch, in, out, d_x.get(), d_w.get(), bias ? d_b.get() : nullptr, d_y.get()});
+  check_close(d_y.to_host(), y, tolerance<T>,
+              std::string("LinearForward<") + type_name(T{}) + "> bias " + std::to_string(bias));
+
+  host::run(op::LinearBackward<T>{batch, in, out, x.data(), w.data(), dy.data(), dx ? dxs.data() : nullptr,
+                                  dw.data(), dbias ? db.data() : nullptr});
+  run_on(ex, op::LinearBackward<T>{batch, in, out, d_x.get(), d_w.get(), d_dy.get(),
+                                   dx ? d_dx.get() : nullptr, d_dw.get(), dbias ? d_db.get() : nullptr});
+  const std::string what = std::string("LinearBackward<") + type_name(T{}) + "> ";
+  if (dx) check_close(d_dx.to_host(), dxs, tolerance<T>, what + "dx");
+  check_close(d_dw.to_host(), dw, tolerance<T>, what + "dweight");
+  check_close(d_db.to_host(), db, tolerance<T>, what + "dbias");
+}
+
+template <class T> void activation_case(backend::Executor &ex, Activation kind) {
+  const std::size_t n = 1000;
+  auto x = random_vector<T>(n, 20, -4, 4), dy = random_vector<T>(n, 21);
+  std::vector<T> y(n), dx(n);
+  DeviceArray<T> d_x(ex, x), d_y(ex, y), d_dy(ex, dy), d_dx(ex, dx);
+  const std::string what = std::string("Activation<") + type_name(T{}) + "> " + std::to_string(int(kind));
+  host::run(op::ActivationForward<T>{kind, n, x.data(), y.data()});
+  run_on(ex, op::ActivationForward<T>{kind, n, d_x.get(), d_y.get()});
+  check_close(d_y.to_host(), y, tolerance<T>, what + " forward");
+  host::run(op::ActivationBackward<T>{kind, n, x.data(), y.data(), dy.data(), dx.data()});
+  run_on(ex, op::ActivationBackward<T>{kind, n, d_x.get(), d_y.get(), d_dy.get(), d_dx.get()});
+  check_close(d_dx.to_host(), dx, tolerance<T>, what + " backward");
+}
+
+template <class T> void fill_case(backend::Executor &ex, T value) {
+  std::vector<T> v = random_vector<T>(1001, 30);
+  DeviceArray<T> d(ex, v);
+  host::run(op::Fill<T>{v.size(), value, v.data()});
+  run_on(ex, op::Fill<T>{v.size(), value, d.get()});
+  const auto got = d.to_host();
+  CHECK(got == v);
+  CHECK(std::signbit(got[0]) == std::signbit(value));
+}
+
+template <class T>
+void cross_entropy_case(backend::Executor &ex, std::size_t rows, std::size_t classes, bool loss, bool grad) {
+  auto logits = random_vector<T>(rows * classes, 40, -5, 5);
+  std::vector<std::int32_t> labels(rows);
+  for (std::size_t r = 0; r < rows; ++r) labels[r] = static_cast<std::int32_t>((r * 7 + 3) % classes);
+  std::vector<T> l{T(0.25)}, d(rows * classes, T(0));
+  DeviceArray<T> d_logits(ex, logits), d_l(ex, l), d_d(ex, d);
+  DeviceArray<std::int32_t> d_labels(ex, labels);
+  const T scale = T(1) / T(rows);
+  host::run(op::CrossEntropy<T>{rows, classes, logits.data(), labels.data(), scale, loss ? l.data() : nullptr,
+                                grad ? d.data() : nullptr});
+  run_on(ex, op::CrossEntropy<T>{rows, classes, d_logits.get(), d_labels.get(), scale,
+                                 loss ? d_l.get() : nullptr, grad ? d_d.get() : nullptr});
+  const std::string what = std::string("CrossEntropy<") + type_name(T{}) + "> " + std::to_string(rows) +
+                           " x " + std::to_string(classes);
+  check_close(d_l.to_host(), l, tolerance<T>, what + " loss");
+  check_close(d_d.to_host(), d, tolerance<T>, what + " dlogits");
+}
+
+template <class T> void squared_error_case(backend::Executor &ex, std::size_t n) {
+  auto pred = random_vector<T>(n, 50), target = random_vector<T>(n, 51);
+  std::vector<T> l{T(0.5)}, d(n);
+  DeviceArray<T> d_pred(ex, pred), d_target(ex, target), d_l(ex, l), d_d(ex, d);
+  const T scale = T(1) / T(n);
+  host::run(op::SquaredError<T>{n, pred.data(), target.data(), scale, l.data(), d.data()});
+  run_on(ex, op::SquaredError<T>{n, d_pred.get(), d_target.get(), scale, d_l.get(), d_d.get()});
+  const std::string what = std::string("SquaredError<") + type_name(T{}) + "> n " + std::to_string(n);
+  check_close(d_l.to_host(), l, tolerance<T>, what + " loss");
+  check_close(d_d.to_host(), d, tolerance<T>, what + " dpred");
+}
+
+template <class T>
+void sgd_case(backend::Executor &ex, T momentum, T dampening, T weight_decay, bool nesterov) {
+  const std::size_t n = 777;
+  auto p = random_vector<T>(n, 60), g = random_vector<T>(n, 61);
+  std::vector<T> buf(n, T(0));
+  DeviceArray<T> d_p(ex, p), d_g(ex, g), d_buf(ex, buf);
+  for (int step = 0; step < 3; ++step) {
+    op::SgdStep<T> s{n,        p.data(),  g.data(),     buf.data(), T(0.1),
+                     momentum, dampening, weight_decay, nesterov,   step == 0};
+    host::run(s);
+    s.params = d_p.get(), s.grads = d_g.get(), s.momentum_buffer = d_buf.get();
+    run_on(ex, s);
+  }
+  const std::string what = std::string("SgdStep<") + type_name(T{}) + "> momentum " +
+                           std::to_string(double(momentum)) + " nesterov " + std::to_string(nesterov);
+  check_close(d_p.to_host(), p, tolerance<T>, what + " params");
+  check_close(d_buf.to_host(), buf, tolerance<T>, what + " momentum buffer");
+}
+
+template <class T> void adam_case(backend::Executor &ex, T weight_decay, bool decoupled, bool amsgrad) {
+  const std::size_t n = 555;
+  auto p = random_vector<T>(n, 70);
+  std::vector<T> m(n, T(0)), v(n, T(0)), vmax(n, T(0));
+  DeviceArray<T> d_p(ex, p), d_m(ex, m), d_v(ex, v), d_vmax(ex, vmax);
+  for (std::int64_t step = 1; step <= 3; ++step) {
+    const auto g = random_vector<T>(n, 71 + std::uint32_t(step));
+    DeviceArray<T> d_g(ex, g);
+    op::AdamStep<T> a{n,      p.data(), g.data(), m.data(),     v.data(),  vmax.data(), T(1e-2),
+                      T(0.9), T(0.999), T(1e-8),  weight_decay, decoupled, amsgrad,     step};
+    host::run(a);
+    a.params = d_p.get(), a.grads = d_g.get(), a.exp_avg = d_m.get(), a.exp_avg_sq = d_v.get(),
+    a.max_exp_avg_sq = d_vmax.get();
+    run_on(ex, a);
+  }
+  const std::string what = std::string("AdamStep<") + type_name(T{}) + "> decoupled " +
+                           std::to_string(decoupled) + " amsgrad " + std::to_string(amsgrad);
+  check_close(d_p.to_host(), p, tolerance<T>, what + " params");
+  check_close(d_m.to_host(), m, tolerance<T>, what + " exp_avg");
+  check_close(d_v.to_host(), v, tolerance<T>, what + " exp_avg_sq");
+  if (amsgrad) check_close(d_vmax.to_host(), vmax, tolerance<T>, what + " max_exp_avg_sq");
+}
+
+template <class T> void all_gemm(backend::Executor &ex) {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (T beta : {T(0), T(1), T(-0.5)}) gemm_case<T>(ex, ta, tb, beta, 53);
+  for (T beta : {T(0), T(1), T(2)}) gemm_case<T>(ex, false, false, beta, 0); // empty product: C = beta C
+}
+
+} // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("ops: Gemm matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    all_gemm<float>(ex);
+    all_gemm<double>(ex);
+  }
+
+  TEST_CASE("ops: LinearForward and LinearBackward match the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    for (bool bias : {false, true})
+      for (bool dx : {false, true})
+        for (bool dbias : {false, true}) {
+          linear_case<float>(ex, bias, dx, dbias);
+          linear_case<double>(ex, bias, dx, dbias);
+        }
+  }
+
+  TEST_CASE("ops: activations forward and backward match the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    for (Activation kind : {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh,
+                            Activation::gelu, Activation::gelu_tanh}) {
+      activation_case<float>(ex, kind);
+      activation_case<double>(ex, kind);
+    }
+  }
+
+  TEST_CASE("ops: Fill matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    for (double value : {0.0, -0.0, 1.5}) {
+      fill_case<float>(ex, float(value));
+      fill_case<double>(ex, value);
+    }
+  }
+
+  TEST_CASE("ops: CrossEntropy matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    // 2 classes (the seed's), wide rows (more classes than a warp has lanes), and more rows
+    // than one block takes (many partial sums).
+    for (auto [rows, classes] : {std::pair<std::size_t, std::size_t>{64, 2}, {5, 100}, {3000, 7}}) {
+      for (auto [loss, grad] : {std::pair{true, true}, {true, false}, {false, true}}) {
+        cross_entropy_case<float>(ex, rows, classes, loss, grad);
+        cross_entropy_case<double>(ex, rows, classes, loss, grad);
+      }
+    }
+  }
+
+  TEST_CASE("ops: SquaredError matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    for (std::size_t n : {std::size_t(1), std::size_t(128), std::size_t(300000)}) {
+      squared_error_case<float>(ex, n);
+      squared_error_case<double>(ex, n);
+    }
+  }
+
+  TEST_CASE("ops: SgdStep matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    sgd_case<float>(ex, 0, 0, 0, false);
+    sgd_case<float>(ex, 0.9f, 0.1f, 0.01f, false);
+    sgd_case<float>(ex, 0.9f, 0, 0.01f, true);
+    sgd_case<double>(ex, 0.9, 0.1, 0.01, false);
+    sgd_case<double>(ex, 0.9, 0, 0, true);
+  }
+
+  TEST_CASE("ops: AdamStep matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    for (bool decoupled : {false, true})
+      for (bool amsgrad : {false, true}) {
+        adam_case<float>(ex, 0.01f, decoupled, amsgrad);
+        adam_case<double>(ex, 0.01, decoupled, amsgrad);
+      }
+    adam_case<float>(ex, 0, false, false);
+  }
+}

@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: Apache-2.0
+// The seed model trained on CUDA and on the host from the same weights and data: the same
+// losses, outputs and parameters (float32, TF32 off: relative error <= 1e-4), with boundary
+// copies forced and not, and with both logical devices on one GPU.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "support.hpp"
+#include "tandem/context.hpp"
+#include "tandem/layers/linear.hpp"
+#include "tandem/layers/relu.hpp"
+#include "tandem/loss/cross_entropy.hpp"
+#include "tandem/optim/sgd.hpp"
+#include "tandem/pipeline.hpp"
+#include "tandem/schedule/gpipe.hpp"
+#include "tandem/schedule/naive.hpp"
+
+namespace {
+
+using namespace tandem;
+using test::check_close;
+
+using Net = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>,                 // stage 0: 10 -> 20
+                     Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>; // stage 1: 20 -> 2
+
+struct Data {
+  std::vector<float> x;
+  std::vector<std::int32_t> y;
+};
+
+Data make_data(std::size_t batch, std::uint32_t seed) {
+  Data d{test::random_vector<float>(batch * Net::in_features, seed), std::vector<std::int32_t>(batch)};
+  for (std::size_t i = 0; i < batch; ++i)
+    d.y[i] = d.x[i * Net::in_features] + d.x[i * Net::in_features + 1] > 0;
+  return d;
+}
+
+// What a short training run leaves behind, to compare between backends.
+struct Trace {
+  std::vector<float> losses, outputs;
+  std::vector<std::vector<float>> parameters;
+  std::size_t transferred = 0;
+};
+
+// Starting weights: the host network's initialisation, handed to every run through copy_from so
+// the comparison does not rest on both backends initialising alike.
+std::vector<std::vector<float>> initial_weights() {
+  Context host({.devices = "host"});
+  Net net(host, 7);
+  std::vector<std::vector<float>> w;
+  for (const auto &p : net.parameters()) w.push_back(p.to_host());
+  return w;
+}
+
+template <class Sched> Trace train(Context &ctx, const std::vector<Data> &batches, Sched sched) {
+  static const auto weights = initial_weights();
+  Net net(ctx, 42);
+  for (std::size_t i = 0; i < weights.size(); ++i) net.parameters()[i].copy_from(weights[i]);
+  optim::SGD opt(net, {.lr = 0.05f, .momentum = 0.9f});
+  loss::CrossEntropy loss;
+  Trace t;
+  for (const auto &b : batches) t.losses.push_back(net.train_step(b.x, b.y, loss, opt, sched));
+  t.transferred = net.transferred_bytes();
+  t.outputs = net.forward(batches.front().x);
+  for (const auto &p : net.parameters()) t.parameters.push_back(p.to_host());
+  return t;
+}
+
+// Five steps of 64 samples, then a smaller last batch (the end of an epoch).
+std::vector<Data> batches() {
+  std::vector<Data> b;
+  for (std::uint32_t s = 0; s < 5; ++s) b.push_back(make_data(64, 100 + s));
+  b.push_back(make_data(37, 200));
+  return b;
+}
+
+std::size_t expected_bytes(const std::vector<Data> &b) {
+  std::size_t bytes = 0;
+  for (const auto &d : b) bytes += Net::boundary_bytes(d.y.size());
+  return bytes;
+}
+
+template <class Sched> void compare_with_host(Context::Options options, Sched sched, bool copies) {
+  Context gpu(options);
+  REQUIRE(gpu.backend() == backend::Kind::cuda);
+  Context host({.devices = "host"});
+  const auto data = batches();
+  const Trace want = train(host, data, sched);
+  const Trace got = train(gpu, data, sched);
+  const std::string where =
+      "devices '" + options.devices + "', force_copies " + std::to_string(options.force_copies);
+  INFO(gpu.describe());
+  check_close(got.losses, want.losses, 1e-4, where + ": losses");
+  check_close(got.outputs, want.outputs, 1e-4, where + ": outputs");
+  REQUIRE(got.parameters.size() == want.parameters.size());
+  for (std::size_t i = 0; i < got.parameters.size(); ++i)
+    check_close(got.parameters[i], want.parameters[i], 1e-4, where + ": parameter " + std::to_string(i));
+  // Bytes across the boundary: the seed's C = sum s_i * b * 2 per step where a copy is made.
+  CHECK(got.transferred == (copies ? expected_bytes(data) : 0));
+}
+
+bool two_gpus() { return backend::cuda::device_count() >= 2; }
+
+} // namespace
+
+TEST_SUITE("gpu") {
+  // TANDEM_DEVICES, when set, wins over the options below: these cases then all run its mapping.
+  TEST_CASE("pipeline: both logical devices on GPU 0 without copies match the host") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    compare_with_host({.devices = "0,0"}, schedule::Naive{}, false);
+  }
+
+  TEST_CASE("pipeline: both logical devices on GPU 0 with forced copies match the host") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    compare_with_host({.devices = "0,0", .force_copies = true}, schedule::Naive{}, true);
+  }
+
+  TEST_CASE("pipeline: GPipe micro-batches on one GPU match the host with and without copies") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    // 4 micro-batches do not divide the last batch of 37 evenly.
+    compare_with_host({.devices = "0,0", .force_copies = true}, schedule::GPipe{.micro_batches = 4}, true);
+    compare_with_host({.devices = "0,0"}, schedule::GPipe{.micro_batches = 4}, false);
+  }
+
+  TEST_CASE("pipeline: the default mapping matches the host") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    // One GPU: both stages share it and nothing is copied; two: a peer (or staged) copy.
+    compare_with_host(Context::Options{}, schedule::Naive{}, two_gpus());
+    compare_with_host(Context::Options{}, schedule::GPipe{.micro_batches = 3}, two_gpus());
+  }
+
+  TEST_CASE("pipeline: describe() tells the mapping") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    Context ctx({.devices = "0,0"});
+    Net net(ctx, 1);
+    CHECK(ctx.describe() == "Device<0> -> cuda:0\nDevice<1> -> cuda:0 (shared with Device<0>)\n");
+  }
+
+  TEST_CASE("pipeline: a steady-state step allocates nothing and gives the same loss twice") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    Context ctx({.devices = "0,0", .force_copies = true});
+    Net net(ctx, 3);
+    optim::SGD opt(net, {.lr = 0.0f}); // lr 0: the weights stay, so the loss must repeat exactly
+    loss::CrossEntropy loss;
+    const auto d = make_data(64, 9);
+    const float first = net.train_step(d.x, d.y, loss, opt, schedule::GPipe{.micro_batches = 4});
+    std::size_t free_before = 0, free_after = 0, total = 0;
+    REQUIRE(cudaMemGetInfo(&free_before, &total) == cudaSuccess);
+    for (int i = 0; i < 3; ++i)
+      CHECK(net.train_step(d.x, d.y, loss, opt, schedule::GPipe{.micro_batches = 4}) == first);
+    REQUIRE(cudaMemGetInfo(&free_after, &total) == cudaSuccess);
+    CHECK(free_after == free_before);
+  }
+}
