@@ -153,11 +153,11 @@ public:
     std::vector<std::vector<schedule::Task>> orders(num_stages);
     for (auto &o : orders)
       for (std::size_t k = 0; k < m; ++k) o.push_back({schedule::Task::forward, k});
-    prepare(plan);
+    prepare(plan, orders);
     begin_timeline();
     issue(plan, orders, x, [&](std::size_t k, const Slot &slot) {
       auto &last = stages_.back();
-      last.ex->download(out.data() + plan.offset[k] * out_features, slot.acts.back().data(),
+      last.ex->download(out.data() + plan.offset[k] * out_features, slot.out.data(),
                         plan.rows[k] * out_features * sizeof(T));
     });
     synchronize_all();
@@ -188,13 +188,17 @@ public:
 
   // Bytes moved across stage boundaries since construction (0 where stages share a device).
   std::size_t transferred_bytes() const { return transferred_; }
-  // The most micro-batches whose activations stage s held at once in the last step.
+  // The most micro-batches whose activations stage s held at once in the last step: the number of
+  // stash entries (sets of the stage's inner activations) its schedule needed.
   std::size_t peak_live_micro_batches(std::size_t s) const { return stages_.at(s).peak; }
 
 private:
+  // What one micro-batch needs on one stage. The buffers that cross a boundary (input, output and
+  // their gradients) are per micro-batch, since a neighbour reads or writes them on its own time;
+  // the activations inside the stage live in a stash entry, held from forward to backward.
   struct Slot {
-    detail::Buffer<T> input_own, dy_own, dx, grad[2];
-    std::vector<detail::Buffer<T>> acts;
+    detail::Buffer<T> input_own, out, dy_own, dx;
+    std::size_t stash = 0; // this step's entry in StageState::stash
     const T *input = nullptr; // own buffer, or the previous stage's output where no copy is made
     T *dy = nullptr;          // own buffer, or the next stage's dx
     std::unique_ptr<backend::Event> forward_done, backward_done, input_ready, dy_ready;
@@ -207,7 +211,12 @@ private:
     detail::Buffer<T> params, grads;
     std::unique_ptr<backend::Link> to_next, to_prev;
     std::vector<Slot> slots;
-    std::size_t capacity = 0; // rows each slot holds
+    // Outputs of all layers but the last, for as many micro-batches as the schedule keeps alive at
+    // once (1F1B: stages - stage; GPipe: m), and the backward's gradient ping-pong, which one stream
+    // uses for one micro-batch at a time.
+    std::vector<std::vector<detail::Buffer<T>>> stash;
+    detail::Buffer<T> scratch[2];
+    std::size_t capacity = 0; // rows each buffer holds
     std::size_t live = 0, peak = 0;
     std::size_t track = 0, next_track = 0, prev_track = 0; // timeline tracks: device, links out
   };
@@ -296,37 +305,70 @@ private:
     return p;
   }
 
-  // Buffers for m micro-batches of up to max(rows): allocated when the shape first grows, then reused.
-  void prepare(const Plan &plan) {
-    const std::size_t cap = *std::max_element(plan.rows.begin(), plan.rows.end());
-    for (auto &st : stages_) {
-      if (st.slots.size() >= plan.m && st.capacity >= cap) continue;
-      st.ex->synchronize(); // the old buffers may still be read by issued work
-      const std::size_t rows = std::max(cap, st.capacity);
-      const std::size_t slots = std::max(plan.m, st.slots.size());
-      st.slots.clear();
-      st.slots.resize(slots);
-      const std::size_t widest = *std::max_element(st.widths.begin(), st.widths.end());
-      for (auto &slot : st.slots) {
-        slot.input_own = detail::Buffer<T>(*st.ex, rows * st.widths.front());
-        for (std::size_t j = 1; j < st.widths.size(); ++j) slot.acts.emplace_back(*st.ex, rows * st.widths[j]);
-        slot.dy_own = detail::Buffer<T>(*st.ex, rows * st.widths.back());
-        slot.dx = detail::Buffer<T>(*st.ex, rows * st.widths.front());
-        slot.grad[0] = detail::Buffer<T>(*st.ex, rows * widest);
-        slot.grad[1] = detail::Buffer<T>(*st.ex, rows * widest);
-        slot.forward_done = st.ex->make_event();
-        slot.backward_done = st.ex->make_event();
-        slot.input_ready = st.ex->make_event();
-        slot.dy_ready = st.ex->make_event();
+  // Gives each micro-batch a stash entry in the stage's task order: taken by its forward, given
+  // back by its backward (or right after the forward when none follows, as in inference), so the
+  // stash has as many entries as the schedule keeps micro-batches alive. Returns that number. An
+  // entry is reused only after the backward that freed it, on the same stream: no race.
+  static std::size_t assign_stash(StageState &st, const std::vector<schedule::Task> &order) {
+    const bool training = std::any_of(order.begin(), order.end(), [](const schedule::Task &t) {
+      return t.kind == schedule::Task::backward;
+    });
+    std::vector<std::size_t> free;
+    std::size_t used = 0;
+    for (const auto &t : order) {
+      Slot &slot = st.slots[t.micro_batch];
+      if (t.kind == schedule::Task::forward) {
+        if (free.empty()) free.push_back(used++);
+        slot.stash = free.back();
+        free.pop_back();
+        if (!training) free.push_back(slot.stash);
+      } else {
+        free.push_back(slot.stash);
       }
-      st.capacity = rows;
+    }
+    return used;
+  }
+
+  // Buffers for m micro-batches of up to max(rows): allocated when the shape first grows, then reused.
+  void prepare(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders) {
+    const std::size_t cap = *std::max_element(plan.rows.begin(), plan.rows.end());
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      auto &st = stages_[s];
+      if (st.slots.size() < plan.m || st.capacity < cap) {
+        st.ex->synchronize(); // the old buffers may still be read by issued work
+        const std::size_t rows = std::max(cap, st.capacity);
+        const std::size_t slots = std::max(plan.m, st.slots.size());
+        st.slots.clear();
+        st.slots.resize(slots);
+        st.stash.clear();
+        for (auto &slot : st.slots) {
+          slot.input_own = detail::Buffer<T>(*st.ex, rows * st.widths.front());
+          slot.out = detail::Buffer<T>(*st.ex, rows * st.widths.back());
+          slot.dy_own = detail::Buffer<T>(*st.ex, rows * st.widths.back());
+          slot.dx = detail::Buffer<T>(*st.ex, rows * st.widths.front());
+          slot.forward_done = st.ex->make_event();
+          slot.backward_done = st.ex->make_event();
+          slot.input_ready = st.ex->make_event();
+          slot.dy_ready = st.ex->make_event();
+        }
+        const std::size_t widest = *std::max_element(st.widths.begin(), st.widths.end());
+        for (auto &g : st.scratch) g = detail::Buffer<T>(*st.ex, rows * widest);
+        st.capacity = rows;
+      }
+      const std::size_t entries = assign_stash(st, orders[s]);
+      if (st.stash.size() < entries) st.ex->synchronize();
+      while (st.stash.size() < entries) {
+        auto &entry = st.stash.emplace_back();
+        for (std::size_t j = 1; j + 1 < st.widths.size(); ++j)
+          entry.emplace_back(*st.ex, st.capacity * st.widths[j]);
+      }
     }
     // Where each slot reads its input and its output gradient: a copy, or in place.
     for (std::size_t s = 0; s < num_stages; ++s) {
       for (std::size_t k = 0; k < stages_[s].slots.size(); ++k) {
         Slot &slot = stages_[s].slots[k];
         const bool copied_in = s == 0 || stages_[s - 1].to_next;
-        slot.input = copied_in ? slot.input_own.data() : stages_[s - 1].slots[k].acts.back().data();
+        slot.input = copied_in ? slot.input_own.data() : stages_[s - 1].slots[k].out.data();
         slot.wait_input = s == 0 ? nullptr : copied_in ? slot.input_ready.get() : stages_[s - 1].slots[k].forward_done.get();
         const bool copied_dy = s + 1 == num_stages || stages_[s].to_next;
         slot.dy = copied_dy ? slot.dy_own.data() : stages_[s + 1].slots[k].dx.data();
@@ -337,6 +379,11 @@ private:
     }
   }
 
+  // The output of layer j of a stage for one micro-batch: the stage's output, or a stash entry's.
+  static T *activation(StageState &st, Slot &slot, std::size_t j) {
+    return j + 1 == st.widths.size() - 1 ? slot.out.data() : st.stash[slot.stash][j].data();
+  }
+
   template <std::size_t I> void issue_forward(Slot &slot, std::size_t rows) {
     using St = stage<I>;
     static constexpr auto w = St::widths(widths_[I]);
@@ -344,8 +391,8 @@ private:
     std::array<const T *, St::num_layers> xs{};
     std::array<T *, St::num_layers> ys{};
     for (std::size_t j = 0; j < St::num_layers; ++j) {
-      xs[j] = j == 0 ? slot.input : slot.acts[j - 1].data();
-      ys[j] = slot.acts[j].data();
+      xs[j] = j == 0 ? slot.input : activation(st, slot, j - 1);
+      ys[j] = activation(st, slot, j);
     }
     st.ex->submit([ex = st.ex, params = st.params.data(), xs, ys, rows] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
@@ -368,11 +415,11 @@ private:
     std::array<const T *, L> xs{}, ys{}, dys{};
     std::array<T *, L> dxs{};
     for (std::size_t j = 0; j < L; ++j) {
-      xs[j] = j == 0 ? slot.input : slot.acts[j - 1].data();
-      ys[j] = slot.acts[j].data();
-      dys[j] = j + 1 == L ? slot.dy : slot.grad[(j + 1) % 2].data();
+      xs[j] = j == 0 ? slot.input : activation(st, slot, j - 1);
+      ys[j] = activation(st, slot, j);
+      dys[j] = j + 1 == L ? slot.dy : st.scratch[(j + 1) % 2].data();
       // The network's input needs no gradient: the first layer of stage 0 skips it.
-      dxs[j] = j > 0 ? slot.grad[j % 2].data() : I > 0 ? slot.dx.data() : nullptr;
+      dxs[j] = j > 0 ? st.scratch[j % 2].data() : I > 0 ? slot.dx.data() : nullptr;
     }
     st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
@@ -405,8 +452,8 @@ private:
     Slot &in = src.slots[k], &out = stages_[to].slots[k];
     if (to > from && src.to_next) {
       const std::size_t bytes = rows * src.widths.back() * sizeof(T);
-      copy_boundary(*src.to_next, from, to, src.next_track, k, in.acts.back().data(), out.input_own.data(), bytes,
-                    *in.forward_done, *out.input_ready);
+      copy_boundary(*src.to_next, from, to, src.next_track, k, in.out.data(), out.input_own.data(),
+                    bytes, *in.forward_done, *out.input_ready);
       transferred_ += bytes;
     } else if (to < from && src.to_prev) {
       const std::size_t bytes = rows * src.widths.front() * sizeof(T);
@@ -492,7 +539,7 @@ private:
       check_order(orders[s], s, m);
     }
 
-    prepare(plan);
+    prepare(plan, orders);
     begin_timeline();
     auto &last = stages_.back();
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
@@ -517,7 +564,7 @@ private:
         plan, orders, x,
         [&](std::size_t k, Slot &slot) {
           timed(num_stages - 1, TaskKind::loss, k, [&] {
-            last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.acts.back().data(),
+            last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.out.data(),
                              t = targets + plan.offset[k] * per_sample, scale, l = loss_.data(),
                              dy = slot.dy] {
               Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy);
