@@ -391,6 +391,14 @@ int main(int argc, char **argv) {
   }
   try {
     Context ctx;
+#ifdef __CUDACC__
+    // The .cuda build is the GPU variant (label gpu): on the host it would only repeat the host test.
+    if (ctx.backend() != backend::Kind::cuda) {
+      std::printf("SKIPPED: no CUDA GPU in use; this is the GPU variant of reference case '%s'\n",
+                  name.c_str());
+      return skip_status;
+    }
+#endif
     return it->second(ctx, name, python, script);
   } catch (const std::exception &e) {
     std::printf("FAILED: %s\n", e.what());
