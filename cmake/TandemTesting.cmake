@@ -1,0 +1,279 @@
+# SPDX-License-Identifier: Apache-2.0
+# Test registration for the top-level build. Everything here is discovered from the tree's layout,
+# so adding a test, example or header needs no CMake edit:
+#   tests/unit/*.cpp            -> tandem_tests (doctest; TEST_SUITE names become CTest labels)
+#   tests/cuda/*.cu             -> tandem_cuda_tests (TEST_SUITE("gpu"), label gpu)
+#   tests/compile_fail/*.cpp    -> compile_fail.<name>.<compiler>[.twin] (label compile_fail)
+#   include/tandem/**/*.hpp     -> tandem_header_check[_cuda], built by tests header_check.gxx/.nvcc
+#   examples/NN_name/main.cpp   -> example_NN_name, test example.NN_name (label example)
+#   examples/NN_name/main.cu    -> example_NN_name_cuda, test example.NN_name.cuda (labels example;gpu)
+#   tests/package/              -> package.* (find_package and add_subdirectory consumers)
+include_guard(GLOBAL)
+
+set(_tandem_compile_check ${CMAKE_CURRENT_LIST_DIR}/compile_check.cmake)
+# Tests compile as strict ISO C++20 (-std=c++20, not gnu++20), as a portable consumer would.
+set(CMAKE_CXX_EXTENSIONS OFF)
+
+# Warnings for our own targets only; consumers of tandem::tandem choose their own.
+function(_tandem_test_target target)
+  target_link_libraries(${target} PRIVATE tandem::tandem)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic>
+                                           $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall>)
+endfunction()
+
+function(tandem_add_unit_tests)
+  set(unit ${PROJECT_SOURCE_DIR}/tests/unit)
+  file(GLOB sources CONFIGURE_DEPENDS ${unit}/*.cpp)
+  if(NOT sources)
+    return()
+  endif()
+  find_package(doctest REQUIRED)
+  include(doctest) # doctest_discover_tests
+  add_executable(tandem_tests ${sources})
+  _tandem_test_target(tandem_tests)
+  target_link_libraries(tandem_tests PRIVATE doctest::doctest)
+  # ADD_LABELS: a test case's TEST_SUITE becomes its CTest label (so `-LE gpu` works).
+  doctest_discover_tests(tandem_tests ADD_LABELS 1)
+
+  # GPU tests: .cu files linked with the same doctest main. Their cases live in TEST_SUITE("gpu").
+  file(GLOB cu_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda/*.cu)
+  if(TANDEM_CUDA AND cu_sources AND EXISTS ${unit}/main.cpp)
+    add_executable(tandem_cuda_tests ${cu_sources} ${unit}/main.cpp)
+    _tandem_test_target(tandem_cuda_tests)
+    target_link_libraries(tandem_cuda_tests PRIVATE doctest::doctest)
+    # The prefix keeps CTest names unique when a GPU case shares its name with a host case.
+    doctest_discover_tests(tandem_cuda_tests ADD_LABELS 1 TEST_PREFIX "cuda.")
+  endif()
+endfunction()
+
+# Compile-fail tests, CCCL/Eigen style. tests/compile_fail/<name>.cpp starts with the line
+#   // expect: <CMake regex>          (optionally `// expect-nvcc: ...` etc. to override per compiler)
+# and wraps the offending code in #ifdef TANDEM_COMPILE_FAIL. Per compiler two tests:
+#   compile_fail.<name>.<cc>       -DTANDEM_COMPILE_FAIL: must fail AND the diagnostic must match;
+#   compile_fail.<name>.<cc>.twin  without the define: must compile, so a typo cannot pass as the
+#                                  expected failure.
+# <cc> is gxx (or clang, if that is the C++ compiler), plus clang when clang++ is also installed,
+# plus nvcc when CUDA is enabled. Only the front end runs, so each test costs about a second.
+function(tandem_add_compile_fail_tests)
+  file(GLOB cases CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/compile_fail/*.cpp)
+  if(NOT cases)
+    return()
+  endif()
+
+  # Compilers and flags go to one file that compile_check.cmake includes: short test command lines.
+  get_target_property(eigen_includes Eigen3::Eigen INTERFACE_INCLUDE_DIRECTORIES)
+  set(includes -I${PROJECT_SOURCE_DIR}/include)
+  foreach(dir IN LISTS eigen_includes)
+    list(APPEND includes -isystem ${dir})
+  endforeach()
+  set(common -std=c++20 ${includes})
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    set(compilers clang)
+    set(clang_command ${CMAKE_CXX_COMPILER})
+  else()
+    set(compilers gxx)
+    set(gxx_command ${CMAKE_CXX_COMPILER})
+    # The design promises readable shape errors on clang too: check them where clang++ exists.
+    option(TANDEM_COMPILE_FAIL_CLANG "Also run the compile-fail tests with clang++ if installed" ON)
+    find_program(TANDEM_CLANGXX NAMES clang++ DOC "clang++ for the .clang compile-fail tests")
+    if(TANDEM_COMPILE_FAIL_CLANG AND TANDEM_CLANGXX)
+      list(APPEND compilers clang)
+      set(clang_command ${TANDEM_CLANGXX})
+    endif()
+  endif()
+  set(gxx_flags ${common} -fsyntax-only -fdiagnostics-color=never -fmessage-length=0)
+  set(clang_flags ${common} -fsyntax-only -fno-color-diagnostics)
+  if(TANDEM_CUDA)
+    list(APPEND compilers nvcc)
+    set(nvcc_command ${CMAKE_CUDA_COMPILER})
+    if(CMAKE_CUDA_HOST_COMPILER)
+      list(APPEND nvcc_command -ccbin ${CMAKE_CUDA_HOST_COMPILER})
+    endif()
+    # Front ends only: --cuda stops after nvcc's own front end has checked host and device code
+    # (the host compiler never runs: the .gxx tests cover it), and device code stops after syntax.
+    # That halves the cost of a twin. 20012: Eigen's defaulted __host__ __device__ members, noise.
+    set(nvcc_flags -x cu ${common} --expt-relaxed-constexpr --extended-lambda -diag-suppress=20012
+                   --cuda -fdevice-syntax-only -o /dev/null)
+    list(GET CMAKE_CUDA_ARCHITECTURES 0 arch)
+    if(arch MATCHES "^([0-9]+)")
+      list(APPEND nvcc_flags -arch=sm_${CMAKE_MATCH_1})
+    endif()
+  endif()
+  set(config "")
+  foreach(cc IN LISTS compilers)
+    string(APPEND config "set(${cc}_command [==[${${cc}_command}]==])\nset(${cc}_flags [==[${${cc}_flags}]==])\n")
+  endforeach()
+  set(config_file ${PROJECT_BINARY_DIR}/compile_check_config.cmake)
+  file(CONFIGURE OUTPUT ${config_file} CONTENT "${config}")
+
+  foreach(source IN LISTS cases)
+    get_filename_component(name ${source} NAME_WE)
+    # Fail at configure time, not in every test, when the expectation line is missing.
+    file(STRINGS ${source} head LIMIT_COUNT 8)
+    if(NOT head MATCHES "// expect: ")
+      message(FATAL_ERROR "${source}: the first line must be `// expect: <regex>`")
+    endif()
+    foreach(cc IN LISTS compilers)
+      foreach(mode IN ITEMS fail twin)
+        set(test compile_fail.${name}.${cc})
+        if(mode STREQUAL "twin")
+          string(APPEND test .twin)
+        endif()
+        add_test(NAME ${test}
+                 COMMAND ${CMAKE_COMMAND} -DCONFIG=${config_file} -DCOMPILER=${cc} -DMODE=${mode}
+                         -DSOURCE=${source} -P ${_tandem_compile_check})
+        set_tests_properties(${test} PROPERTIES LABELS compile_fail)
+      endforeach()
+    endforeach()
+  endforeach()
+endfunction()
+
+# Every public header must compile on its own (CUTLASS/CCCL style): one generated TU per header,
+# including it twice to also check the include guard. backend/cuda/ headers (and any .cuh) need nvcc
+# and are checked only as .cu; the umbrella header is checked both ways, since the same program
+# must build with g++ (host backend) and with nvcc. The object libraries stay out of ALL and are
+# built by the tests header_check.gxx / header_check.nvcc (label header): a header that does not
+# compile fails one test instead of stopping the whole build and every other test with it.
+function(tandem_add_header_checks)
+  set(root ${PROJECT_SOURCE_DIR}/include)
+  file(GLOB_RECURSE headers CONFIGURE_DEPENDS RELATIVE ${root} ${root}/tandem/*.hpp ${root}/tandem/*.cuh)
+  set(gxx_sources "")
+  set(nvcc_sources "")
+  foreach(header IN LISTS headers)
+    string(MAKE_C_IDENTIFIER ${header} id)
+    set(kinds gxx)
+    if(header MATCHES "^tandem/backend/cuda/" OR header MATCHES "\\.cuh$")
+      set(kinds nvcc)
+    elseif(header STREQUAL "tandem/tandem.hpp")
+      set(kinds gxx nvcc)
+    endif()
+    foreach(kind IN LISTS kinds)
+      set(tu ${PROJECT_BINARY_DIR}/header_check/${id}.cpp)
+      if(kind STREQUAL "nvcc")
+        if(NOT TANDEM_CUDA)
+          continue()
+        endif()
+        set(tu ${PROJECT_BINARY_DIR}/header_check/${id}.cu)
+      endif()
+      # file(CONFIGURE) rewrites only on change, so reconfiguring recompiles nothing.
+      file(CONFIGURE OUTPUT ${tu} CONTENT "// Generated: <${header}> must compile on its own.\n#include <${header}>\n#include <${header}>\n")
+      list(APPEND ${kind}_sources ${tu})
+    endforeach()
+  endforeach()
+
+  cmake_host_system_information(RESULT jobs QUERY NUMBER_OF_LOGICAL_CORES)
+  foreach(kind IN ITEMS gxx nvcc)
+    if(NOT ${kind}_sources)
+      continue()
+    endif()
+    set(target tandem_header_check)
+    if(kind STREQUAL "nvcc")
+      set(target tandem_header_check_cuda)
+    endif()
+    add_library(${target} OBJECT EXCLUDE_FROM_ALL ${${kind}_sources})
+    _tandem_test_target(${target})
+    add_test(NAME header_check.${kind}
+             COMMAND ${CMAKE_COMMAND} --build ${PROJECT_BINARY_DIR} --config $<CONFIG> --target ${target} --parallel ${jobs})
+    # Two builds at once in one build tree would trip over each other's lock and log files.
+    set_tests_properties(header_check.${kind} PROPERTIES LABELS header RESOURCE_LOCK tandem_build_tree)
+  endforeach()
+endfunction()
+
+# Examples are tests (Hana style): examples/NN_name/main.cpp is built and run; exit code 0 passes.
+function(tandem_add_examples)
+  file(GLOB dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/examples/*)
+  foreach(dir IN LISTS dirs)
+    get_filename_component(name ${dir} NAME)
+    if(NOT IS_DIRECTORY ${dir} OR NOT name MATCHES "^[0-9][0-9]_")
+      continue()
+    endif()
+    if(EXISTS ${dir}/main.cpp)
+      add_executable(example_${name} ${dir}/main.cpp)
+      _tandem_test_target(example_${name})
+      add_test(NAME example.${name} COMMAND example_${name})
+      set_tests_properties(example.${name} PROPERTIES LABELS example)
+    endif()
+    if(TANDEM_CUDA AND EXISTS ${dir}/main.cu)
+      add_executable(example_${name}_cuda ${dir}/main.cu)
+      _tandem_test_target(example_${name}_cuda)
+      add_test(NAME example.${name}.cuda COMMAND example_${name}_cuda)
+      set_tests_properties(example.${name}.cuda PROPERTIES LABELS "example;gpu")
+    endif()
+  endforeach()
+endfunction()
+
+# Packaging is tested both ways (Boost.Mp11 style): a consumer that find_package()s an installed
+# tandem, and one that add_subdirectory()s the source tree. Each configures, builds and runs.
+function(tandem_add_package_tests)
+  set(src ${PROJECT_SOURCE_DIR}/tests/package)
+  if(NOT EXISTS ${src}/consumer.cpp)
+    return()
+  endif()
+  set(bin ${PROJECT_BINARY_DIR}/package)
+  set(prefix ${bin}/prefix)
+  # Start from nothing, so a header left over from an earlier install cannot hide a missing rule.
+  add_test(NAME package.clean COMMAND ${CMAKE_COMMAND} -E rm -rf ${prefix} ${bin}/find_package ${bin}/add_subdirectory)
+  add_test(NAME package.install COMMAND ${CMAKE_COMMAND} --install ${PROJECT_BINARY_DIR} --prefix ${prefix} --config $<CONFIG>)
+  set_tests_properties(package.clean PROPERTIES FIXTURES_SETUP tandem_package_clean)
+  set_tests_properties(package.install PROPERTIES FIXTURES_SETUP tandem_installed FIXTURES_REQUIRED tandem_package_clean)
+
+  set(options -DCMAKE_BUILD_TYPE=$<IF:$<CONFIG:>,Release,$<CONFIG>> -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}
+              -DTANDEM_ENABLE_CUDA=${TANDEM_ENABLE_CUDA} -DEigen3_DIR=${Eigen3_DIR})
+  if(CUDAToolkit_BIN_DIR)
+    list(APPEND options -DCUDAToolkit_ROOT=${CUDAToolkit_BIN_DIR}/..)
+  endif()
+  foreach(kind IN ITEMS find_package add_subdirectory)
+    set(extra -DTANDEM_SOURCE_DIR=${PROJECT_SOURCE_DIR})
+    if(kind STREQUAL "find_package")
+      set(extra -DCMAKE_PREFIX_PATH=${prefix})
+    endif()
+    add_test(NAME package.${kind}
+             COMMAND ${CMAKE_CTEST_COMMAND} --build-and-test ${src}/${kind} ${bin}/${kind}
+                     --build-generator ${CMAKE_GENERATOR} --build-makeprogram ${CMAKE_MAKE_PROGRAM}
+                     --build-options ${options} ${extra} --test-command consumer)
+    set_tests_properties(package.${kind} PROPERTIES FIXTURES_REQUIRED tandem_package_clean)
+  endforeach()
+  set_tests_properties(package.find_package PROPERTIES FIXTURES_REQUIRED "tandem_package_clean;tandem_installed")
+  set_tests_properties(package.clean package.install package.find_package package.add_subdirectory
+                       PROPERTIES LABELS package)
+endfunction()
+
+# Formatting is the machine's job: only where clang-format exists, so its absence is no failure.
+function(tandem_add_format_check)
+  find_program(TANDEM_CLANG_FORMAT NAMES clang-format clang-format-14 DOC "clang-format for the format test")
+  if(TANDEM_CLANG_FORMAT)
+    add_test(NAME format COMMAND ${PROJECT_SOURCE_DIR}/scripts/format-check.sh)
+    set_tests_properties(format PROPERTIES LABELS lint ENVIRONMENT CLANG_FORMAT=${TANDEM_CLANG_FORMAT})
+  endif()
+endfunction()
+
+# Folders with their own CMakeLists.txt (reference tests, benchmarks). They get TANDEM_TORCH_PYTHON:
+# a Python that imports torch (Debian's /usr/bin/python3 first: a pyenv python3 on PATH may lack it).
+function(tandem_add_optional_subdirectories)
+  foreach(dir IN LISTS ARGN)
+    if(EXISTS ${PROJECT_SOURCE_DIR}/${dir}/CMakeLists.txt)
+      tandem_find_torch_python()
+      add_subdirectory(${dir})
+    endif()
+  endforeach()
+endfunction()
+
+function(tandem_find_torch_python)
+  if(DEFINED TANDEM_TORCH_PYTHON)
+    return()
+  endif()
+  set(found TANDEM_TORCH_PYTHON-NOTFOUND)
+  foreach(python IN ITEMS /usr/bin/python3 python3 python)
+    find_program(candidate ${python} NO_CACHE)
+    if(candidate)
+      execute_process(COMMAND ${candidate} -c "import torch" RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+      if(rc EQUAL 0)
+        set(found ${candidate})
+        break()
+      endif()
+    endif()
+    unset(candidate)
+  endforeach()
+  set(TANDEM_TORCH_PYTHON ${found} CACHE FILEPATH "Python interpreter with torch, for reference tests")
+  message(STATUS "tandem: Python with torch: ${found}")
+endfunction()
