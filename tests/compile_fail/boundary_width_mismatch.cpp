@@ -1,4 +1,5 @@
 // expect: (TANDEM_WIDTH_MISMATCH.*AtStage<1(UL)?>, [a-z:]*AtLayer<0(UL)?>, [a-z:]*Expects<30(UL)?>, [a-z:]*Receives<20(UL)?>|AtStage<1(UL)?>, [a-z:]*AtLayer<0(UL)?>, [a-z:]*Expects<30(UL)?>, [a-z:]*Receives<20(UL)?>.*TANDEM_WIDTH_MISMATCH)
+// expect-nvcc: TANDEM_WIDTH_MISMATCH.*WidthCheck<.*\[with S=1UL, L=0UL, E=30UL, R=20UL\]
 // SPDX-License-Identifier: Apache-2.0
 // Stage 0 ends at width 20, stage 1 starts with a Linear that expects 30: the error names stage 1, layer 0, 30 and 20.
 #include <tandem/tandem.hpp>

@@ -1,4 +1,5 @@
 // expect: (TANDEM_WIDTH_MISMATCH.*AtStage<1(UL)?>, [a-z:]*AtLayer<2(UL)?>, [a-z:]*Expects<12(UL)?>, [a-z:]*Receives<10(UL)?>|AtStage<1(UL)?>, [a-z:]*AtLayer<2(UL)?>, [a-z:]*Expects<12(UL)?>, [a-z:]*Receives<10(UL)?>.*TANDEM_WIDTH_MISMATCH)
+// expect-nvcc: TANDEM_WIDTH_MISMATCH.*WidthCheck<.*\[with S=1UL, L=2UL, E=12UL, R=10UL\]
 // SPDX-License-Identifier: Apache-2.0
 // Within stage 1, a ReLU passes width 10 on to a Linear that expects 12.
 #include <tandem/tandem.hpp>

@@ -1,4 +1,5 @@
 // expect: (TANDEM_LINEAR_ZERO_WIDTH.*LinearWidthsArePositive<0(UL)?, 4(UL)?>|LinearWidthsArePositive<0(UL)?, 4(UL)?>.*TANDEM_LINEAR_ZERO_WIDTH)
+// expect-nvcc: TANDEM_LINEAR_ZERO_WIDTH.*LinearWidthsArePositive<In, Out> \[with In=0UL, Out=4UL\]
 // SPDX-License-Identifier: Apache-2.0
 // Linear<0, N> has no input.
 #include <tandem/tandem.hpp>

@@ -1,4 +1,5 @@
 // expect: (TANDEM_NOT_A_STAGE.*StageArgumentCheck<1(UL)?, [a-z:]*Linear<4(UL)?, 2(UL)?> ?>|StageArgumentCheck<1(UL)?, [a-z:]*Linear<4(UL)?, 2(UL)?> ?>.*TANDEM_NOT_A_STAGE)
+// expect-nvcc: TANDEM_NOT_A_STAGE.*StageArgumentCheck<Index, S> \[with Index=1UL, S=tandem::Linear<4UL, 2UL>\]
 // SPDX-License-Identifier: Apache-2.0
 // A layer where a Stage belongs.
 #include <tandem/tandem.hpp>
