@@ -34,15 +34,8 @@ template <std::size_t N> struct Scale {
   // for speed would get an op of its own in each backend.
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
     for (std::size_t j = 0; j < N; ++j) // y[:, j] (batch, 1) = x[:, j] (batch, 1) * s[j] (1, 1)
-      ex.run(backend::op::Gemm<T>{.m = f.batch,
-                                  .n = 1,
-                                  .k = 1,
-                                  .a = f.x + j,
-                                  .lda = N,
-                                  .b = f.params + j,
-                                  .ldb = 1,
-                                  .c = f.y + j,
-                                  .ldc = N});
+      ex.run(backend::op::Gemm<T>{
+          .m = f.batch, .n = 1, .k = 1, .a = f.x + j, .lda = N, .b = f.params + j, .ldb = 1, .c = f.y + j, .ldc = N});
   }
 
   // dx[:, j] = dy[:, j] * s[j] (written, and only when asked for); ds[j] += dy[:, j] . x[:, j]

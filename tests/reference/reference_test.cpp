@@ -89,10 +89,9 @@ std::string optimizer_json(const optim::SGDOptions &o) {
          ",\"nesterov\":" + (o.nesterov ? "true" : "false") + "}";
 }
 template <class O> std::string adam_json(const char *type, const O &o) {
-  return std::string("{\"type\":\"") + type + "\",\"lr\":" + number(o.lr) + ",\"betas\":[" +
-         number(o.betas.first) + "," + number(o.betas.second) + "],\"eps\":" + number(o.eps) +
-         ",\"weight_decay\":" + number(o.weight_decay) + ",\"amsgrad\":" + (o.amsgrad ? "true" : "false") +
-         "}";
+  return std::string("{\"type\":\"") + type + "\",\"lr\":" + number(o.lr) + ",\"betas\":[" + number(o.betas.first) +
+         "," + number(o.betas.second) + "],\"eps\":" + number(o.eps) + ",\"weight_decay\":" + number(o.weight_decay) +
+         ",\"amsgrad\":" + (o.amsgrad ? "true" : "false") + "}";
 }
 std::string optimizer_json(const optim::AdamOptions &o) { return adam_json("adam", o); }
 std::string optimizer_json(const optim::AdamWOptions &o) { return adam_json("adamw", o); }
@@ -155,11 +154,10 @@ double norm_wise_error(const std::vector<double> &got, const std::vector<double>
 // batches[k], fresh data each step unless `repeat`), in tandem and in PyTorch, and compares.
 template <class Net, class Loss, class OptOptions, class Sched = schedule::Naive>
 int run_case(Context &ctx, const std::string &name, const std::string &python, const std::string &script,
-             std::vector<std::size_t> batches, OptOptions opt_options, bool repeat = false,
-             Sched sched = {}) {
-  using Opt = std::conditional_t<
-      std::is_same_v<OptOptions, optim::SGDOptions>, optim::SGD,
-      std::conditional_t<std::is_same_v<OptOptions, optim::AdamOptions>, optim::Adam, optim::AdamW>>;
+             std::vector<std::size_t> batches, OptOptions opt_options, bool repeat = false, Sched sched = {}) {
+  using Opt =
+      std::conditional_t<std::is_same_v<OptOptions, optim::SGDOptions>, optim::SGD,
+                         std::conditional_t<std::is_same_v<OptOptions, optim::AdamOptions>, optim::Adam, optim::AdamW>>;
   constexpr std::size_t in = Net::in_features, out = Net::out_features;
   Net net(ctx, /*seed=*/1234);
   Opt opt(net, opt_options);
@@ -245,8 +243,8 @@ int run_case(Context &ctx, const std::string &name, const std::string &python, c
     ok = ok && pass;
     std::printf("  %-28s %.3e%s\n", r.name.c_str(), r.error, pass ? "" : "  <- exceeds tolerance");
   }
-  const auto worst = std::max_element(results.begin(), results.end(),
-                                      [](const auto &a, const auto &b) { return a.error < b.error; });
+  const auto worst =
+      std::max_element(results.begin(), results.end(), [](const auto &a, const auto &b) { return a.error < b.error; });
   std::printf("reference case '%s' on %s: max relative error %.3e (%s), tolerance %.0e: %s\n", name.c_str(),
               net.parameters()[0].executor().name().c_str(), worst == results.end() ? 0.0 : worst->error,
               worst == results.end() ? "-" : worst->name.c_str(), tolerance, ok ? "passed" : "FAILED");
@@ -262,15 +260,14 @@ int run_case(Context &ctx, const std::string &name, const std::string &python, c
 }
 
 // The seed: 10-20-10-2 over two devices.
-using SeedNet =
-    Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
+using SeedNet = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
 // Every activation, three stages.
 using ActivationsNet = Pipeline<Stage<Device<0>, Linear<8, 16>, ReLU, Linear<16, 16>, Sigmoid>,
                                 Stage<Device<1>, Linear<16, 12>, Tanh, Linear<12, 12>, GELU>,
                                 Stage<Device<2>, Linear<12, 10>, GELUTanh, Linear<10, 4>, Identity>>;
 // A wider net for the optimizers, with an activation-first stage (in-place boundary).
-using OptimNet = Pipeline<Stage<Device<0>, Linear<12, 24>, Tanh>,
-                          Stage<Device<1>, GELU, Linear<24, 16>, ReLU>, Stage<Device<2>, Linear<16, 5>>>;
+using OptimNet = Pipeline<Stage<Device<0>, Linear<12, 24>, Tanh>, Stage<Device<1>, GELU, Linear<24, 16>, ReLU>,
+                          Stage<Device<2>, Linear<16, 5>>>;
 
 using CE = loss::CrossEntropy;
 using MSE = loss::MSE;
@@ -383,10 +380,9 @@ int main(int argc, char **argv) {
     return 2;
   }
   if (python.empty() || python.ends_with("NOTFOUND")) {
-    std::printf(
-        "SKIPPED: no Python with torch was found when CMake configured this build; install python3-torch "
-        "(or set -DTANDEM_TORCH_PYTHON=/path/to/python) and reconfigure to run the PyTorch reference "
-        "tests\n");
+    std::printf("SKIPPED: no Python with torch was found when CMake configured this build; install python3-torch "
+                "(or set -DTANDEM_TORCH_PYTHON=/path/to/python) and reconfigure to run the PyTorch reference "
+                "tests\n");
     return skip_status;
   }
   try {
@@ -394,8 +390,7 @@ int main(int argc, char **argv) {
 #ifdef __CUDACC__
     // The .cuda build is the GPU variant (label gpu): on the host it would only repeat the host test.
     if (ctx.backend() != backend::Kind::cuda) {
-      std::printf("SKIPPED: no CUDA GPU in use; this is the GPU variant of reference case '%s'\n",
-                  name.c_str());
+      std::printf("SKIPPED: no CUDA GPU in use; this is the GPU variant of reference case '%s'\n", name.c_str());
       return skip_status;
     }
 #endif

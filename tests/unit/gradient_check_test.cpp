@@ -14,14 +14,8 @@ namespace {
 // Broken variants of Linear<4, 3>, one fault each.
 struct NoBiasGradient : Linear<4, 3> {
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
-    ex.run(backend::op::LinearBackward<T>{.batch = b.batch,
-                                          .in = 4,
-                                          .out = 3,
-                                          .x = b.x,
-                                          .weight = b.params,
-                                          .dy = b.dy,
-                                          .dx = b.dx,
-                                          .dweight = b.grads});
+    ex.run(backend::op::LinearBackward<T>{
+        .batch = b.batch, .in = 4, .out = 3, .x = b.x, .weight = b.params, .dy = b.dy, .dx = b.dx, .dweight = b.grads});
   }
 };
 
@@ -43,12 +37,8 @@ struct SkipsInputGradient : Linear<4, 3> {
 struct WrongTanh : Tanh {
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     if (!b.dx) return;
-    ex.run(backend::op::ActivationBackward<T>{.kind = backend::Activation::sigmoid,
-                                              .n = b.batch * b.in,
-                                              .x = b.x,
-                                              .y = b.y,
-                                              .dy = b.dy,
-                                              .dx = b.dx});
+    ex.run(backend::op::ActivationBackward<T>{
+        .kind = backend::Activation::sigmoid, .n = b.batch * b.in, .x = b.x, .y = b.y, .dy = b.dy, .dx = b.dx});
   }
 };
 

@@ -65,8 +65,7 @@ struct ReferenceAdam {
 
 // Largest difference of the parameter's displacement from its start, relative to the largest
 // displacement: the update itself is compared, not the (much larger) weights.
-double displacement_error(std::span<const float> got, std::span<const double> want,
-                          std::span<const double> start) {
+double displacement_error(std::span<const float> got, std::span<const double> want, std::span<const double> start) {
   double diff = 0, scale = 0;
   for (std::size_t i = 0; i < got.size(); ++i) {
     diff = std::max(diff, std::abs((got[i] - start[i]) - (want[i] - start[i])));
@@ -94,8 +93,7 @@ template <class Opt> void check_against_reference(const Case &c) {
   Opt opt(f.net, options);
   // The reference gets the float hyper-parameters the optimizer got, widened exactly.
   auto make_ref = [&](bool amsgrad) {
-    return ReferenceAdam{
-        c.lr, c.betas.first, c.betas.second, c.eps, c.weight_decay, c.decoupled, amsgrad, {}, {}, {}};
+    return ReferenceAdam{c.lr, c.betas.first, c.betas.second, c.eps, c.weight_decay, c.decoupled, amsgrad, {}, {}, {}};
   };
   ReferenceAdam ref0 = make_ref(c.amsgrad), ref1 = make_ref(c.amsgrad), plain0 = make_ref(!c.amsgrad);
   const std::vector<double> start0(f.p0.begin(), f.p0.end()), start1(f.p1.begin(), f.p1.end());
@@ -150,17 +148,14 @@ TEST_CASE("optim::Adam and optim::AdamW default to PyTorch's hyper-parameters") 
 
 TEST_CASE("optim::Adam matches the algorithm in double precision") {
   check_against_reference<optim::Adam>({"plain", 0.05f, {0.9f, 0.999f}, 1e-8f, 0.0f, false, false, 0.5});
-  check_against_reference<optim::Adam>(
-      {"l2 decay, eps", 0.05f, {0.8f, 0.95f}, 1e-2f, 0.3f, false, false, 0.5});
+  check_against_reference<optim::Adam>({"l2 decay, eps", 0.05f, {0.8f, 0.95f}, 1e-2f, 0.3f, false, false, 0.5});
   check_against_reference<optim::Adam>({"amsgrad", 0.05f, {0.9f, 0.99f}, 1e-8f, 0.1f, true, false, 0.5});
   check_against_reference<optim::Adam>({"beta1 = 0", 0.05f, {0.0f, 0.9f}, 1e-6f, 0.0f, true, false, 0.3});
 }
 
 TEST_CASE("optim::AdamW matches the algorithm in double precision") {
-  check_against_reference<optim::AdamW>(
-      {"default decay", 0.05f, {0.9f, 0.999f}, 1e-8f, 1e-2f, false, true, 0.5});
-  check_against_reference<optim::AdamW>(
-      {"strong decay", 0.05f, {0.85f, 0.9f}, 1e-3f, 0.5f, false, true, 0.5});
+  check_against_reference<optim::AdamW>({"default decay", 0.05f, {0.9f, 0.999f}, 1e-8f, 1e-2f, false, true, 0.5});
+  check_against_reference<optim::AdamW>({"strong decay", 0.05f, {0.85f, 0.9f}, 1e-3f, 0.5f, false, true, 0.5});
   check_against_reference<optim::AdamW>({"amsgrad", 0.05f, {0.9f, 0.99f}, 1e-8f, 0.2f, true, true, 0.5});
 }
 
@@ -223,8 +218,7 @@ TEST_CASE("optim::Adam and optim::AdamW refuse invalid hyper-parameters") {
 
   // The edges of the valid ranges are accepted.
   CHECK_NOTHROW(optim::Adam(f.net, {.lr = 0.0f, .betas = {0.0f, 0.0f}, .eps = 1e-30f, .weight_decay = 0.0f}));
-  CHECK_NOTHROW(
-      optim::AdamW(f.net, {.lr = 0.0f, .betas = {0.0f, 0.0f}, .eps = 1e-30f, .weight_decay = 0.0f}));
+  CHECK_NOTHROW(optim::AdamW(f.net, {.lr = 0.0f, .betas = {0.0f, 0.0f}, .eps = 1e-30f, .weight_decay = 0.0f}));
 }
 
 TEST_CASE("a rejected optim::Adam changes neither the network nor another optimizer's state") {

@@ -47,12 +47,11 @@ public:
     // PyTorch starts both moments (and AMSGrad's running maximum) at zero.
     for (auto &s : groups_) {
       if (!s.group.size) continue;
-      s.group.executor->submit(
-          [ex = s.group.executor, n = s.group.size,
-           bufs = std::array{s.exp_avg.data(), s.exp_avg_sq.data(), s.max_exp_avg_sq.data()}] {
-            for (float *b : bufs)
-              if (b) ex->run(backend::op::Fill<float>{.n = n, .value = 0.0f, .dst = b});
-          });
+      s.group.executor->submit([ex = s.group.executor, n = s.group.size,
+                                bufs = std::array{s.exp_avg.data(), s.exp_avg_sq.data(), s.max_exp_avg_sq.data()}] {
+        for (float *b : bufs)
+          if (b) ex->run(backend::op::Fill<float>{.n = n, .value = 0.0f, .dst = b});
+      });
     }
     // The buffers must not be freed under a pending fill if this optimizer is dropped at once.
     for (auto &s : groups_) s.group.executor->synchronize();
@@ -103,8 +102,7 @@ private:
       fail(name, ": invalid beta parameter at index 0: ", o.betas.first, " (must be in [0, 1))");
     if (!(o.betas.second >= 0 && o.betas.second < 1))
       fail(name, ": invalid beta parameter at index 1: ", o.betas.second, " (must be in [0, 1))");
-    if (!(o.eps > 0) || !std::isfinite(o.eps))
-      fail(name, ": invalid epsilon ", o.eps, " (must be finite and > 0)");
+    if (!(o.eps > 0) || !std::isfinite(o.eps)) fail(name, ": invalid epsilon ", o.eps, " (must be finite and > 0)");
     if (!(o.weight_decay >= 0) || !std::isfinite(o.weight_decay))
       fail(name, ": invalid weight_decay ", o.weight_decay, " (must be finite and >= 0)");
   }

@@ -88,8 +88,8 @@ template <class F> void run_on(backend::host::Executor &ex, F &&f) {
   ex.synchronize();
 }
 
-inline TensorGradientError compare(std::string name, std::span<const double> analytic,
-                                   std::span<const double> numeric, double tolerance) {
+inline TensorGradientError compare(std::string name, std::span<const double> analytic, std::span<const double> numeric,
+                                   double tolerance) {
   TensorGradientError t{.name = std::move(name), .size = analytic.size()};
   for (std::size_t i = 0; i < analytic.size(); ++i) {
     const double e = std::abs(analytic[i] - numeric[i]);
@@ -117,8 +117,7 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
   if (!(options.step > 0)) tandem::detail::fail("check_gradients: step must be positive, got ", options.step);
   const std::size_t in = L::in_features ? L::in_features : options.width;
   const std::size_t out = L::out_features ? L::out_features : in;
-  if (in == 0)
-    tandem::detail::fail("check_gradients: width must be positive for a layer that keeps any width");
+  if (in == 0) tandem::detail::fail("check_gradients: width must be positive for a layer that keeps any width");
   const std::size_t batch = options.batch, n_in = batch * in, n_out = batch * out;
   constexpr std::size_t n_params = parameter_count_v<L>;
   const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -139,12 +138,9 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
   std::vector<double> numeric_dx(n_in), numeric_grads(n_params);
   detail::run_on(ex, [&] {
     auto forward = [&](std::span<double> into) {
-      L::forward(ex, LayerForward<double>{.batch = batch,
-                                          .in = in,
-                                          .out = out,
-                                          .params = params.data(),
-                                          .x = x.data(),
-                                          .y = into.data()});
+      L::forward(ex,
+                 LayerForward<double>{
+                     .batch = batch, .in = in, .out = out, .params = params.data(), .x = x.data(), .y = into.data()});
     };
     auto objective = [&] {
       std::vector<double> yy(n_out);
@@ -200,8 +196,8 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
     note("backward left dx[", i, "] unwritten or NaN (it must write the input gradient, not add to it)");
   for (std::size_t i = 0; i < n_params; ++i) {
     if (std::abs(grads_again[i] - 2 * grads[i]) > 1e-12 * std::max(1.0, std::abs(grads[i]))) {
-      note("backward overwrote parameter gradient [", i, "] instead of adding to it (two calls gave ",
-           grads_again[i], ", once gave ", grads[i], "); micro-batches must sum up");
+      note("backward overwrote parameter gradient [", i, "] instead of adding to it (two calls gave ", grads_again[i],
+           ", once gave ", grads[i], "); micro-batches must sum up");
       break;
     }
   }
@@ -216,9 +212,9 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
   report.tensors.push_back(detail::compare("input", dx, numeric_dx, options.tolerance));
   std::size_t at = 0;
   for (const ParameterSpec &p : L::parameters) {
-    report.tensors.push_back(
-        detail::compare(std::string(p.name), std::span<const double>(grads).subspan(at, p.size()),
-                        std::span<const double>(numeric_grads).subspan(at, p.size()), options.tolerance));
+    report.tensors.push_back(detail::compare(std::string(p.name), std::span<const double>(grads).subspan(at, p.size()),
+                                             std::span<const double>(numeric_grads).subspan(at, p.size()),
+                                             options.tolerance));
     at += p.size();
   }
   for (const auto &t : report.tensors) {
