@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Everything a GPU can check, in one call, on a machine that may be offline: configure and build for
+# sm_90 with all cores, run every test (the `gpu` label included), run compute-sanitizer (memcheck
+# and racecheck) on the GPU tests and on example 01, run the benchmarks if any, and print a short
+# table last. Needs the CUDA toolkit and CMake; Eigen and doctest come from .deb/ (fetched
+# beforehand by scripts/fetch-debs.sh) when they are not installed.
+#
+#   scripts/gpu-check.sh [build-dir]      (default: build-gpu)
+#
+# Every step runs under a time limit and the script carries on after a failure, so the table
+# reports all of them; the exit status is 0 only if every step passed. The whole run stays within
+# 9 minutes: a step left without time is reported as failed (skipped). Environment:
+#   GPU_CHECK_TIME_SCALE=N   multiply every time limit by N (a machine slower than 16 cores)
+#   GPU_CHECK_USE_DEBS=1     unpack .deb/ even where Eigen and doctest are installed
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+root=$(pwd)
+build=${1:-build-gpu}
+[[ $build == /* ]] || build=$root/$build
+logs=$build/gpu-check-logs
+mkdir -p "$logs"
+jobs=$(nproc 2>/dev/null || echo 4)
+# Time limits fit a 16-core machine; GPU_CHECK_TIME_SCALE multiplies them all on a slower one.
+scale=${GPU_CHECK_TIME_SCALE:-1}
+budget=$((540 * scale)) # seconds for the whole run
+declare -a rows=()
+status=0
+
+row() { rows+=("$(printf '%-28s %s' "$1" "$2")"); }
+fail() {
+  row "$1" "FAIL: $2"
+  status=1
+}
+left() { echo $((budget - SECONDS)); }
+# Runs "$@" with at most $1 seconds (less if the budget is nearly spent); logs to $logs/$name.log.
+step() {
+  local name=$1 limit=$(($2 * scale))
+  shift 2
+  local remaining
+  remaining=$(left)
+  ((remaining < limit)) && limit=$remaining
+  if ((limit < 10)); then
+    echo "gpu-check: skipping $name (time budget spent)" | tee "$logs/$name.log"
+    return 124
+  fi
+  echo "gpu-check: $name (at most ${limit}s; log $logs/$name.log)"
+  timeout --kill-after=10 "$limit" "$@" >"$logs/$name.log" 2>&1
+}
+
+# --- the machine ---------------------------------------------------------------------------------
+device="none found"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  names=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)
+  if [[ -n $names ]]; then
+    device="$(head -n1 <<<"$names") x $(wc -l <<<"$names")"
+  fi
+fi
+echo "gpu-check: device: $device; $jobs cores"
+
+nvcc=""
+for candidate in "${CUDACXX:-}" "$(command -v nvcc 2>/dev/null)" /usr/local/cuda/bin/nvcc; do
+  if [[ -n $candidate && -x $candidate ]]; then
+    nvcc=$candidate
+    break
+  fi
+done
+sanitizer=""
+for candidate in "$(command -v compute-sanitizer 2>/dev/null)" "${nvcc:+$(dirname "$nvcc")/compute-sanitizer}" \
+  /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+  if [[ -n $candidate && -x $candidate ]]; then
+    sanitizer=$candidate
+    break
+  fi
+done
+
+# --- dependencies: installed, or unpacked from .deb/ into a local prefix -------------------------
+prefix=$build/deps
+have_eigen() { [[ -f /usr/include/eigen3/Eigen/Core || -f /usr/local/include/eigen3/Eigen/Core ]]; }
+have_doctest() { [[ -f /usr/include/doctest/doctest.h || -f /usr/local/include/doctest/doctest.h ]]; }
+prefix_path=""
+# GPU_CHECK_USE_DEBS=1 takes the .deb/ route even where both are installed (to test it).
+if [[ -z ${GPU_CHECK_USE_DEBS:-} ]] && have_eigen && have_doctest; then
+  row "dependencies" "installed"
+else
+  shopt -s nullglob
+  debs=("$root"/.deb/*.deb)
+  shopt -u nullglob
+  if ((${#debs[@]} == 0)); then
+    fail "dependencies" "Eigen or doctest missing and no .deb/ (run scripts/fetch-debs.sh online)"
+  else
+    rm -rf "$prefix" && mkdir -p "$prefix"
+    ok=1
+    for deb in "${debs[@]}"; do dpkg -x "$deb" "$prefix" || ok=0; done
+    # Debian's doctestTargets.cmake hard-codes /usr as its prefix (Eigen's is relative): point it here.
+    targets=$prefix/usr/lib/cmake/doctest/doctestTargets.cmake
+    [[ -f $targets ]] && sed -i "s|set(_IMPORT_PREFIX \"/usr\")|set(_IMPORT_PREFIX \"$prefix/usr\")|" "$targets"
+    prefix_path=$prefix/usr
+    if ((ok)); then row "dependencies" "unpacked from .deb/ into $prefix"; else fail "dependencies" "dpkg -x"; fi
+  fi
+fi
+
+# --- configure and build -------------------------------------------------------------------------
+configure=(cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90)
+command -v ninja >/dev/null 2>&1 && configure+=(-G Ninja)
+[[ -n $nvcc ]] && configure+=(-DCMAKE_CUDA_COMPILER="$nvcc")
+[[ -n $prefix_path ]] && configure+=(-DCMAKE_PREFIX_PATH="$prefix_path")
+built=0
+if step configure 120 "${configure[@]}"; then
+  if step build 330 cmake --build "$build" -j "$jobs"; then
+    built=1
+    row "build" "ok (sm_90, $jobs jobs, $((SECONDS))s so far)"
+  else
+    fail "build" "see $logs/build.log"
+    tail -n 30 "$logs/build.log"
+  fi
+else
+  fail "configure" "see $logs/configure.log"
+  tail -n 30 "$logs/configure.log"
+fi
+if ! grep -qs '^CMAKE_CUDA_COMPILER:.*nvcc' "$build/CMakeCache.txt"; then
+  fail "cuda" "CMake did not enable CUDA: the gpu tests were not built"
+fi
+
+# --- tests ---------------------------------------------------------------------------------------
+# Sums up ctest's log: "N% tests passed, F tests failed out of T".
+tests_row() {
+  local label=$1 log=$2 rc=$3 summary
+  summary=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' "$log" | tail -n1)
+  if [[ -z $summary ]]; then
+    if grep -q 'No tests were found' "$log"; then fail "$label" "no tests found"; else fail "$label" "no summary (rc $rc)"; fi
+    return
+  fi
+  local failed total
+  failed=$(awk '{print $1}' <<<"$summary")
+  total=$(awk '{print $NF}' <<<"$summary")
+  if ((failed == 0 && rc == 0)); then
+    row "$label" "$((total - failed)) passed, 0 failed"
+  else
+    fail "$label" "$((total - failed)) passed, $failed failed"
+    grep -E '^\s+[0-9]+ - ' "$log" | head -n 20
+  fi
+}
+if ((built)); then
+  # Everything but the GPU label in parallel; the GPU tests and examples next, two at a time, so
+  # that timings are not made up of sixteen processes fighting over one GPU.
+  step tests 200 ctest --test-dir "$build" -LE gpu -j "$jobs" --output-on-failure --timeout 180
+  tests_row "tests (not gpu)" "$logs/tests.log" $?
+  step tests-gpu 150 ctest --test-dir "$build" -L gpu -j 2 --output-on-failure --timeout 120
+  tests_row "tests (gpu)" "$logs/tests-gpu.log" $?
+  # The GPU tests pass by skipping where the CUDA runtime sees no GPU: make sure it sees one. The
+  # CUDA build of example 01 says so on stderr when it falls back to the host backend.
+  example=$build/example_01_seed_model_parallel_cuda
+  if [[ -x $example ]]; then
+    (cd examples/01_seed_model_parallel && step example01-cuda 60 "$example")
+    rc=$?
+    if grep -q 'no CUDA GPU in use' "$logs/example01-cuda.log"; then
+      fail "cuda runtime" "sees no GPU: the gpu tests only skipped (driver missing or too old?)"
+    elif ((rc != 0)); then
+      fail "example 01 (cuda)" "rc $rc, see $logs/example01-cuda.log"
+    else
+      row "example 01 (cuda)" "ran on the GPU backend"
+    fi
+  fi
+fi
+
+# --- compute-sanitizer ---------------------------------------------------------------------------
+# API errors are not reported (--report-api-errors no): the tests provoke some on purpose (an
+# out-of-memory cudaMalloc, peer access already enabled), and the library turns every unexpected
+# one into an exception, which fails a test.
+sanitize() {
+  local tool=$1 name=$2 dir=$3
+  shift 3
+  local log=$logs/sanitizer-$tool-$name.log rc
+  if [[ ! -x ${1:-} ]]; then
+    fail "$tool $name" "binary $1 not built"
+    return
+  fi
+  (cd "$dir" && step "sanitizer-$tool-$name" 150 "$sanitizer" --tool "$tool" --report-api-errors no \
+    --print-limit 20 --error-exitcode 99 "$@")
+  rc=$?
+  local errors
+  errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$log" | tail -n1 | awk '{print $3}')
+  if [[ -z $errors ]]; then
+    fail "$tool $name" "no error summary (rc $rc; timed out or crashed?)"
+  elif ((errors > 0)); then
+    fail "$tool $name" "$errors error(s), see $log"
+  elif ((rc != 0)); then
+    fail "$tool $name" "0 sanitizer errors but the program failed (rc $rc)"
+  else
+    row "$tool $name" "0 errors"
+  fi
+}
+if ((built)) && [[ -n $sanitizer ]]; then
+  for tool in memcheck racecheck; do
+    sanitize "$tool" tests "$root" "$build/tandem_cuda_tests"
+    sanitize "$tool" example01 "$root/examples/01_seed_model_parallel" \
+      "$build/example_01_seed_model_parallel_cuda"
+  done
+elif ((built)); then
+  fail "compute-sanitizer" "not found (looked on PATH and next to nvcc)"
+fi
+
+# --- benchmarks (best effort: timings are printed, not judged) -----------------------------------
+benches=()
+if [[ -d $build ]]; then
+  while IFS= read -r bench; do benches+=("$bench"); done < <(find "$build" -maxdepth 2 -type f -perm -u+x -name 'bench_*' | sort)
+fi
+if ((built)) && ((${#benches[@]} > 0)); then
+  ran=0
+  for bench in "${benches[@]}"; do
+    name=$(basename "$bench")
+    if step "$name" 60 "$bench"; then ran=$((ran + 1)); else echo "gpu-check: $name did not finish"; fi
+    cat "$logs/$name.log"
+  done
+  row "benchmarks" "$ran of ${#benches[@]} ran (logs in $logs)"
+else
+  row "benchmarks" "none built"
+fi
+
+# --- the table -----------------------------------------------------------------------------------
+echo
+echo "gpu-check summary ($(date -u +%Y-%m-%dT%H:%MZ), ${SECONDS}s)"
+printf '%-28s %s\n' "device" "$device"
+printf '%s\n' "${rows[@]}"
+printf '%-28s %s\n' "result" "$([[ $status == 0 ]] && echo PASS || echo FAIL)"
+exit $status
