@@ -49,24 +49,21 @@ template <class T> void gemm_case(backend::Executor &ex, bool ta, bool tb, T bet
 
 template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, bool dbias) {
   const std::size_t batch = 33, in = 17, out = 9;
-  auto x = random_vector<T>(batch * in, 10), w = random_vector<T>(out * in, 11),
-       b = random_vector<T>(out, 12);
-  auto dy = random_vector<T>(batch * out, 13), dw = random_vector<T>(out * in, 14),
-       db = random_vector<T>(out, 15);
+  auto x = random_vector<T>(batch * in, 10), w = random_vector<T>(out * in, 11), b = random_vector<T>(out, 12);
+  auto dy = random_vector<T>(batch * out, 13), dw = random_vector<T>(out * in, 14), db = random_vector<T>(out, 15);
   std::vector<T> y(batch * out), dxs(batch * in);
   DeviceArray<T> d_x(ex, x), d_w(ex, w), d_b(ex, b), d_y(ex, y), d_dy(ex, dy), d_dx(ex, dxs), d_dw(ex, dw),
       d_db(ex, db);
 
   host::run(op::LinearForward<T>{batch, in, out, x.data(), w.data(), bias ? b.data() : nullptr, y.data()});
-  run_on(ex,
-         op::LinearForward<T>{batch, in, out, d_x.get(), d_w.get(), bias ? d_b.get() : nullptr, d_y.get()});
+  run_on(ex, op::LinearForward<T>{batch, in, out, d_x.get(), d_w.get(), bias ? d_b.get() : nullptr, d_y.get()});
   check_close(d_y.to_host(), y, tolerance<T>,
               std::string("LinearForward<") + type_name(T{}) + "> bias " + std::to_string(bias));
 
-  host::run(op::LinearBackward<T>{batch, in, out, x.data(), w.data(), dy.data(), dx ? dxs.data() : nullptr,
-                                  dw.data(), dbias ? db.data() : nullptr});
-  run_on(ex, op::LinearBackward<T>{batch, in, out, d_x.get(), d_w.get(), d_dy.get(),
-                                   dx ? d_dx.get() : nullptr, d_dw.get(), dbias ? d_db.get() : nullptr});
+  host::run(op::LinearBackward<T>{batch, in, out, x.data(), w.data(), dy.data(), dx ? dxs.data() : nullptr, dw.data(),
+                                  dbias ? db.data() : nullptr});
+  run_on(ex, op::LinearBackward<T>{batch, in, out, d_x.get(), d_w.get(), d_dy.get(), dx ? d_dx.get() : nullptr,
+                                   d_dw.get(), dbias ? d_db.get() : nullptr});
   const std::string what = std::string("LinearBackward<") + type_name(T{}) + "> ";
   if (dx) check_close(d_dx.to_host(), dxs, tolerance<T>, what + "dx");
   check_close(d_dw.to_host(), dw, tolerance<T>, what + "dweight");
@@ -108,10 +105,10 @@ void cross_entropy_case(backend::Executor &ex, std::size_t rows, std::size_t cla
   const T scale = T(1) / T(rows);
   host::run(op::CrossEntropy<T>{rows, classes, logits.data(), labels.data(), scale, loss ? l.data() : nullptr,
                                 grad ? d.data() : nullptr});
-  run_on(ex, op::CrossEntropy<T>{rows, classes, d_logits.get(), d_labels.get(), scale,
-                                 loss ? d_l.get() : nullptr, grad ? d_d.get() : nullptr});
-  const std::string what = std::string("CrossEntropy<") + type_name(T{}) + "> " + std::to_string(rows) +
-                           " x " + std::to_string(classes);
+  run_on(ex, op::CrossEntropy<T>{rows, classes, d_logits.get(), d_labels.get(), scale, loss ? d_l.get() : nullptr,
+                                 grad ? d_d.get() : nullptr});
+  const std::string what =
+      std::string("CrossEntropy<") + type_name(T{}) + "> " + std::to_string(rows) + " x " + std::to_string(classes);
   check_close(d_l.to_host(), l, tolerance<T>, what + " loss");
   check_close(d_d.to_host(), d, tolerance<T>, what + " dlogits");
 }
@@ -128,21 +125,19 @@ template <class T> void squared_error_case(backend::Executor &ex, std::size_t n)
   check_close(d_d.to_host(), d, tolerance<T>, what + " dpred");
 }
 
-template <class T>
-void sgd_case(backend::Executor &ex, T momentum, T dampening, T weight_decay, bool nesterov) {
+template <class T> void sgd_case(backend::Executor &ex, T momentum, T dampening, T weight_decay, bool nesterov) {
   const std::size_t n = 777;
   auto p = random_vector<T>(n, 60), g = random_vector<T>(n, 61);
   std::vector<T> buf(n, T(0));
   DeviceArray<T> d_p(ex, p), d_g(ex, g), d_buf(ex, buf);
   for (int step = 0; step < 3; ++step) {
-    op::SgdStep<T> s{n,        p.data(),  g.data(),     buf.data(), T(0.1),
-                     momentum, dampening, weight_decay, nesterov,   step == 0};
+    op::SgdStep<T> s{n, p.data(), g.data(), buf.data(), T(0.1), momentum, dampening, weight_decay, nesterov, step == 0};
     host::run(s);
     s.params = d_p.get(), s.grads = d_g.get(), s.momentum_buffer = d_buf.get();
     run_on(ex, s);
   }
-  const std::string what = std::string("SgdStep<") + type_name(T{}) + "> momentum " +
-                           std::to_string(double(momentum)) + " nesterov " + std::to_string(nesterov);
+  const std::string what = std::string("SgdStep<") + type_name(T{}) + "> momentum " + std::to_string(double(momentum)) +
+                           " nesterov " + std::to_string(nesterov);
   check_close(d_p.to_host(), p, tolerance<T>, what + " params");
   check_close(d_buf.to_host(), buf, tolerance<T>, what + " momentum buffer");
 }
@@ -162,8 +157,8 @@ template <class T> void adam_case(backend::Executor &ex, T weight_decay, bool de
     a.max_exp_avg_sq = d_vmax.get();
     run_on(ex, a);
   }
-  const std::string what = std::string("AdamStep<") + type_name(T{}) + "> decoupled " +
-                           std::to_string(decoupled) + " amsgrad " + std::to_string(amsgrad);
+  const std::string what = std::string("AdamStep<") + type_name(T{}) + "> decoupled " + std::to_string(decoupled) +
+                           " amsgrad " + std::to_string(amsgrad);
   check_close(d_p.to_host(), p, tolerance<T>, what + " params");
   check_close(d_m.to_host(), m, tolerance<T>, what + " exp_avg");
   check_close(d_v.to_host(), v, tolerance<T>, what + " exp_avg_sq");

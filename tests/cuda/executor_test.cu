@@ -38,6 +38,9 @@ void check_link(Executor &src, Executor &dst, backend::Link &link) {
     std::vector<float> values(n);
     std::iota(values.begin(), values.end(), float(chunk * 10000));
     test::DeviceArray<float> from(src, values), to(dst, std::vector<float>(n, -1.0f));
+    // The link's stream is ordered after `ready` only: the destination's own upload of `to`
+    // must be finished before the copy lands there (the pipeline never writes a copy's target).
+    dst.synchronize();
     auto ready = src.make_event();
     auto done = dst.make_event();
     auto begin = dst.make_event();

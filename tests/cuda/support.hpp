@@ -17,18 +17,17 @@
 
 // CI builds these tests with nvcc on machines without a GPU (and runs `ctest -LE gpu`); where
 // they do run without one, each case says so and passes rather than failing.
-#define TANDEM_SKIP_WITHOUT_GPU()                                                                            \
-  do {                                                                                                       \
-    if (tandem::backend::cuda::device_count() == 0) {                                                        \
-      MESSAGE("skipped: no CUDA GPU (or no driver) on this machine");                                        \
-      return;                                                                                                \
-    }                                                                                                        \
+#define TANDEM_SKIP_WITHOUT_GPU()                                                                                      \
+  do {                                                                                                                 \
+    if (tandem::backend::cuda::device_count() == 0) {                                                                  \
+      MESSAGE("skipped: no CUDA GPU (or no driver) on this machine");                                                  \
+      return;                                                                                                          \
+    }                                                                                                                  \
   } while (false)
 
 namespace tandem::test {
 
-template <class T>
-std::vector<T> random_vector(std::size_t n, std::uint32_t seed, double lo = -1, double hi = 1) {
+template <class T> std::vector<T> random_vector(std::size_t n, std::uint32_t seed, double lo = -1, double hi = 1) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<double> dist(lo, hi);
   std::vector<T> v(n);
@@ -75,8 +74,7 @@ template <class Op> void run_on(backend::Executor &ex, const Op &op) {
 // Relative error of each value, measured against no less than 1% of the largest magnitude: a
 // value near zero is a difference of larger ones, and its own relative error says nothing.
 template <class T>
-void check_close(const std::vector<T> &got, const std::vector<T> &want, double tolerance,
-                 const std::string &what) {
+void check_close(const std::vector<T> &got, const std::vector<T> &want, double tolerance, const std::string &what) {
   REQUIRE_MESSAGE(got.size() == want.size(), what);
   double largest = 0;
   for (T w : want) largest = std::max(largest, std::abs(static_cast<double>(w)));

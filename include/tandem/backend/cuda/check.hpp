@@ -28,14 +28,12 @@ inline void check(cudaError_t status, const char *call, const Site &site) {
   // Reading the last error resets it, so that a later, unrelated call does not report this one
   // again (sticky errors, such as a kernel fault, stay regardless).
   (void)cudaGetLastError();
-  detail::fail(call, " failed on ", site, ": ", cudaGetErrorName(status), " (", cudaGetErrorString(status),
-               ")");
+  detail::fail(call, " failed on ", site, ": ", cudaGetErrorName(status), " (", cudaGetErrorString(status), ")");
 }
 
 inline void check(cublasStatus_t status, const char *call, const Site &site) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  detail::fail(call, " failed on ", site, ": ", cublasGetStatusName(status), " (",
-               cublasGetStatusString(status), ")");
+  detail::fail(call, " failed on ", site, ": ", cublasGetStatusName(status), " (", cublasGetStatusString(status), ")");
 }
 
 // Makes `device` current for a scope and restores the previous one. The runtime keeps the

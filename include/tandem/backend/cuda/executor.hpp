@@ -68,6 +68,8 @@ public:
   std::size_t logical() const { return site_.logical; }
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t blas() const { return blas_; }
+  // Device and page-locked allocations made so far: tests check that a steady-state step adds none.
+  std::size_t allocations() const { return allocations_; }
 
   void *allocate(std::size_t bytes) override {
     if (!bytes) return nullptr;
@@ -79,10 +81,11 @@ public:
       std::size_t free = 0, total = 0;
       (void)cudaMemGetInfo(&free, &total);
       (void)cudaGetLastError();
-      detail::fail("out of memory: allocating ", bytes, " bytes on ", site_, " failed (cudaMalloc: ", free,
-                   " of ", total, " bytes free)");
+      detail::fail("out of memory: allocating ", bytes, " bytes on ", site_, " failed (cudaMalloc: ", free, " of ",
+                   total, " bytes free)");
     }
     check(status, "cudaMalloc", site_);
+    ++allocations_;
     return p;
   }
   // cudaFree waits for the whole device; the pipeline frees only when a shape grows, never in a
@@ -104,26 +107,22 @@ public:
     if (!bytes) return;
     DeviceGuard guard(site_.device, site_);
     if (bytes > max_staged) {
-      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)",
-            site_);
+      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)", site_);
       return;
     }
     std::byte *staged = stage(bytes);
     std::memcpy(staged, src, bytes);
-    check(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)",
-          site_);
+    check(cudaMemcpyAsync(dst, staged, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)", site_);
   }
   void download(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
     DeviceGuard guard(site_.device, site_);
     if (bytes > max_staged) { // large and rare: let the runtime wait
-      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (download)",
-            site_);
+      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (download)", site_);
       return;
     }
     std::byte *staged = stage(bytes);
-    check(cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (download)",
-          site_);
+    check(cudaMemcpyAsync(staged, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (download)", site_);
     downloads_.push_back({dst, staged, bytes});
   }
 
@@ -141,8 +140,7 @@ public:
   void record(backend::Event &event) override {
     auto &e = static_cast<Event &>(event);
     if (e.site().device != site_.device)
-      detail::fail("record on ", site_, ": the event belongs to ", e.site(),
-                   " (record an executor's own events)");
+      detail::fail("record on ", site_, ": the event belongs to ", e.site(), " (record an executor's own events)");
     DeviceGuard guard(site_.device, site_);
     e.record(stream_);
   }
@@ -200,8 +198,7 @@ public:
   void copy(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
     DeviceGuard guard(site_.device, site_);
-    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync (copy)",
-          site_);
+    check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync (copy)", site_);
   }
 
 private:
@@ -224,6 +221,7 @@ private:
       const std::size_t size = std::max({staging_.size() * 2, staged_bytes_ + bytes, std::size_t(1) << 16});
       if (staging_.size()) retired_.push_back(std::move(staging_));
       staging_ = PinnedBuffer(size, site_);
+      ++allocations_;
       staged_bytes_ = bytes;
       return staging_.data();
     }
@@ -263,6 +261,7 @@ private:
   std::size_t staged_bytes_ = 0;
   std::vector<PinnedBuffer> retired_;
   std::vector<Download> downloads_;
+  std::size_t allocations_ = 0;
 };
 
 } // namespace tandem::backend::cuda

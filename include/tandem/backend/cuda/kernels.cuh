@@ -3,8 +3,7 @@
 #pragma once
 
 #if !defined(__CUDACC__)
-#error                                                                                                       \
-    "tandem/backend/cuda/kernels.cuh holds CUDA kernels: compile this translation unit with nvcc (a .cu file)"
+#error "tandem/backend/cuda/kernels.cuh holds CUDA kernels: compile this translation unit with nvcc (a .cu file)"
 #endif
 
 #include <algorithm>
@@ -235,8 +234,8 @@ template <class T> __global__ void column_sum_add(std::size_t rows, std::size_t 
 // Softmax cross-entropy, one warp per row: max, sum of exponentials, gradient. Lane 0 of each
 // warp keeps its rows' losses; each block leaves one partial sum for add_partials.
 template <class T>
-__global__ void cross_entropy(std::size_t rows, std::size_t classes, const T *logits,
-                              const std::int32_t *labels, T scale, T *dlogits, double *partials) {
+__global__ void cross_entropy(std::size_t rows, std::size_t classes, const T *logits, const std::int32_t *labels,
+                              T scale, T *dlogits, double *partials) {
   const unsigned lane = threadIdx.x % 32;
   double loss = 0;
   const std::size_t stride = std::size_t(gridDim.x) * warps;
@@ -265,8 +264,7 @@ __global__ void cross_entropy(std::size_t rows, std::size_t classes, const T *lo
 }
 
 template <class T>
-__global__ void squared_error(std::size_t n, const T *pred, const T *target, T two_scale, T *dpred,
-                              double *partials) {
+__global__ void squared_error(std::size_t n, const T *pred, const T *target, T two_scale, T *dpred, double *partials) {
   double sum = 0;
   const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
@@ -280,8 +278,7 @@ __global__ void squared_error(std::size_t n, const T *pred, const T *target, T t
 }
 
 // *loss += scale * (sum of `count` partials), added up in a fixed order by one block.
-template <class T>
-__global__ void add_partials(unsigned count, const double *partials, double scale, T *loss) {
+template <class T> __global__ void add_partials(unsigned count, const double *partials, double scale, T *loss) {
   double sum = 0;
   for (unsigned i = threadIdx.x; i < count; i += blockDim.x) sum += partials[i];
   sum = math::block_sum(sum);
@@ -297,13 +294,13 @@ inline int as_int(std::size_t v, const char *what, const Launch &l) {
 }
 
 inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const float *alpha, const float *a, int lda, const float *b, int ldb,
-                           const float *beta, float *c, int ldc) {
+                           const float *alpha, const float *a, int lda, const float *b, int ldb, const float *beta,
+                           float *c, int ldc) {
   return cublasSgemm(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const double *alpha, const double *a, int lda, const double *b, int ldb,
-                           const double *beta, double *c, int ldc) {
+                           const double *alpha, const double *a, int lda, const double *b, int ldb, const double *beta,
+                           double *c, int ldc) {
   return cublasDgemm(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
@@ -311,19 +308,17 @@ template <class T> void run(const op::Gemm<T> &g, const Launch &l) {
   if (g.m == 0 || g.n == 0) return;
   if (g.k == 0) { // an empty product: C = beta * C, with beta == 0 clearing rather than scaling NaNs
     if (g.beta == T(0))
-      check(cudaMemset2DAsync(g.c, g.ldc * sizeof(T), 0, g.n * sizeof(T), g.m, l.stream), "cudaMemset2DAsync",
-            l.site);
-    else if (g.beta != T(1))
-      launch_each(g.m * g.n, ScaleStrided<T>{g.n, g.ldc, g.beta, g.c}, "ScaleStrided", l);
+      check(cudaMemset2DAsync(g.c, g.ldc * sizeof(T), 0, g.n * sizeof(T), g.m, l.stream), "cudaMemset2DAsync", l.site);
+    else if (g.beta != T(1)) launch_each(g.m * g.n, ScaleStrided<T>{g.n, g.ldc, g.beta, g.c}, "ScaleStrided", l);
     return;
   }
   // cuBLAS is column-major, and a row-major matrix read as column-major is its transpose. So the
   // row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: B first,
   // each operand keeping its own transpose flag, and m and n swapped.
   const auto op_of = [](bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; };
-  check(gemm(l.blas, op_of(g.trans_b), op_of(g.trans_a), as_int(g.n, "n", l), as_int(g.m, "m", l),
-             as_int(g.k, "k", l), &g.alpha, g.b, as_int(g.ldb, "ldb", l), g.a, as_int(g.lda, "lda", l),
-             &g.beta, g.c, as_int(g.ldc, "ldc", l)),
+  check(gemm(l.blas, op_of(g.trans_b), op_of(g.trans_a), as_int(g.n, "n", l), as_int(g.m, "m", l), as_int(g.k, "k", l),
+             &g.alpha, g.b, as_int(g.ldb, "ldb", l), g.a, as_int(g.lda, "lda", l), &g.beta, g.c,
+             as_int(g.ldc, "ldc", l)),
         std::is_same_v<T, float> ? "cublasSgemm" : "cublasDgemm", l.site);
 }
 
@@ -373,8 +368,8 @@ template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
                   .ldc = b.in},
       l);
   if (b.dbias && b.out) {
-    column_sum_add<<<static_cast<unsigned>((b.out + 31) / 32), dim3(32, 16), 0, l.stream>>>(b.batch, b.out,
-                                                                                            b.dy, b.dbias);
+    column_sum_add<<<static_cast<unsigned>((b.out + 31) / 32), dim3(32, 16), 0, l.stream>>>(b.batch, b.out, b.dy,
+                                                                                            b.dbias);
     check_launch("column_sum_add", l);
   }
 }
@@ -418,9 +413,7 @@ template <class T> void run(const op::SquaredError<T> &s, const Launch &l) {
   }
 }
 
-template <class T> void run(const op::SgdStep<T> &s, const Launch &l) {
-  launch_each(s.n, SgdFn<T>{s}, "SgdStep", l);
-}
+template <class T> void run(const op::SgdStep<T> &s, const Launch &l) { launch_each(s.n, SgdFn<T>{s}, "SgdStep", l); }
 
 template <class T> void run(const op::AdamStep<T> &a, const Launch &l) {
   const T bias1 = T(1) - std::pow(a.beta1, T(a.step));

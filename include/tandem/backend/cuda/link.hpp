@@ -55,8 +55,7 @@ public:
     if (path_ == CopyPath::staged) {
       try {
         DeviceGuard guard(src.device, src);
-        check(cudaStreamCreateWithFlags(&src_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags",
-              src);
+        check(cudaStreamCreateWithFlags(&src_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", src);
         staged_ = std::make_unique<Event>(src);
         consumed_ = std::make_unique<Event>(dst);
       } catch (...) {
@@ -82,12 +81,10 @@ public:
     if (bytes) {
       switch (path_) {
       case CopyPath::same_device:
-        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_),
-              "cudaMemcpyAsync (boundary)", dst_);
+        check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "cudaMemcpyAsync (boundary)", dst_);
         break;
       case CopyPath::peer:
-        check(cudaMemcpyPeerAsync(dst, dst_.device, src, src_.device, bytes, stream_), "cudaMemcpyPeerAsync",
-              dst_);
+        check(cudaMemcpyPeerAsync(dst, dst_.device, src, src_.device, bytes, stream_), "cudaMemcpyPeerAsync", dst_);
         break;
       case CopyPath::staged: copy_staged(src, dst, bytes, ready_event); break;
       }

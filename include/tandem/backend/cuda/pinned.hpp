@@ -26,8 +26,7 @@ public:
                    " failed: ", cudaGetErrorName(status));
     }
   }
-  PinnedBuffer(PinnedBuffer &&o) noexcept
-      : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  PinnedBuffer(PinnedBuffer &&o) noexcept : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   PinnedBuffer &operator=(PinnedBuffer &&o) noexcept {
     if (this != &o) {
       release();
