@@ -19,9 +19,8 @@
 using namespace tandem;
 
 // Two balanced stages: about the same work on each, so neither waits for the other in steady state.
-using Net =
-    Pipeline<Stage<Device<0>, Linear<512, 512>, ReLU, Linear<512, 512>, ReLU>,                   // (b, 512)
-             Stage<Device<1>, Linear<512, 512>, ReLU, Linear<512, 512>, ReLU, Linear<512, 10>>>; // (b, 10)
+using Net = Pipeline<Stage<Device<0>, Linear<512, 512>, ReLU, Linear<512, 512>, ReLU>,                   // (b, 512)
+                     Stage<Device<1>, Linear<512, 512>, ReLU, Linear<512, 512>, ReLU, Linear<512, 10>>>; // (b, 10)
 
 constexpr std::size_t batch = 256, timed_steps = 5;
 
@@ -76,9 +75,8 @@ Result train(Context &ctx, const char *name, const Sched &sched, const std::vect
   std::tie(r.both_busy_ms, r.traced_step_ms) = overlap_ms(tl);
   const std::string path = trace_dir + "/02_" + name + ".trace.json";
   tl.write_chrome_trace(path);
-  std::printf(
-      "%-6s step %7.1f ms (median of %zu)   both stages busy %6.1f of %6.1f ms in the traced step   %s\n",
-      name, r.step_ms, timed_steps, r.both_busy_ms, r.traced_step_ms, path.c_str());
+  std::printf("%-6s step %7.1f ms (median of %zu)   both stages busy %6.1f of %6.1f ms in the traced step   %s\n", name,
+              r.step_ms, timed_steps, r.both_busy_ms, r.traced_step_ms, path.c_str());
   return r;
 }
 
@@ -101,16 +99,15 @@ int main(int argc, char **argv) {
   }
 
   const std::size_t m = 4;
-  std::printf("batch %zu, %zu micro-batches for GPipe and 1F1B (ideal speed-up on 2 free cores: %.2fx)\n",
-              batch, m, 2.0 * double(m) / double(m + 1));
+  std::printf("batch %zu, %zu micro-batches for GPipe and 1F1B (ideal speed-up on 2 free cores: %.2fx)\n", batch, m,
+              2.0 * double(m) / double(m + 1));
   const Result naive = train(ctx, "naive", schedule::Naive{}, x, y, trace_dir);
   const Result gpipe = train(ctx, "gpipe", schedule::GPipe{.micro_batches = m}, x, y, trace_dir);
   const Result ofob = train(ctx, "1f1b", schedule::OneFOneB{.micro_batches = m}, x, y, trace_dir);
   std::printf("%s", ctx.describe().c_str());
   std::printf("speed-up over Naive: GPipe %.2fx, 1F1B %.2fx\n", naive.step_ms / gpipe.step_ms,
               naive.step_ms / ofob.step_ms);
-  std::printf("loss: %.6f -> %.6f over %zu steps\n", naive.losses.front(), naive.losses.back(),
-              naive.losses.size());
+  std::printf("loss: %.6f -> %.6f over %zu steps\n", naive.losses.front(), naive.losses.back(), naive.losses.size());
 
   bool ok = naive.losses.back() < naive.losses.front();
   if (!ok) std::printf("FAILED: the loss did not decrease\n");
@@ -118,8 +115,7 @@ int main(int argc, char **argv) {
     for (std::size_t i = 0; i < naive.losses.size(); ++i) {
       const double want = naive.losses[i], got = r->losses[i];
       if (!(std::abs(got - want) <= 1e-5 * std::abs(want))) {
-        std::printf("FAILED: step %zu: %s loss %.8f, Naive %.8f\n", i, r == &gpipe ? "GPipe" : "1F1B", got,
-                    want);
+        std::printf("FAILED: step %zu: %s loss %.8f, Naive %.8f\n", i, r == &gpipe ? "GPipe" : "1F1B", got, want);
         ok = false;
       }
     }

@@ -198,7 +198,7 @@ private:
   // the activations inside the stage live in a stash entry, held from forward to backward.
   struct Slot {
     detail::Buffer<T> input_own, out, dy_own, dx;
-    std::size_t stash = 0; // this step's entry in StageState::stash
+    std::size_t stash = 0;    // this step's entry in StageState::stash
     const T *input = nullptr; // own buffer, or the previous stage's output where no copy is made
     T *dy = nullptr;          // own buffer, or the next stage's dx
     std::unique_ptr<backend::Event> forward_done, backward_done, input_ready, dy_ready;
@@ -283,8 +283,7 @@ private:
     return x.size() / in_features;
   }
 
-  template <class Sched>
-  static std::size_t micro_batches_of(const Sched &sched, std::size_t batch, const char *what) {
+  template <class Sched> static std::size_t micro_batches_of(const Sched &sched, std::size_t batch, const char *what) {
     const std::size_t m = sched.count(batch);
     if (m == 0 || m > batch)
       detail::fail(what, ": the schedule splits a batch of ", batch, " samples into ", m,
@@ -310,9 +309,8 @@ private:
   // stash has as many entries as the schedule keeps micro-batches alive. Returns that number. An
   // entry is reused only after the backward that freed it, on the same stream: no race.
   static std::size_t assign_stash(StageState &st, const std::vector<schedule::Task> &order) {
-    const bool training = std::any_of(order.begin(), order.end(), [](const schedule::Task &t) {
-      return t.kind == schedule::Task::backward;
-    });
+    const bool training = std::any_of(order.begin(), order.end(),
+                                      [](const schedule::Task &t) { return t.kind == schedule::Task::backward; });
     std::vector<std::size_t> free;
     std::size_t used = 0;
     for (const auto &t : order) {
@@ -359,8 +357,7 @@ private:
       if (st.stash.size() < entries) st.ex->synchronize();
       while (st.stash.size() < entries) {
         auto &entry = st.stash.emplace_back();
-        for (std::size_t j = 1; j + 1 < st.widths.size(); ++j)
-          entry.emplace_back(*st.ex, st.capacity * st.widths[j]);
+        for (std::size_t j = 1; j + 1 < st.widths.size(); ++j) entry.emplace_back(*st.ex, st.capacity * st.widths[j]);
       }
     }
     // Where each slot reads its input and its output gradient: a copy, or in place.
@@ -452,8 +449,8 @@ private:
     Slot &in = src.slots[k], &out = stages_[to].slots[k];
     if (to > from && src.to_next) {
       const std::size_t bytes = rows * src.widths.back() * sizeof(T);
-      copy_boundary(*src.to_next, from, to, src.next_track, k, in.out.data(), out.input_own.data(),
-                    bytes, *in.forward_done, *out.input_ready);
+      copy_boundary(*src.to_next, from, to, src.next_track, k, in.out.data(), out.input_own.data(), bytes,
+                    *in.forward_done, *out.input_ready);
       transferred_ += bytes;
     } else if (to < from && src.to_prev) {
       const std::size_t bytes = rows * src.widths.front() * sizeof(T);
@@ -558,15 +555,13 @@ private:
     std::vector<std::function<void()>> after;
     if constexpr (!std::is_same_v<StepGroup, void (*)(std::size_t)>)
       for (std::size_t s = 0; s < num_stages; ++s)
-        after.push_back(
-            [this, &step_group, s] { timed(s, TaskKind::optimizer, -1, [&] { step_group(s); }); });
+        after.push_back([this, &step_group, s] { timed(s, TaskKind::optimizer, -1, [&] { step_group(s); }); });
     issue(
         plan, orders, x,
         [&](std::size_t k, Slot &slot) {
           timed(num_stages - 1, TaskKind::loss, k, [&] {
             last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.out.data(),
-                             t = targets + plan.offset[k] * per_sample, scale, l = loss_.data(),
-                             dy = slot.dy] {
+                             t = targets + plan.offset[k] * per_sample, scale, l = loss_.data(), dy = slot.dy] {
               Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy);
             });
           });
@@ -620,8 +615,7 @@ private:
     timeline_->close(mark);
   }
   void copy_boundary(backend::Link &link, std::size_t from, std::size_t to, std::size_t track, std::size_t k,
-                     const void *src, void *dst, std::size_t bytes, backend::Event &ready,
-                     backend::Event &done) {
+                     const void *src, void *dst, std::size_t bytes, backend::Event &ready, backend::Event &done) {
     if (!timeline_) return link.copy(src, dst, bytes, ready, done);
     const auto mark = timeline_->prepare(*stages_[to].ex, track, TaskKind::copy, from, std::ptrdiff_t(k));
     link.copy(src, dst, bytes, ready, done, &timeline_->begin(mark));

@@ -106,8 +106,7 @@ public:
   }
 
   // A task about to be issued on `ex`: records its begin event there.
-  Mark open(backend::Executor &ex, std::size_t track, TaskKind kind, std::size_t stage,
-            std::ptrdiff_t micro_batch) {
+  Mark open(backend::Executor &ex, std::size_t track, TaskKind kind, std::size_t stage, std::ptrdiff_t micro_batch) {
     const Mark m = prepare(ex, track, kind, stage, micro_batch);
     ex.record(*pending_[m].begin);
     return m;
@@ -122,8 +121,7 @@ public:
   // For a task that records its own events (Link::copy): like open(), but leaves recording
   // begin(m) to the task; close(m, end) names the event the task records when done. Both must
   // belong to `ex`.
-  Mark prepare(backend::Executor &ex, std::size_t track, TaskKind kind, std::size_t stage,
-               std::ptrdiff_t micro_batch) {
+  Mark prepare(backend::Executor &ex, std::size_t track, TaskKind kind, std::size_t stage, std::ptrdiff_t micro_batch) {
     Clock &c = clock_of(ex);
     if (!c.anchored) detail::fail("timeline: a task on ", ex.name(), ", which begin_step() was not given");
     pending_.push_back({&ex, &take_event(ex), nullptr, {kind, track, stage, micro_batch, 0, 0}});
@@ -163,8 +161,8 @@ public:
       os << ",\n{\"name\":\"" << to_string(s.kind);
       if (s.micro_batch >= 0) os << ' ' << s.micro_batch;
       os << "\",\"cat\":\"" << to_string(s.kind) << "\",\"ph\":\"X\",\"ts\":" << s.start_us
-         << ",\"dur\":" << s.duration_us << ",\"pid\":1,\"tid\":" << s.track
-         << ",\"args\":{\"stage\":" << s.stage << ",\"micro_batch\":" << s.micro_batch << "}}";
+         << ",\"dur\":" << s.duration_us << ",\"pid\":1,\"tid\":" << s.track << ",\"args\":{\"stage\":" << s.stage
+         << ",\"micro_batch\":" << s.micro_batch << "}}";
     }
     os << "\n]}\n";
     return os.str();

@@ -16,8 +16,7 @@ using namespace tandem;
 namespace {
 
 // Two stages on two workers; Tanh and a width-keeping tail exercise more than Linear + ReLU.
-using Net2 =
-    Pipeline<Stage<Device<0>, Linear<6, 16>, Tanh>, Stage<Device<1>, Linear<16, 12>, ReLU, Linear<12, 3>>>;
+using Net2 = Pipeline<Stage<Device<0>, Linear<6, 16>, Tanh>, Stage<Device<1>, Linear<16, 12>, ReLU, Linear<12, 3>>>;
 // Three stages, the middle one starting with a width-keeping layer.
 using Net3 = Pipeline<Stage<Device<0>, Linear<5, 8>, ReLU>, Stage<Device<1>, Sigmoid, Linear<8, 7>, GELU>,
                       Stage<Device<2>, Linear<7, 4>>>;
@@ -98,8 +97,7 @@ template <class Sched> void check_all_sizes(const char *name) {
       }
       {
         Net3 net(ctx, 12);
-        check_transparent(net, loss::MSE{}, batch, inputs(batch * Net3::out_features, 99),
-                          Sched{.micro_batches = m});
+        check_transparent(net, loss::MSE{}, batch, inputs(batch * Net3::out_features, 99), Sched{.micro_batches = m});
       }
     }
   }
@@ -118,8 +116,7 @@ template <class Sched> void check_training(std::size_t m) {
     const auto x = inputs(batch * Net3::in_features, seed);
     const auto y = inputs(batch * Net3::out_features, seed + 1000);
     ++seed;
-    const float want =
-        naive.train_step(std::span<const float>(x), std::span<const float>(y), loss, naive_opt);
+    const float want = naive.train_step(std::span<const float>(x), std::span<const float>(y), loss, naive_opt);
     const float got = piped.train_step(std::span<const float>(x), std::span<const float>(y), loss, piped_opt,
                                        Sched{.micro_batches = m});
     CHECK(relative_error(got, want) <= 1e-5);
@@ -158,19 +155,16 @@ TEST_SUITE("schedule") {
     const schedule::OneFOneB s{.micro_batches = 5};
     CHECK(s.count(100) == 5);
     // Stage 1 of 4: two warm-up forwards, then alternate, then two cool-down backwards.
-    const std::vector<Task> want{{Task::forward, 0},  {Task::forward, 1},  {Task::forward, 2},
-                                 {Task::backward, 0}, {Task::forward, 3},  {Task::backward, 1},
-                                 {Task::forward, 4},  {Task::backward, 2}, {Task::backward, 3},
-                                 {Task::backward, 4}};
+    const std::vector<Task> want{{Task::forward, 0},  {Task::forward, 1},  {Task::forward, 2}, {Task::backward, 0},
+                                 {Task::forward, 3},  {Task::backward, 1}, {Task::forward, 4}, {Task::backward, 2},
+                                 {Task::backward, 3}, {Task::backward, 4}};
     CHECK(s.order(1, 4, 5) == want);
     // The last stage alternates from the start.
-    CHECK(
-        s.order(3, 4, 2) ==
-        std::vector<Task>{{Task::forward, 0}, {Task::backward, 0}, {Task::forward, 1}, {Task::backward, 1}});
+    CHECK(s.order(3, 4, 2) ==
+          std::vector<Task>{{Task::forward, 0}, {Task::backward, 0}, {Task::forward, 1}, {Task::backward, 1}});
     // Fewer micro-batches than the warm-up wants: all forwards, then all backwards.
-    CHECK(
-        s.order(0, 4, 2) ==
-        std::vector<Task>{{Task::forward, 0}, {Task::forward, 1}, {Task::backward, 0}, {Task::backward, 1}});
+    CHECK(s.order(0, 4, 2) ==
+          std::vector<Task>{{Task::forward, 0}, {Task::forward, 1}, {Task::backward, 0}, {Task::backward, 1}});
   }
 
   TEST_CASE("GPipe keeps m micro-batches alive, 1F1B at most stages - stage") {
@@ -204,14 +198,11 @@ TEST_SUITE("schedule") {
     const std::span<const float> xs(x);
     const std::span<const std::int32_t> ys(y);
     const auto before = values(net);
-    CHECK_THROWS_WITH_AS(
-        net.train_step(xs, ys, loss::CrossEntropy{}, opt, schedule::GPipe{.micro_batches = 5}),
-        doctest::Contains("a batch of 4 samples into 5 micro-batches"), Error);
-    CHECK_THROWS_WITH_AS(
-        net.train_step(xs, ys, loss::CrossEntropy{}, opt, schedule::OneFOneB{.micro_batches = 0}),
-        doctest::Contains("1 <= micro_batches <= batch"), Error);
-    CHECK_THROWS_WITH_AS(net.forward(xs, schedule::GPipe{.micro_batches = 9}), doctest::Contains("forward"),
-                         Error);
+    CHECK_THROWS_WITH_AS(net.train_step(xs, ys, loss::CrossEntropy{}, opt, schedule::GPipe{.micro_batches = 5}),
+                         doctest::Contains("a batch of 4 samples into 5 micro-batches"), Error);
+    CHECK_THROWS_WITH_AS(net.train_step(xs, ys, loss::CrossEntropy{}, opt, schedule::OneFOneB{.micro_batches = 0}),
+                         doctest::Contains("1 <= micro_batches <= batch"), Error);
+    CHECK_THROWS_WITH_AS(net.forward(xs, schedule::GPipe{.micro_batches = 9}), doctest::Contains("forward"), Error);
     CHECK(values(net) == before);
     CHECK(opt.steps(0) == 0);
     // The network still works afterwards, with a count that fits.

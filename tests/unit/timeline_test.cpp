@@ -133,8 +133,8 @@ float run_gpipe(Recorded &r, std::size_t batch, std::size_t m) {
   std::vector<std::int32_t> y(batch);
   for (std::size_t i = 0; i < y.size(); ++i) y[i] = static_cast<std::int32_t>(i % Net::out_features);
   optim::SGD opt(*r.net, {.lr = 0.1f});
-  return r.net->train_step(std::span<const float>(x), std::span<const std::int32_t>(y), loss::CrossEntropy{},
-                           opt, schedule::GPipe{.micro_batches = m});
+  return r.net->train_step(std::span<const float>(x), std::span<const std::int32_t>(y), loss::CrossEntropy{}, opt,
+                           schedule::GPipe{.micro_batches = m});
 }
 
 std::vector<TimelineSpan> on_track(const Timeline &tl, const std::string &name) {
@@ -178,9 +178,9 @@ TEST_SUITE("timeline") {
     for (const auto &s : d1) got1.push_back(describe(s));
     CHECK(got0 == std::vector<std::string>{"forward 0", "forward 1", "forward 2", "forward 3", "backward 3",
                                            "backward 2", "backward 1", "backward 0", "optimizer"});
-    CHECK(got1 == std::vector<std::string>{"forward 0", "loss 0", "forward 1", "loss 1", "forward 2",
-                                           "loss 2", "forward 3", "loss 3", "backward 3", "backward 2",
-                                           "backward 1", "backward 0", "optimizer"});
+    CHECK(got1 == std::vector<std::string>{"forward 0", "loss 0", "forward 1", "loss 1", "forward 2", "loss 2",
+                                           "forward 3", "loss 3", "backward 3", "backward 2", "backward 1",
+                                           "backward 0", "optimizer"});
     REQUIRE(down.size() == 4);
     REQUIRE(up.size() == 4);
     for (const auto &s : d0) CHECK(s.stage == 0);
@@ -198,9 +198,8 @@ TEST_SUITE("timeline") {
     // reaches stage 1 before stage 1 runs it, and its gradient reaches stage 0 before backward.
     for (std::size_t k = 0; k < 4; ++k) {
       const auto find = [&](const auto &track, TaskKind kind) {
-        return *std::find_if(track.begin(), track.end(), [&](const auto &s) {
-          return s.kind == kind && s.micro_batch == std::ptrdiff_t(k);
-        });
+        return *std::find_if(track.begin(), track.end(),
+                             [&](const auto &s) { return s.kind == kind && s.micro_batch == std::ptrdiff_t(k); });
       };
       CHECK(find(down, TaskKind::copy).end_us() <= find(d1, TaskKind::forward).start_us);
       CHECK(find(up, TaskKind::copy).end_us() <= find(d0, TaskKind::backward).start_us);
@@ -225,8 +224,7 @@ TEST_SUITE("timeline") {
       const Json *ph = e.find("ph");
       REQUIRE(ph);
       if (ph->str == "M") {
-        if (e.find("name")->str == "thread_name")
-          names[int(e.find("tid")->num)] = e.find("args")->find("name")->str;
+        if (e.find("name")->str == "thread_name") names[int(e.find("tid")->num)] = e.find("args")->find("name")->str;
         continue;
       }
       CHECK(ph->str == "X");
@@ -239,10 +237,9 @@ TEST_SUITE("timeline") {
     // each link carries 3 copies. Two steps.
     std::map<std::string, int> per_track;
     for (const auto &[tid, n] : per_tid) per_track[names.at(tid)] = n;
-    CHECK(per_track == std::map<std::string, int>{{"Device<0>", 14},
-                                                  {"Device<1>", 20},
-                                                  {"Device<0> -> Device<1>", 6},
-                                                  {"Device<1> -> Device<0>", 6}});
+    CHECK(per_track ==
+          std::map<std::string, int>{
+              {"Device<0>", 14}, {"Device<1>", 20}, {"Device<0> -> Device<1>", 6}, {"Device<1> -> Device<0>", 6}});
     CHECK(tl.spans().size() == 46);
 
     // The second step starts after the first ends (on the common clock).
