@@ -4,8 +4,8 @@
 // activations cross forward and their gradients cross back, inserted by the pipeline. With fewer
 // than two GPUs (or no nvcc) it runs on the host backend, as the seed falls back to the CPU.
 #include <cmath>
-#include <cstdio>
 #include <cstdint>
+#include <cstdio>
 #include <numbers>
 #include <vector>
 
@@ -27,7 +27,8 @@ int main() {
   Random rng(7);
   std::vector<float> x(batch * Net::in_features);
   for (auto &v : x) // Box-Muller
-    v = static_cast<float>(std::sqrt(-2 * std::log(1 - rng.uniform(0, 1))) * std::cos(2 * std::numbers::pi * rng.uniform(0, 1)));
+    v = static_cast<float>(std::sqrt(-2 * std::log(1 - rng.uniform(0, 1))) *
+                           std::cos(2 * std::numbers::pi * rng.uniform(0, 1)));
   std::vector<std::int32_t> y(batch);
   for (auto &v : y) v = static_cast<std::int32_t>(rng.next() % Net::out_features);
 
@@ -44,8 +45,9 @@ int main() {
 
   // The seed's estimate of the traffic, C = sum s_i * b * 2, against what the pipeline moved.
   const std::size_t estimate = Net::boundary_bytes(batch);
-  std::printf("Boundary traffic per step: C = 20 * %zu * 2 = %zu values = %zu bytes; measured %zu bytes over %zu steps\n",
-              batch, estimate / sizeof(float), estimate, net.transferred_bytes(), epochs);
+  std::printf(
+      "Boundary traffic per step: C = 20 * %zu * 2 = %zu values = %zu bytes; measured %zu bytes over %zu steps\n",
+      batch, estimate / sizeof(float), estimate, net.transferred_bytes(), epochs);
   // Amdahl's law bounds the speed-up of n devices when a fraction a of the work runs in parallel.
   for (double a : {0.5, 0.9, 0.99})
     std::printf("Amdahl bound for n = 2 devices, parallel fraction %.2f: S = %.3f\n", a, 1 / (1 - a + a / 2));

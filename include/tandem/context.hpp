@@ -109,8 +109,7 @@ private:
       return;
     }
     for (int g : gpus_)
-      if (g >= gpus)
-        detail::fail("device list '", spec, "' names GPU ", g, ", but this machine has ", gpus, " GPU(s)");
+      if (g >= gpus) detail::fail("device list '", spec, "' names GPU ", g, ", but this machine has ", gpus, " GPU(s)");
     if (gpus_.empty())
       for (int g = 0; g < gpus; ++g) gpus_.push_back(g);
     kind_ = backend::Kind::cuda;

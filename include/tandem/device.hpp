@@ -7,9 +7,7 @@
 
 namespace tandem {
 
-template <std::size_t N> struct Device {
-  static constexpr std::size_t index = N;
-};
+template <std::size_t N> struct Device { static constexpr std::size_t index = N; };
 
 template <class T> struct is_device : std::false_type {};
 template <std::size_t N> struct is_device<Device<N>> : std::true_type {};

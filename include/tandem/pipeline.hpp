@@ -79,16 +79,16 @@ private:
                                  detail::Expects<detail::in_of<typename stage<S>::template layer<J>>()>,
                                  detail::Receives<layer_input_width<S, J>()>>::value &&
               ... && true);
-    }(std::make_index_sequence<stage<S>::num_layers>{});
+    }
+    (std::make_index_sequence<stage<S>::num_layers>{});
   }
   // One diagnostic per mistake: the width checks run only on a well-formed list of stages, and
   // not past an input width that cannot be derived.
   static constexpr bool widths_agree_ = [] {
     if constexpr (num_stages > 0 && all_stages_) {
       if constexpr (detail::InputWidthCheck<detail::AtStage<0>, detail::Receives<widths_[0]>>::value && widths_[0] > 0)
-        return []<std::size_t... S>(std::index_sequence<S...>) {
-          return (stage_widths_agree<S>() && ... && true);
-        }(std::make_index_sequence<num_stages>{});
+        return []<std::size_t... S>(std::index_sequence<S...>) { return (stage_widths_agree<S>() && ... && true); }
+      (std::make_index_sequence<num_stages>{});
     }
     return true;
   }();
@@ -167,8 +167,7 @@ public:
 
   // The targets' span type, kept out of deduction (Loss is deduced from the loss argument alone):
   // nvcc's front end otherwise fails to deduce Loss through the nested alias template.
-  template <class Loss>
-  using targets_t = std::type_identity_t<std::span<const typename Loss::template target_type<T>>>;
+  template <class Loss> using targets_t = std::type_identity_t<std::span<const typename Loss::template target_type<T>>>;
 
   // Forward and backward of one batch: sets every parameter's gradient (not added to the last
   // one's) and returns the loss. No optimizer step.
@@ -226,13 +225,13 @@ private:
   };
 
   template <class F> static void for_each_stage(F &&f) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) { (f.template operator()<I>(), ...); }(
-        std::make_index_sequence<num_stages>{});
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (f.template operator()<I>(), ...); }
+    (std::make_index_sequence<num_stages>{});
   }
   // Calls f.template operator()<I>() for the run-time stage index s.
   template <class F> static void with_stage(std::size_t s, F &&f) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) { ((s == I ? (f.template operator()<I>(), 0) : 0), ...); }(
-        std::make_index_sequence<num_stages>{});
+    [&]<std::size_t... I>(std::index_sequence<I...>) { ((s == I ? (f.template operator()<I>(), 0) : 0), ...); }
+    (std::make_index_sequence<num_stages>{});
   }
 
   static std::size_t device_of(std::size_t s) {
@@ -259,13 +258,15 @@ private:
             L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
             std::size_t within = at;
             for (const ParameterSpec &p : L::parameters) {
-              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." + std::string(p.name),
+              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." +
+                                           std::string(p.name),
                                        *st.ex, st.params.data() + within, st.grads.data() + within, p.rows, p.cols);
               within += p.size();
             }
           }(),
           ...);
-    }(std::make_index_sequence<St::num_layers>{});
+    }
+    (std::make_index_sequence<St::num_layers>{});
     if (!host.empty()) {
       st.ex->upload(st.params.data(), host.data(), host.size() * sizeof(T));
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = host.size()] {
@@ -366,7 +367,9 @@ private:
         Slot &slot = stages_[s].slots[k];
         const bool copied_in = s == 0 || stages_[s - 1].to_next;
         slot.input = copied_in ? slot.input_own.data() : stages_[s - 1].slots[k].out.data();
-        slot.wait_input = s == 0 ? nullptr : copied_in ? slot.input_ready.get() : stages_[s - 1].slots[k].forward_done.get();
+        slot.wait_input = s == 0      ? nullptr
+                          : copied_in ? slot.input_ready.get()
+                                      : stages_[s - 1].slots[k].forward_done.get();
         const bool copied_dy = s + 1 == num_stages || stages_[s].to_next;
         slot.dy = copied_dy ? slot.dy_own.data() : stages_[s + 1].slots[k].dx.data();
         slot.wait_dy = s + 1 == num_stages ? nullptr
@@ -400,7 +403,8 @@ private:
                                                              .x = xs[J],
                                                              .y = ys[J]}),
          ...);
-      }(std::make_index_sequence<St::num_layers>{});
+      }
+      (std::make_index_sequence<St::num_layers>{});
     });
   }
 
@@ -435,7 +439,8 @@ private:
                                                                     .dx = dxs[j]});
             }(),
             ...);
-      }(std::make_index_sequence<L>{});
+      }
+      (std::make_index_sequence<L>{});
     });
   }
 
@@ -548,7 +553,8 @@ private:
         if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
       });
     last.ex->upload(targets_.data(), y.data(), y.size() * sizeof(Target));
-    last.ex->submit([ex = last.ex, l = loss_.data()] { ex->run(backend::op::Fill<T>{.n = 1, .value = T(0), .dst = l}); });
+    last.ex->submit(
+        [ex = last.ex, l = loss_.data()] { ex->run(backend::op::Fill<T>{.n = 1, .value = T(0), .dst = l}); });
 
     const T scale = Loss::template scale<T>(batch, out_features);
     const auto *targets = reinterpret_cast<const Target *>(targets_.data());

@@ -53,9 +53,9 @@ TEST_CASE("bad input throws and leaves parameters and optimizer state untouched"
                        doctest::Contains("no parameter named 'stage1.1.weight'; this network has: stage0.0.weight"),
                        Error);
   const std::vector<float> wrong(199, 0.5f);
-  CHECK_THROWS_WITH_AS(net.parameter("stage0.0.weight").copy_from(wrong),
-                       doctest::Contains("Parameter 'stage0.0.weight' (20 x 10 = 200 values on host:0): copy_from got 199"),
-                       Error);
+  CHECK_THROWS_WITH_AS(
+      net.parameter("stage0.0.weight").copy_from(wrong),
+      doctest::Contains("Parameter 'stage0.0.weight' (20 x 10 = 200 values on host:0): copy_from got 199"), Error);
   CHECK_THROWS_WITH_AS(net.train_step(x, y, ce, twin_opt), doctest::Contains("optimizer was built for another network"),
                        Error);
 

@@ -24,8 +24,8 @@ TEST_CASE("a 3-stage pipeline equals the same layers in one stage") {
   Whole whole(ctx, 99); // different initial weights, overwritten below
 
   // stage{s}.{j} of the split network is layer k of the single stage.
-  const std::map<std::string, std::string> same{{"stage0.0", "stage0.0"}, {"stage1.0", "stage0.2"},
-                                                {"stage2.0", "stage0.4"}};
+  const std::map<std::string, std::string> same{
+      {"stage0.0", "stage0.0"}, {"stage1.0", "stage0.2"}, {"stage2.0", "stage0.4"}};
   for (const auto &p : split.parameters()) {
     const auto dot = p.name().rfind('.');
     const auto name = same.at(p.name().substr(0, dot)) + p.name().substr(dot);

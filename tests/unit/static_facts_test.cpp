@@ -22,7 +22,8 @@ static_assert(Seed::stage<1>::device_index == 1 && Seed::stage<1>::num_layers ==
 static_assert(Seed::boundary_bytes(64) == 20 * 64 * 2 * 4);
 
 // A stage that opens with width-keeping layers takes its width from the stage before it.
-using Open = Pipeline<Stage<Device<0>, Linear<3, 7>>, Stage<Device<1>, ReLU, Sigmoid>, Stage<Device<2>, Tanh, Linear<7, 4>>>;
+using Open =
+    Pipeline<Stage<Device<0>, Linear<3, 7>>, Stage<Device<1>, ReLU, Sigmoid>, Stage<Device<2>, Tanh, Linear<7, 4>>>;
 static_assert(Open::out_features == 4 && Open::stage_in_features<1> == 7 && Open::stage_in_features<2> == 7);
 static_assert(Open::stage<2>::in_features == 7); // its Linear fixes it
 static_assert(Open::boundary_bytes(5) == (7 + 7) * 5 * 2 * sizeof(float));
@@ -57,9 +58,9 @@ TEST_CASE("initialisation follows nn.Linear: U(-1/sqrt(in), 1/sqrt(in)), determi
     const auto va = pa.to_host();
     CHECK(va == b.parameters()[i].to_host());
     CHECK(va != c.parameters()[i].to_host());
-    const double bound = 1.0 / std::sqrt(static_cast<double>(pa.name().starts_with("stage0") ? 10
+    const double bound = 1.0 / std::sqrt(static_cast<double>(pa.name().starts_with("stage0")     ? 10
                                                              : pa.name().starts_with("stage1.0") ? 20
-                                                                                                  : 10));
+                                                                                                 : 10));
     double lo = 1, hi = -1;
     for (float v : va) {
       lo = std::min(lo, double(v));

@@ -27,7 +27,8 @@ template <backend::Activation Kind> struct ActivationLayer {
   }
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     if (!b.dx) return; // the first layer of the network: nothing upstream needs its gradient
-    ex.run(backend::op::ActivationBackward<T>{.kind = Kind, .n = b.batch * b.in, .x = b.x, .y = b.y, .dy = b.dy, .dx = b.dx});
+    ex.run(backend::op::ActivationBackward<T>{
+        .kind = Kind, .n = b.batch * b.in, .x = b.x, .y = b.y, .dy = b.dy, .dx = b.dx});
   }
 };
 

@@ -34,9 +34,9 @@ template <class T> struct LayerForward {
 template <class T> struct LayerBackward {
   std::size_t batch = 0, in = 0, out = 0;
   const T *params = nullptr;
-  T *grads = nullptr;   // accumulate: micro-batches add up
-  const T *x = nullptr; // (batch, in)
-  const T *y = nullptr; // (batch, out)
+  T *grads = nullptr;    // accumulate: micro-batches add up
+  const T *x = nullptr;  // (batch, in)
+  const T *y = nullptr;  // (batch, out)
   const T *dy = nullptr; // (batch, out)
   T *dx = nullptr;       // (batch, in), may be null
 };

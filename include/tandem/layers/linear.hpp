@@ -29,7 +29,7 @@ template <std::size_t In, std::size_t Out> struct Linear {
   static constexpr std::size_t out_features = Out;
   // weight (Out, In) then bias (Out), as nn.Linear names and lays them out.
   static constexpr std::array<ParameterSpec, 2> parameters{ParameterSpec{"weight", Out, In},
-                                                            ParameterSpec{"bias", Out, 1}};
+                                                           ParameterSpec{"bias", Out, 1}};
 
   // nn.Linear's reset_parameters: kaiming_uniform_(a = sqrt(5)) on the weight, which is
   // U(-1/sqrt(In), 1/sqrt(In)), and the same bound for the bias.

@@ -51,9 +51,9 @@ template <class T> void run(const op::Gemm<T> &g) {
 }
 
 template <class T> void run(const op::LinearForward<T> &f) {
-  auto y = view(f.y, f.batch, f.out, f.out);                          // (batch, out)
-  y.noalias() = view(f.x, f.batch, f.in, f.in)                        // (batch, in)
-                * view(f.weight, f.out, f.in, f.in).transpose();      // (in, out)
+  auto y = view(f.y, f.batch, f.out, f.out);                           // (batch, out)
+  y.noalias() = view(f.x, f.batch, f.in, f.in)                         // (batch, in)
+                * view(f.weight, f.out, f.in, f.in).transpose();       // (in, out)
   if (f.bias) y.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
 }
 
