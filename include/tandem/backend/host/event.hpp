@@ -3,12 +3,14 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
 
 #include "tandem/backend/event.hpp"
+#include "tandem/backend/host/spin.hpp"
 
 namespace tandem::backend::host {
 
@@ -23,15 +25,16 @@ public:
   void complete(std::uint64_t ticket) {
     {
       std::lock_guard lock(mutex_);
-      completed_ = std::max(completed_, ticket);
       when_ = std::chrono::steady_clock::now();
+      if (ticket > completed_.load(std::memory_order_relaxed)) completed_.store(ticket, std::memory_order_release);
     }
     changed_.notify_all();
   }
 
   void wait_for(std::uint64_t ticket) {
+    if (spin_until([&] { return completed_.load(std::memory_order_acquire) >= ticket; })) return;
     std::unique_lock lock(mutex_);
-    changed_.wait(lock, [&] { return completed_ >= ticket; });
+    changed_.wait(lock, [&] { return completed_.load(std::memory_order_relaxed) >= ticket; });
   }
 
   // When the latest record was reached (valid once it has completed).
@@ -44,7 +47,7 @@ private:
   std::uint64_t issued_ = 0; // touched by the issuing thread only
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::uint64_t completed_ = 0;
+  std::atomic<std::uint64_t> completed_{0}; // raised under mutex_, read without it by spinners
   std::chrono::steady_clock::time_point when_{};
 };
 

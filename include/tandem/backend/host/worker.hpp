@@ -2,6 +2,7 @@
 // host::Worker: the host backend's stream, a thread that runs queued tasks in order.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
@@ -10,6 +11,8 @@
 #include <mutex>
 #include <thread>
 #include <utility>
+
+#include "tandem/backend/host/spin.hpp"
 
 namespace tandem::backend::host {
 
@@ -34,13 +37,15 @@ public:
     {
       std::lock_guard lock(mutex_);
       queue_.push_back(std::move(task));
-      ++pending_;
+      pending_.fetch_add(1, std::memory_order_relaxed);
+      queued_.fetch_add(1, std::memory_order_release);
     }
     ready_.notify_one();
   }
 
   // Waits until every task pushed so far has run, then rethrows the first failure, if any.
   void drain() {
+    spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
     std::unique_lock lock(mutex_);
     idle_.wait(lock, [this] { return pending_ == 0; });
     if (error_) {
@@ -54,11 +59,13 @@ private:
     for (;;) {
       std::function<void()> task;
       {
+        spin_until([this] { return queued_.load(std::memory_order_acquire) > 0 || stopping_.load(); });
         std::unique_lock lock(mutex_);
         ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
         if (queue_.empty()) return; // stopping, and nothing left to run
         task = std::move(queue_.front());
         queue_.pop_front();
+        queued_.fetch_sub(1, std::memory_order_relaxed);
       }
       try {
         task();
@@ -68,7 +75,7 @@ private:
       }
       {
         std::lock_guard lock(mutex_);
-        if (--pending_ == 0) idle_.notify_all();
+        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) idle_.notify_all();
       }
     }
   }
@@ -76,8 +83,10 @@ private:
   std::mutex mutex_;
   std::condition_variable ready_, idle_;
   std::deque<std::function<void()>> queue_;
-  std::size_t pending_ = 0;
-  bool stopping_ = false;
+  // Atomic so that spinners can watch them without the lock; changed under it, so that a sleeper
+  // woken by the condition variable sees them too.
+  std::atomic<std::size_t> pending_{0}, queued_{0};
+  std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
   std::thread thread_; // last: starts after the members it uses exist
 };
