@@ -22,9 +22,9 @@ namespace op = backend::op;
 namespace host = backend::host::kernels;
 using test::check_close;
 using test::DeviceArray;
-using test::random_vector;
 using test::run_on;
 using test::tolerance;
+using test::uniform;
 
 const char *type_name(float) { return "float"; }
 const char *type_name(double) { return "double"; }
@@ -34,9 +34,9 @@ template <class T> void gemm_case(backend::Executor &ex, bool ta, bool tb, T bet
   // Stored shapes: op(A) is (m, k), so A is (k, m) when transposed; leading dimensions padded.
   const std::size_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
   const std::size_t lda = a_cols + pad, ldb = b_cols + pad, ldc = n + pad;
-  auto a = random_vector<T>(std::max<std::size_t>(a_rows * lda, 1), 1);
-  auto b = random_vector<T>(std::max<std::size_t>(b_rows * ldb, 1), 2);
-  auto c = random_vector<T>(m * ldc, 3);
+  auto a = uniform<T>(std::max<std::size_t>(a_rows * lda, 1), 1);
+  auto b = uniform<T>(std::max<std::size_t>(b_rows * ldb, 1), 2);
+  auto c = uniform<T>(m * ldc, 3);
   DeviceArray<T> da(ex, a), db(ex, b), dc(ex, c);
   op::Gemm<T> g{ta, tb, m, n, k, T(0.75), a.data(), lda, b.data(), ldb, beta, c.data(), ldc};
   host::run(g);
@@ -49,8 +49,8 @@ template <class T> void gemm_case(backend::Executor &ex, bool ta, bool tb, T bet
 
 template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, bool dbias) {
   const std::size_t batch = 33, in = 17, out = 9;
-  auto x = random_vector<T>(batch * in, 10), w = random_vector<T>(out * in, 11), b = random_vector<T>(out, 12);
-  auto dy = random_vector<T>(batch * out, 13), dw = random_vector<T>(out * in, 14), db = random_vector<T>(out, 15);
+  auto x = uniform<T>(batch * in, 10), w = uniform<T>(out * in, 11), b = uniform<T>(out, 12);
+  auto dy = uniform<T>(batch * out, 13), dw = uniform<T>(out * in, 14), db = uniform<T>(out, 15);
   std::vector<T> y(batch * out), dxs(batch * in);
   DeviceArray<T> d_x(ex, x), d_w(ex, w), d_b(ex, b), d_y(ex, y), d_dy(ex, dy), d_dx(ex, dxs), d_dw(ex, dw),
       d_db(ex, db);
@@ -72,7 +72,7 @@ template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, b
 
 template <class T> void activation_case(backend::Executor &ex, Activation kind) {
   const std::size_t n = 1000;
-  auto x = random_vector<T>(n, 20, -4, 4), dy = random_vector<T>(n, 21);
+  auto x = uniform<T>(n, 20, -4, 4), dy = uniform<T>(n, 21);
   std::vector<T> y(n), dx(n);
   DeviceArray<T> d_x(ex, x), d_y(ex, y), d_dy(ex, dy), d_dx(ex, dx);
   const std::string what = std::string("Activation<") + type_name(T{}) + "> " + std::to_string(int(kind));
@@ -85,7 +85,7 @@ template <class T> void activation_case(backend::Executor &ex, Activation kind) 
 }
 
 template <class T> void fill_case(backend::Executor &ex, T value) {
-  std::vector<T> v = random_vector<T>(1001, 30);
+  std::vector<T> v = uniform<T>(1001, 30);
   DeviceArray<T> d(ex, v);
   host::run(op::Fill<T>{v.size(), value, v.data()});
   run_on(ex, op::Fill<T>{v.size(), value, d.get()});
@@ -96,7 +96,7 @@ template <class T> void fill_case(backend::Executor &ex, T value) {
 
 template <class T>
 void cross_entropy_case(backend::Executor &ex, std::size_t rows, std::size_t classes, bool loss, bool grad) {
-  auto logits = random_vector<T>(rows * classes, 40, -5, 5);
+  auto logits = uniform<T>(rows * classes, 40, -5, 5);
   std::vector<std::int32_t> labels(rows);
   for (std::size_t r = 0; r < rows; ++r) labels[r] = static_cast<std::int32_t>((r * 7 + 3) % classes);
   std::vector<T> l{T(0.25)}, d(rows * classes, T(0));
@@ -114,7 +114,7 @@ void cross_entropy_case(backend::Executor &ex, std::size_t rows, std::size_t cla
 }
 
 template <class T> void squared_error_case(backend::Executor &ex, std::size_t n) {
-  auto pred = random_vector<T>(n, 50), target = random_vector<T>(n, 51);
+  auto pred = uniform<T>(n, 50), target = uniform<T>(n, 51);
   std::vector<T> l{T(0.5)}, d(n);
   DeviceArray<T> d_pred(ex, pred), d_target(ex, target), d_l(ex, l), d_d(ex, d);
   const T scale = T(1) / T(n);
@@ -127,7 +127,7 @@ template <class T> void squared_error_case(backend::Executor &ex, std::size_t n)
 
 template <class T> void sgd_case(backend::Executor &ex, T momentum, T dampening, T weight_decay, bool nesterov) {
   const std::size_t n = 777;
-  auto p = random_vector<T>(n, 60), g = random_vector<T>(n, 61);
+  auto p = uniform<T>(n, 60), g = uniform<T>(n, 61);
   std::vector<T> buf(n, T(0));
   DeviceArray<T> d_p(ex, p), d_g(ex, g), d_buf(ex, buf);
   for (int step = 0; step < 3; ++step) {
@@ -144,11 +144,11 @@ template <class T> void sgd_case(backend::Executor &ex, T momentum, T dampening,
 
 template <class T> void adam_case(backend::Executor &ex, T weight_decay, bool decoupled, bool amsgrad) {
   const std::size_t n = 555;
-  auto p = random_vector<T>(n, 70);
+  auto p = uniform<T>(n, 70);
   std::vector<T> m(n, T(0)), v(n, T(0)), vmax(n, T(0));
   DeviceArray<T> d_p(ex, p), d_m(ex, m), d_v(ex, v), d_vmax(ex, vmax);
   for (std::int64_t step = 1; step <= 3; ++step) {
-    const auto g = random_vector<T>(n, 71 + std::uint32_t(step));
+    const auto g = uniform<T>(n, 71 + std::uint32_t(step));
     DeviceArray<T> d_g(ex, g);
     op::AdamStep<T> a{n,      p.data(), g.data(), m.data(),     v.data(),  vmax.data(), T(1e-2),
                       T(0.9), T(0.999), T(1e-8),  weight_decay, decoupled, amsgrad,     step};

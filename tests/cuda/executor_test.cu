@@ -111,7 +111,7 @@ TEST_SUITE("gpu") {
     TANDEM_SKIP_WITHOUT_GPU();
     Executor ex(0, 0, false);
     for (std::size_t n : {std::size_t(1), std::size_t(1000), std::size_t(5) << 20}) {
-      const auto values = test::random_vector<float>(n, 5);
+      const auto values = test::uniform<float>(n, 5);
       test::DeviceArray<float> d(ex, values);
       CHECK(d.to_host() == values);
     }

@@ -33,7 +33,7 @@ struct Data {
 };
 
 Data make_data(std::size_t batch, std::uint32_t seed) {
-  Data d{test::random_vector<float>(batch * Net::in_features, seed), std::vector<std::int32_t>(batch)};
+  Data d{test::uniform<float>(batch * Net::in_features, seed), std::vector<std::int32_t>(batch)};
   for (std::size_t i = 0; i < batch; ++i) d.y[i] = d.x[i * Net::in_features] + d.x[i * Net::in_features + 1] > 0;
   return d;
 }

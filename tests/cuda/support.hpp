@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -14,6 +13,8 @@
 #include <doctest/doctest.h>
 
 #include "tandem/backend/cuda/executor.hpp"
+
+#include "../support/random_data.hpp" // test::uniform, test::labels
 
 // CI builds these tests with nvcc on machines without a GPU (and runs `ctest -LE gpu`); where
 // they do run without one, each case says so and passes rather than failing.
@@ -26,14 +27,6 @@
   } while (false)
 
 namespace tandem::test {
-
-template <class T> std::vector<T> random_vector(std::size_t n, std::uint32_t seed, double lo = -1, double hi = 1) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> dist(lo, hi);
-  std::vector<T> v(n);
-  for (auto &x : v) x = static_cast<T>(dist(rng));
-  return v;
-}
 
 // An array in one executor's memory, filled from and read back to the host.
 template <class T> class DeviceArray {
