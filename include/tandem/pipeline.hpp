@@ -28,6 +28,7 @@
 #include "tandem/schedule/schedule.hpp"
 #include "tandem/shape.hpp"
 #include "tandem/stage.hpp"
+#include "tandem/tensor.hpp"
 #include "tandem/timeline.hpp"
 
 namespace tandem {
@@ -146,43 +147,66 @@ public:
   // Inference: (batch, in_features) row-major in, (batch, out_features) out.
   template <schedule::Schedule Sched = schedule::Naive>
   std::vector<T> forward(std::span<const T> x, const Sched &sched = {}) {
-    const std::size_t batch = batch_of(x, "forward");
-    const std::size_t m = micro_batches_of(sched, batch, "forward");
-    std::vector<T> out(batch * out_features);
-    const auto plan = make_plan(batch, m);
-    std::vector<std::vector<schedule::Task>> orders(num_stages);
-    for (auto &o : orders)
-      for (std::size_t k = 0; k < m; ++k) o.push_back({schedule::Task::forward, k});
-    prepare(plan, orders);
-    begin_timeline();
-    issue(plan, orders, x, [&](std::size_t k, const Slot &slot) {
-      auto &last = stages_.back();
-      last.ex->download(out.data() + plan.offset[k] * out_features, slot.out.data(),
-                        plan.rows[k] * out_features * sizeof(T));
+    std::vector<T> out;
+    infer({x.data(), nullptr, x.size()}, sched, [&](std::size_t batch) {
+      out.resize(batch * out_features);
+      return Sink{out.data(), nullptr};
     });
-    synchronize_all();
-    end_timeline();
     return out;
+  }
+
+  // Inference on device-resident data: x on the first stage's device, y (batch, out_features) on
+  // the last stage's; nothing crosses to the host.
+  template <schedule::Schedule Sched = schedule::Naive>
+  void forward(const Tensor<T> &x, Tensor<T> &y, const Sched &sched = {}) {
+    require_on(x, 0, "forward", "input");
+    require_on(y, num_stages - 1, "forward", "output");
+    infer({nullptr, x.data(), x.size()}, sched, [&](std::size_t batch) {
+      if (y.rows() != batch || y.cols() != out_features)
+        detail::fail("forward: the output tensor is ", y.rows(), " x ", y.cols(), ", expected ", batch, " x ",
+                     out_features);
+      return Sink{nullptr, y.data()};
+    });
   }
 
   // The targets' span type, kept out of deduction (Loss is deduced from the loss argument alone):
   // nvcc's front end otherwise fails to deduce Loss through the nested alias template.
   template <class Loss> using targets_t = std::type_identity_t<std::span<const typename Loss::template target_type<T>>>;
 
+  template <class Loss> using target_tensor_t = std::type_identity_t<Tensor<typename Loss::template target_type<T>>>;
+
   // Forward and backward of one batch: sets every parameter's gradient (not added to the last
   // one's) and returns the loss. No optimizer step.
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
-  T forward_backward(std::span<const T> x, targets_t<Loss> y, const Loss &loss, const Sched &sched = {}) {
-    return step(x, y, loss, sched, static_cast<void (*)(std::size_t)>(nullptr));
+  T forward_backward(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, const Sched &sched = {}) {
+    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, no_optimizer);
+  }
+  template <class Loss, schedule::Schedule Sched = schedule::Naive>
+  T forward_backward(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss & /*loss*/,
+                     const Sched &sched = {}) {
+    require_on(x, 0, "forward_backward", "input");
+    require_on(y, num_stages - 1, "forward_backward", "target");
+    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, no_optimizer);
   }
 
   // One training step: forward, backward, and the optimizer, each stage updating as soon as its
   // backward is done. Input is checked first; a bad one throws and changes nothing.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
-  T train_step(std::span<const T> x, targets_t<Loss> y, const Loss &loss, Opt &opt, const Sched &sched = {}) {
-    if (opt.owner() != static_cast<const void *>(this))
-      detail::fail("train_step: the optimizer was built for another network");
-    return step(x, y, loss, sched, [&](std::size_t s) { opt.step_group(s); });
+  T train_step(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, Opt &opt, const Sched &sched = {}) {
+    check_owner(opt);
+    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched,
+                      [&](std::size_t s) { opt.step_group(s); });
+  }
+  // The same on device-resident data: x on the first stage's device, the targets on the last's.
+  // Labels are still read back once to be checked (batch x 4 bytes); activations never are.
+  template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
+  T train_step(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss & /*loss*/, Opt &opt,
+               const Sched &sched = {}) {
+    check_owner(opt);
+    require_on(x, 0, "train_step", "input");
+    require_on(y, num_stages - 1, "train_step", "target");
+    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched,
+                      [&](std::size_t s) { opt.step_group(s); });
   }
 
   // Bytes moved across stage boundaries since construction (0 where stages share a device).
@@ -192,6 +216,50 @@ public:
   std::size_t peak_live_micro_batches(std::size_t s) const { return stages_.at(s).peak; }
 
 private:
+  // Where a step's data lives: host memory (copied in) or the device of the stage that reads it.
+  template <class U> struct Source {
+    const U *host = nullptr, *device = nullptr;
+    std::size_t size = 0;
+    std::span<const U> host_span() const { return {host, size}; }
+  };
+  struct Sink {
+    T *host = nullptr, *device = nullptr;
+  };
+  static constexpr void (*no_optimizer)(std::size_t) = nullptr;
+
+  template <class U> void require_on(const Tensor<U> &t, std::size_t stage, const char *call, const char *what) const {
+    if (&t.executor() != stages_[stage].ex)
+      detail::fail(call, ": the ", what, " tensor lives on Device<", t.device(), "> (", t.executor().name(),
+                   "), but stage ", stage, " runs on Device<", stages_[stage].device, "> (", stages_[stage].ex->name(),
+                   "); make it there");
+  }
+  template <class Opt> void check_owner(const Opt &opt) const {
+    if (opt.owner() != static_cast<const void *>(this))
+      detail::fail("train_step: the optimizer was built for another network");
+  }
+
+  template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
+    const std::size_t batch = batch_of(x.size, "forward");
+    const std::size_t m = micro_batches_of(sched, batch, "forward");
+    const Sink out = make_sink(batch);
+    const auto plan = make_plan(batch, m);
+    std::vector<std::vector<schedule::Task>> orders(num_stages);
+    for (auto &o : orders)
+      for (std::size_t k = 0; k < m; ++k) o.push_back({schedule::Task::forward, k});
+    prepare(plan, orders);
+    begin_timeline();
+    auto &last = stages_.back();
+    issue(plan, orders, x, [&](std::size_t k, const Slot &slot) {
+      const std::size_t at = plan.offset[k] * out_features, bytes = plan.rows[k] * out_features * sizeof(T);
+      if (out.host) last.ex->download(out.host + at, slot.out.data(), bytes);
+      else
+        last.ex->submit(
+            [ex = last.ex, dst = out.device + at, src = slot.out.data(), bytes] { ex->copy(dst, src, bytes); });
+    });
+    synchronize_all();
+    end_timeline();
+  }
+
   // What one micro-batch needs on one stage. The buffers that cross a boundary (input, output and
   // their gradients) are per micro-batch, since a neighbour reads or writes them on its own time;
   // the activations inside the stage live in a stash entry, held from forward to backward.
@@ -277,11 +345,11 @@ private:
     groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count});
   }
 
-  std::size_t batch_of(std::span<const T> x, const char *what) const {
-    if (x.empty() || x.size() % in_features != 0)
-      detail::fail(what, ": the input has ", x.size(), " values, which is not a positive whole number of rows of ",
+  std::size_t batch_of(std::size_t values, const char *what) const {
+    if (values == 0 || values % in_features != 0)
+      detail::fail(what, ": the input has ", values, " values, which is not a positive whole number of rows of ",
                    in_features, " features (row-major (batch, ", in_features, "))");
-    return x.size() / in_features;
+    return values / in_features;
   }
 
   template <class Sched> static std::size_t micro_batches_of(const Sched &sched, std::size_t batch, const char *what) {
@@ -470,7 +538,7 @@ private:
   // backward), so each wait is issued after the record it waits for. `at_output(k, slot)` is
   // issued on the last stage right after its forward of micro-batch k.
   template <class AtOutput>
-  void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, std::span<const T> x,
+  void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
              AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
     const std::size_t S = num_stages, m = plan.m;
     std::vector<std::size_t> next(S, 0);
@@ -491,10 +559,12 @@ private:
           const std::size_t rows = plan.rows[k];
           if (t.kind == schedule::Task::forward) {
             if (s > 0 && !forward_issued[s - 1][k]) break;
-            if (s == 0)
-              st.ex->upload(slot.input_own.data(), x.data() + plan.offset[k] * in_features,
-                            rows * in_features * sizeof(T));
-            else {
+            if (s == 0) {
+              if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
+              else
+                st.ex->upload(slot.input_own.data(), x.host + plan.offset[k] * in_features,
+                              rows * in_features * sizeof(T));
+            } else {
               receive(s - 1, s, k, rows);
               st.ex->wait(*slot.wait_input);
             }
@@ -528,11 +598,20 @@ private:
   }
 
   template <class Loss, class Sched, class StepGroup>
-  T step(std::span<const T> x, targets_t<Loss> y, const Loss &, const Sched &sched, StepGroup step_group) {
+  T step(const Source<T> &x, const Source<typename Loss::template target_type<T>> &y, const Sched &sched,
+         StepGroup step_group) {
     using Target = typename Loss::template target_type<T>;
     // Preconditions, all checked before any work is issued.
-    const std::size_t batch = batch_of(x, "train_step");
-    Loss::validate(y, batch, out_features);
+    const std::size_t batch = batch_of(x.size, "train_step");
+    if (y.device) {
+      std::vector<Target> host(y.size); // only to check them: the step reads the device copy
+      auto &last = *stages_.back().ex;
+      last.download(host.data(), y.device, y.size * sizeof(Target));
+      last.synchronize();
+      Loss::validate(std::span<const Target>(host), batch, out_features);
+    } else {
+      Loss::validate(y.host_span(), batch, out_features);
+    }
     const std::size_t m = micro_batches_of(sched, batch, "train_step");
     const auto plan = make_plan(batch, m);
     std::vector<std::vector<schedule::Task>> orders(num_stages);
@@ -545,21 +624,21 @@ private:
     begin_timeline();
     auto &last = stages_.back();
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
-    if (targets_.size() < batch * per_sample * sizeof(Target))
+    if (!y.device && targets_.size() < batch * per_sample * sizeof(Target))
       targets_ = detail::Buffer<std::byte>(*last.ex, batch * per_sample * sizeof(Target));
     if (!loss_.size()) loss_ = detail::Buffer<T>(*last.ex, 1);
     for (auto &st : stages_)
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
         if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
       });
-    last.ex->upload(targets_.data(), y.data(), y.size() * sizeof(Target));
+    if (!y.device) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
     last.ex->submit(
         [ex = last.ex, l = loss_.data()] { ex->run(backend::op::Fill<T>{.n = 1, .value = T(0), .dst = l}); });
 
     const T scale = Loss::template scale<T>(batch, out_features);
-    const auto *targets = reinterpret_cast<const Target *>(targets_.data());
+    const Target *targets = y.device ? y.device : reinterpret_cast<const Target *>(targets_.data());
     std::vector<std::function<void()>> after;
-    if constexpr (!std::is_same_v<StepGroup, void (*)(std::size_t)>)
+    if constexpr (!std::is_same_v<StepGroup, std::remove_cv_t<decltype(no_optimizer)>>)
       for (std::size_t s = 0; s < num_stages; ++s)
         after.push_back([this, &step_group, s] { timed(s, TaskKind::optimizer, -1, [&] { step_group(s); }); });
     issue(

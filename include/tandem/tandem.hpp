@@ -26,4 +26,5 @@
 #include "tandem/schedule/one_f_one_b.hpp"
 #include "tandem/shape.hpp"
 #include "tandem/stage.hpp"
+#include "tandem/tensor.hpp"
 #include "tandem/timeline.hpp"

@@ -1,0 +1,62 @@
+// SPDX-License-Identifier: Apache-2.0
+// Tensor<T>: a (rows, cols) row-major array that lives on one logical device.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/context.hpp"
+#include "tandem/detail/buffer.hpp"
+#include "tandem/device.hpp"
+#include "tandem/error.hpp"
+
+namespace tandem {
+
+// Device-resident data for a hot loop: a pipeline reads an input Tensor on its first stage's
+// device and labels on its last stage's in place, where host data would be copied in every step.
+// The Context must outlive its tensors.
+template <class T> class Tensor {
+public:
+  Tensor(Context &ctx, std::size_t device, std::size_t rows, std::size_t cols)
+      : buffer_(ctx.executor(device), rows * cols), device_(device), rows_(rows), cols_(cols) {}
+  template <std::size_t N>
+  Tensor(Context &ctx, Device<N>, std::size_t rows, std::size_t cols) : Tensor(ctx, N, rows, cols) {}
+  // Allocates and fills from the host.
+  Tensor(Context &ctx, std::size_t device, std::size_t rows, std::size_t cols, std::span<const T> values)
+      : Tensor(ctx, device, rows, cols) {
+    copy_from(values);
+  }
+
+  std::size_t rows() const { return rows_; }
+  std::size_t cols() const { return cols_; }
+  std::size_t size() const { return rows_ * cols_; }
+  // The logical device (Device<N>'s N) and its executor.
+  std::size_t device() const { return device_; }
+  backend::Executor &executor() const { return *buffer_.executor(); }
+  // Device memory: valid on executor() only.
+  T *data() { return buffer_.data(); }
+  const T *data() const { return buffer_.data(); }
+
+  // Waits for the work issued on the device so far, then reads.
+  std::vector<T> to_host() const {
+    std::vector<T> out(size());
+    executor().download(out.data(), data(), out.size() * sizeof(T));
+    executor().synchronize();
+    return out;
+  }
+  void copy_from(std::span<const T> values) {
+    if (values.size() != size())
+      detail::fail("Tensor (", rows_, " x ", cols_, " on Device<", device_, ">): copy_from got ", values.size(),
+                   " values");
+    executor().upload(data(), values.data(), values.size() * sizeof(T));
+    executor().synchronize();
+  }
+
+private:
+  detail::Buffer<T> buffer_;
+  std::size_t device_, rows_, cols_;
+};
+
+} // namespace tandem
