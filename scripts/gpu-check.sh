@@ -164,6 +164,76 @@ if ((built)); then
   fi
 fi
 
+# --- one training step beside PyTorch (issue 6; best effort: printed, not judged) ----------------
+# Right after the tests, before the sanitizers, so that a tight budget cannot leave the run
+# without its comparison. bench_gpu_step and bench/torch_gpu_step.py time the same workloads and
+# write JSON that bench/compare.py puts side by side (and draws, where matplotlib is installed);
+# bench_host_seed_step and bench/torch_seed_step.py do the same for the host backend and the CPU.
+# Each step is capped, and --seconds caps each workload's timed steps inside it.
+# The python3 for PyTorch: $TORCH_PYTHON, else the first that imports torch with CUDA, else the
+# first that imports torch at all.
+torch_python() {
+  local want=$1 candidate
+  for candidate in "${TORCH_PYTHON:-}" /usr/bin/python3 "$(command -v python3 2>/dev/null)"; do
+    [[ -n $candidate && -x $candidate ]] || continue
+    if timeout 60 "$candidate" -c "import sys, torch; sys.exit(0 if $want else 1)" >/dev/null 2>&1; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+compare_tables=""
+if ((built)); then
+  py=$(torch_python 'torch.cuda.is_available()' || torch_python True || command -v python3 || echo python3)
+  have_torch=0
+  "$py" -c 'import torch' >/dev/null 2>&1 && have_torch=1
+  # pair NAME TITLE TANDEM-COMMAND... -- TORCH-SCRIPT...: runs both with --json, then compare.py.
+  pair() {
+    local name=$1 title=$2 tandem_json=$logs/bench-$1-tandem.json torch_json=$logs/bench-$1-torch.json
+    shift 2
+    local -a ours=() theirs=()
+    while (($#)) && [[ $1 != -- ]]; do
+      ours+=("$1")
+      shift
+    done
+    shift
+    theirs=("$@")
+    rm -f "$tandem_json" "$torch_json" "$logs/bench-$name.png"
+    local tandem_rc=0 torch_rc=0 note=""
+    if [[ -x ${ours[0]} ]]; then
+      step "bench-$name-tandem" 90 "${ours[@]}" --json "$tandem_json" || tandem_rc=$?
+    else
+      tandem_rc="${ours[0]##*/} not built"
+    fi
+    if ((have_torch)); then
+      step "bench-$name-torch" 120 "$py" "${theirs[@]}" --json "$torch_json" || torch_rc=$?
+    else
+      torch_rc="no python3 with torch"
+    fi
+    step "bench-$name-compare" 30 "$py" bench/compare.py "$tandem_json" "$torch_json" --title "$title" \
+      --png "$logs/bench-$name.png" --markdown "$logs/bench-$name.md"
+    cat "$logs/bench-$name-compare.log"
+    compare_tables+=$'\n'$(cat "$logs/bench-$name-compare.log")$'\n'
+    local side rc
+    for side in tandem torch; do
+      [[ $side == tandem ]] && rc=$tandem_rc || rc=$torch_rc
+      case $rc in
+      0) ;;
+      124) note+=" $side: timed out;" ;;
+      [0-9]*) note+=" $side: rc $rc (see $logs/bench-$name-$side.log);" ;;
+      *) note+=" $side: $rc;" ;;
+      esac
+    done
+    note=${note# }
+    row "bench $name vs torch" "${note:-both ran;} table above the summary; $logs/bench-$name.md (and .png)"
+  }
+  pair gpu "one training step on the GPU ($device): tandem vs PyTorch" \
+    "$build/bench/bench_gpu_step" --seconds 10 -- bench/torch_gpu_step.py --seconds 10
+  pair host "one training step on the host ($jobs cores): tandem's host backend vs PyTorch on the CPU" \
+    "$build/bench/bench_host_seed_step" -- bench/torch_seed_step.py
+fi
+
 # --- compute-sanitizer ---------------------------------------------------------------------------
 # API errors are not reported (--report-api-errors no): the tests provoke some on purpose (an
 # out-of-memory cudaMalloc, peer access already enabled), and the library turns every unexpected
@@ -204,7 +274,8 @@ fi
 # --- benchmarks (best effort: timings are printed, not judged) -----------------------------------
 benches=()
 if [[ -d $build ]]; then
-  while IFS= read -r bench; do benches+=("$bench"); done < <(find "$build" -maxdepth 2 -type f -perm -u+x -name 'bench_*' | sort)
+  while IFS= read -r bench; do benches+=("$bench"); done < <(find "$build" -maxdepth 2 -type f -perm -u+x -name 'bench_*' \
+    ! -name bench_gpu_step ! -name bench_host_seed_step | sort) # those two ran beside PyTorch above
 fi
 if ((built)) && ((${#benches[@]} > 0)); then
   ran=0
@@ -219,6 +290,7 @@ else
 fi
 
 # --- the table -----------------------------------------------------------------------------------
+[[ -n $compare_tables ]] && printf '%s' "$compare_tables"
 echo
 echo "gpu-check summary ($(date -u +%Y-%m-%dT%H:%MZ), ${SECONDS}s)"
 printf '%-28s %s\n' "device" "$device"

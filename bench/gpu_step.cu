@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: Apache-2.0
+// One training step (SGD, cross-entropy) on the CUDA backend, for issue 6's workloads; the numbers
+// to put beside PyTorch's (bench/torch_gpu_step.py times the same models and writes the same JSON,
+// bench/compare.py puts the two side by side).
+//
+//   bench_gpu_step [--json PATH] [--only ID,ID] [--steps N] [--warmup N] [--seconds S]
+//                  [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]
+//
+// Workloads (IDs): seed (10-20-10-2, batch 64), seed_gpipe4 (the same with GPipe, 4 micro-batches),
+// mlp256 (8 Linear 256->256, ReLU between, batch 1024), mlp4096 (4 Linear 4096->4096, batch 8192)
+// and mlp4096_tf32 (mlp4096 with ContextOptions::allow_tf32). Every network is a Pipeline of two
+// stages, Device<0> and Device<1>, which share the GPU on a one-GPU machine.
+//
+// Each step is timed on the host clock around train_step, which returns the loss and so waits for
+// the step's work: the time a user's training loop sees. After the warm-up, at most --steps steps
+// are timed, but no more than --seconds of them (at least 5), so a slow build cannot blow the
+// caller's time limit; the median is reported with the 10th and 90th percentiles. --batch-div
+// divides every batch (a cheap smoke run); the widths are compile-time and cannot shrink.
+//
+// With no GPU (or TANDEM_DEVICES=host) the CUDA backend is not in use: the program says so, writes
+// a JSON file with no results (if asked) and exits 0, so scripts can run it anywhere. --allow-host
+// times the host backend instead, which checks the harness itself on such a machine (use a small
+// --batch-div: the 4096-wide steps are slow there). Inputs are device tensors (tandem::Tensor), as
+// PyTorch's are; --host-input passes pinned host memory instead, to show what its copy costs.
+//
+// Every result is one variant, "tandem": the step as train_step issues it. When the library can
+// capture a step in a CUDA graph (issue 6, item 4), the captured step belongs beside it as a
+// second variant ("tandem graph"); bench/compare.py already prints a row per tandem variant.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include <tandem/tandem.hpp>
+
+using namespace tandem;
+
+namespace {
+
+using Seed = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
+
+template <std::size_t W> using L = Linear<W, W>;
+// 8 Linear layers with a ReLU between each pair: four (and the ReLU after the fourth) per stage.
+using Mlp256 = Pipeline<Stage<Device<0>, L<256>, ReLU, L<256>, ReLU, L<256>, ReLU, L<256>, ReLU>,
+                        Stage<Device<1>, L<256>, ReLU, L<256>, ReLU, L<256>, ReLU, L<256>>>;
+// 4 Linear layers, two per stage.
+using Mlp4096 = Pipeline<Stage<Device<0>, L<4096>, ReLU, L<4096>, ReLU>, Stage<Device<1>, L<4096>, ReLU, L<4096>>>;
+
+struct Options {
+  std::string json, only, devices;
+  int steps = 0;   // 0: each workload's own default
+  int warmup = -1; // -1: each workload's own default
+  double seconds = 15;
+  std::size_t batch_div = 1;
+  bool host_input = false;
+  bool allow_host = false; // time the host backend too: checks this harness on a machine without a GPU
+};
+
+struct Result {
+  std::string id, label, variant, input;
+  std::string error; // why the workload did not run; the timings are then 0
+  std::size_t batch = 0;
+  int steps = 0, warmup = 0;
+  double median_us = 0, p10_us = 0, p90_us = 0;
+  double flop = 0; // nominal: 6 * batch * sum of in*out over the Linear layers (forward 2, backward 4)
+  float loss = 0;  // of the last step, to show the step computed something finite
+};
+
+// Page-locked host memory: a large cudaMemcpyAsync from it is a real asynchronous DMA, while one
+// from pageable memory is staged by the driver. The best a host-side input can do. Ordinary memory
+// where there is no CUDA driver (--allow-host runs on a machine without a GPU).
+template <class T> class Pinned {
+public:
+  explicit Pinned(std::size_t n) : n_(n) {
+    void *p = nullptr;
+    if (cudaMallocHost(&p, std::max<std::size_t>(n, 1) * sizeof(T)) == cudaSuccess) {
+      p_ = static_cast<T *>(p);
+    } else {
+      (void)cudaGetLastError();
+      fallback_.resize(n);
+      p_ = fallback_.data();
+    }
+  }
+  Pinned(const Pinned &) = delete;
+  Pinned &operator=(const Pinned &) = delete;
+  ~Pinned() {
+    if (fallback_.empty()) (void)cudaFreeHost(p_);
+  }
+  std::span<T> span() { return {p_, n_}; }
+  bool pinned() const { return fallback_.empty(); }
+
+private:
+  T *p_ = nullptr;
+  std::size_t n_ = 0;
+  std::vector<T> fallback_;
+};
+
+template <class Net> constexpr double nominal_flop(std::size_t batch) {
+  // Parameters count in*out + out per Linear; the biases' share of the FLOPs is negligible and
+  // PyTorch's count (the issue's TFLOP/s) leaves it out too. Widths here are uniform per network.
+  double macs = 0;
+  if constexpr (std::is_same_v<Net, Seed>) macs = 10.0 * 20 + 20.0 * 10 + 10.0 * 2;
+  if constexpr (std::is_same_v<Net, Mlp256>) macs = 8.0 * 256 * 256;
+  if constexpr (std::is_same_v<Net, Mlp4096>) macs = 4.0 * 4096 * 4096;
+  return 6.0 * static_cast<double>(batch) * macs;
+}
+
+template <class Net, class Sched>
+Result measure(const char *id, const char *label, std::size_t nominal_batch, int default_steps, int default_warmup,
+               bool tf32, const Sched &sched, const Options &o) {
+  Context ctx({.devices = o.devices, .allow_tf32 = tf32});
+  Net net(ctx, 42);
+  optim::SGD opt(net, {.lr = 0.01f});
+  loss::CrossEntropy loss;
+
+  Result r;
+  r.id = id;
+  r.label = label;
+  r.variant = "tandem";
+  r.batch = std::max<std::size_t>(nominal_batch / std::max<std::size_t>(o.batch_div, 1), 8);
+  r.steps = o.steps > 0 ? o.steps : default_steps;
+  r.warmup = o.warmup >= 0 ? o.warmup : default_warmup;
+  r.flop = nominal_flop<Net>(r.batch);
+
+  Pinned<float> x(r.batch * Net::in_features);
+  Pinned<std::int32_t> y(r.batch);
+  Random rng(3);
+  for (auto &v : x.span()) v = static_cast<float>(rng.uniform(-1, 1));
+  for (auto &v : y.span()) v = static_cast<std::int32_t>(rng.next() % Net::out_features);
+
+  // Device-resident inputs by default: the PyTorch side keeps its inputs on the GPU, so this is the
+  // like-for-like number; --host-input adds the copy a host-side input costs in every step.
+  std::function<float()> step;
+  if (!o.host_input) {
+    constexpr std::size_t last = Net::template stage<Net::num_stages - 1>::device_index;
+    constexpr std::size_t first = Net::template stage<0>::device_index;
+    auto xt = std::make_shared<Tensor<float>>(ctx, first, r.batch, Net::in_features, std::span<const float>(x.span()));
+    auto yt = std::make_shared<Tensor<std::int32_t>>(ctx, last, r.batch, std::size_t{1},
+                                                     std::span<const std::int32_t>(y.span()));
+    step = [&, xt, yt] { return net.train_step(*xt, *yt, loss, opt, sched); };
+    r.input = "device tensors";
+  } else {
+    step = [&] {
+      return net.train_step(std::span<const float>(x.span()), std::span<const std::int32_t>(y.span()), loss, opt,
+                            sched);
+    };
+    r.input = x.pinned() ? "pinned host memory, copied in every step" : "host memory";
+  }
+
+  for (int i = 0; i < r.warmup; ++i) r.loss = step();
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(r.steps));
+  const auto began = std::chrono::steady_clock::now();
+  for (int i = 0; i < r.steps; ++i) {
+    if (i >= 5 && std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count() > o.seconds) break;
+    const auto start = std::chrono::steady_clock::now();
+    r.loss = step();
+    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(us.begin(), us.end());
+  r.steps = static_cast<int>(us.size());
+  if (!us.empty()) {
+    r.median_us = us[us.size() / 2];
+    r.p10_us = us[us.size() / 10];
+    r.p90_us = us[us.size() * 9 / 10];
+  }
+  return r;
+}
+
+std::string escape(const std::string &s) {
+  std::string out;
+  for (const char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// The schema bench/compare.py reads, shared with torch_gpu_step.py, host_seed_step and
+// torch_seed_step.py: {"schema", "impl", "device", "machine": {...}, "skipped", "results": [...]}.
+bool write_json(const std::string &path, const std::string &device, const std::string &machine,
+                const std::string &skipped, const std::vector<Result> &results) {
+  std::ofstream f(path);
+  if (!f) return false;
+  f << "{\n  \"schema\": \"tandem-bench/1\",\n  \"impl\": \"tandem\",\n  \"device\": \"" << escape(device)
+    << "\",\n  \"machine\": " << machine << ",\n  \"skipped\": ";
+  if (skipped.empty()) f << "null";
+  else f << '"' << escape(skipped) << '"';
+  f << ",\n  \"results\": [";
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto &r = results[i];
+    char nums[512];
+    std::snprintf(nums, sizeof nums,
+                  "\"batch\": %zu, \"steps\": %d, \"warmup\": %d, \"median_us\": %.3f, \"p10_us\": %.3f, "
+                  "\"p90_us\": %.3f, \"flop\": %.6g, \"loss\": %.7g",
+                  r.batch, r.steps, r.warmup, r.median_us, r.p10_us, r.p90_us, r.flop, static_cast<double>(r.loss));
+    f << (i ? "," : "") << "\n    {\"workload\": \"" << escape(r.id) << "\", \"label\": \"" << escape(r.label)
+      << "\", \"variant\": \"" << escape(r.variant) << "\", \"input\": \"" << escape(r.input) << "\", " << nums;
+    if (!r.error.empty()) f << ", \"error\": \"" << escape(r.error) << '"';
+    f << '}';
+  }
+  f << "\n  ]\n}\n";
+  return static_cast<bool>(f);
+}
+
+void usage(std::FILE *to) {
+  std::fputs("usage: bench_gpu_step [--json PATH] [--only ID,ID] [--steps N] [--warmup N] [--seconds S]\n"
+             "                      [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]\n"
+             "IDs: seed seed_gpipe4 mlp256 mlp4096 mlp4096_tf32\n",
+             to);
+}
+
+std::optional<Options> parse(int argc, char **argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
+    const char *v = nullptr;
+    if (a == "--host-input") o.host_input = true;
+    else if (a == "--allow-host") o.allow_host = true;
+    else if (a == "-h" || a == "--help") {
+      usage(stdout);
+      std::exit(0);
+    } else if (!(v = value())) return std::nullopt;
+    else if (a == "--json") o.json = v;
+    else if (a == "--only") o.only = v;
+    else if (a == "--devices") o.devices = v;
+    else if (a == "--steps") o.steps = std::atoi(v);
+    else if (a == "--warmup") o.warmup = std::atoi(v);
+    else if (a == "--seconds") o.seconds = std::atof(v);
+    else if (a == "--batch-div") o.batch_div = static_cast<std::size_t>(std::max(1, std::atoi(v)));
+    else return std::nullopt;
+  }
+  return o;
+}
+
+bool selected(const Options &o, const std::string &id) {
+  if (o.only.empty()) return true;
+  std::stringstream ss(o.only);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (item == id) return true;
+  return false;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  const auto parsed = parse(argc, argv);
+  if (!parsed) {
+    usage(stderr);
+    return 2;
+  }
+  const Options &o = *parsed;
+
+  // The mapping the workloads will get; also tells whether the CUDA backend is in use at all.
+  Context probe({.devices = o.devices});
+  std::string device = "host", machine = "{}";
+  if (probe.backend() != backend::Kind::cuda && !o.allow_host) {
+    const char *why = "no CUDA GPU in use (none found, or TANDEM_DEVICES=host): the CUDA backend is not "
+                      "running, so there is nothing to time";
+    std::printf("bench_gpu_step: %s\n", why);
+    if (!o.json.empty() && !write_json(o.json, device, machine, why, {})) {
+      std::fprintf(stderr, "bench_gpu_step: cannot write %s\n", o.json.c_str());
+      return 1;
+    }
+    return 0;
+  }
+  int gpu = -1, runtime = 0, driver = 0;
+  if (auto *cx = dynamic_cast<backend::cuda::Executor *>(&probe.executor(0))) gpu = cx->device();
+  (void)probe.executor(1);
+  cudaDeviceProp prop{};
+  if (gpu >= 0 && cudaGetDeviceProperties(&prop, gpu) == cudaSuccess) device = prop.name;
+  (void)cudaRuntimeGetVersion(&runtime);
+  (void)cudaDriverGetVersion(&driver);
+  {
+    std::ostringstream m;
+    m << "{\"gpu\": " << gpu << ", \"cuda_runtime\": " << runtime << ", \"cuda_driver\": " << driver << ", \"sm\": \""
+      << prop.major << prop.minor << "\", \"mapping\": \"" << escape(probe.describe()) << "\"}";
+    machine = m.str();
+  }
+  std::printf("bench_gpu_step: %s (device %d), CUDA runtime %d, driver %d; one SGD training step, fp32 unless "
+              "said\n",
+              device.c_str(), gpu, runtime, driver);
+  std::fputs(probe.describe().c_str(), stdout);
+
+  std::vector<Result> results;
+  int failed = 0;
+  auto add = [&](const char *id, const char *label, auto &&run) {
+    if (!selected(o, id)) return;
+    try {
+      results.push_back(run(id, label));
+    } catch (const std::exception &e) {
+      // One workload failing (out of memory on a small card, say) should not cost the others; the
+      // JSON says which failed and why.
+      std::fprintf(stderr, "bench_gpu_step: %s failed: %s\n", id, e.what());
+      Result failure;
+      failure.id = id;
+      failure.label = label;
+      failure.variant = "tandem";
+      failure.error = e.what();
+      results.push_back(failure);
+      ++failed;
+    }
+  };
+  // id, label, nominal batch, default timed steps and warm-up steps, TF32, schedule.
+  add("seed", "seed model 10-20-10-2", [&](const char *id, const char *label) {
+    return measure<Seed>(id, label, 64, 2000, 200, false, schedule::Naive{}, o);
+  });
+  add("seed_gpipe4", "seed model 10-20-10-2, GPipe m=4", [&](const char *id, const char *label) {
+    return measure<Seed>(id, label, 64, 2000, 200, false, schedule::GPipe{.micro_batches = 4}, o);
+  });
+  add("mlp256", "MLP 256 wide, 8 Linear", [&](const char *id, const char *label) {
+    return measure<Mlp256>(id, label, 1024, 1000, 100, false, schedule::Naive{}, o);
+  });
+  add("mlp4096", "MLP 4096 wide, 4 Linear", [&](const char *id, const char *label) {
+    return measure<Mlp4096>(id, label, 8192, 100, 5, false, schedule::Naive{}, o);
+  });
+  add("mlp4096_tf32", "MLP 4096 wide, 4 Linear, TF32", [&](const char *id, const char *label) {
+    return measure<Mlp4096>(id, label, 8192, 100, 5, true, schedule::Naive{}, o);
+  });
+
+  std::printf("%-44s %6s %6s %11s %10s %10s %8s %11s\n", "workload (tandem)", "batch", "steps", "median us", "p10",
+              "p90", "TFLOP/s", "loss");
+  for (const auto &r : results)
+    if (!r.error.empty()) std::printf("%-44s FAILED: %s\n", r.label.c_str(), r.error.c_str());
+    else
+      std::printf("%-44s %6zu %6d %11.1f %10.1f %10.1f %8.2f %11.5g\n", r.label.c_str(), r.batch, r.steps, r.median_us,
+                  r.p10_us, r.p90_us, r.median_us > 0 ? r.flop / r.median_us / 1e6 : 0.0, static_cast<double>(r.loss));
+  for (const auto &r : results)
+    if (!r.input.empty()) {
+      std::printf("input: %s\n", r.input.c_str());
+      break;
+    }
+  if (!o.json.empty() && !write_json(o.json, device, machine, "", results)) {
+    std::fprintf(stderr, "bench_gpu_step: cannot write %s\n", o.json.c_str());
+    return 1;
+  }
+  return failed ? 1 : 0;
+}
