@@ -43,4 +43,11 @@ template <class A, class B> double relative_error(const std::vector<A> &a, const
   return relative_error(std::span<const A>(a), std::span<const B>(b));
 }
 
+// Every parameter of a network, read back in its order: to show that a call changed nothing.
+template <class Net> auto snapshot(const Net &net) {
+  std::vector<std::vector<typename Net::value_type>> values;
+  for (const auto &p : net.parameters()) values.push_back(p.to_host());
+  return values;
+}
+
 } // namespace tandem::test

@@ -14,12 +14,6 @@ using namespace tandem;
 
 namespace {
 using Net = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
-
-std::vector<std::vector<float>> snapshot(const Net &net) {
-  std::vector<std::vector<float>> v;
-  for (const auto &p : net.parameters()) v.push_back(p.to_host());
-  return v;
-}
 } // namespace
 
 TEST_CASE("bad input throws and leaves parameters and optimizer state untouched") {
@@ -33,7 +27,7 @@ TEST_CASE("bad input throws and leaves parameters and optimizer state untouched"
   // One good step first, so there is momentum state to protect.
   net.train_step(x, y, ce, opt);
   twin.train_step(x, y, ce, twin_opt);
-  const auto before = snapshot(net);
+  const auto before = test::snapshot(net);
 
   const std::vector<float> short_x(x.begin(), x.end() - 3);
   CHECK_THROWS_WITH_AS(net.train_step(short_x, y, ce, opt),
@@ -59,10 +53,10 @@ TEST_CASE("bad input throws and leaves parameters and optimizer state untouched"
   CHECK_THROWS_WITH_AS(net.train_step(x, y, ce, twin_opt), doctest::Contains("optimizer was built for another network"),
                        Error);
 
-  CHECK(snapshot(net) == before);
+  CHECK(test::snapshot(net) == before);
   CHECK(opt.steps(0) == 1);
   CHECK(opt.steps(1) == 1);
   // The momentum buffers are intact too: the next step matches the twin's bit for bit.
   CHECK(net.train_step(x, y, ce, opt) == twin.train_step(x, y, ce, twin_opt));
-  CHECK(snapshot(net) == snapshot(twin));
+  CHECK(test::snapshot(net) == test::snapshot(twin));
 }

@@ -14,12 +14,6 @@ using namespace tandem;
 namespace {
 using Net = Pipeline<Stage<Device<0>, Linear<6, 12>, ReLU>, Stage<Device<1>, Linear<12, 8>, Tanh>,
                      Stage<Device<2>, Linear<8, 3>>>;
-
-std::vector<std::vector<float>> snapshot(const Net &net) {
-  std::vector<std::vector<float>> v;
-  for (const auto &p : net.parameters()) v.push_back(p.to_host());
-  return v;
-}
 } // namespace
 
 TEST_CASE("Tensor: lives on its logical device, round-trips, rejects a wrong length") {
@@ -56,7 +50,7 @@ TEST_CASE("training from tensors equals training from host data, bit for bit") {
     from_tensors.forward(tx, out, schedule::OneFOneB{.micro_batches = 2});
     CHECK(out.to_host() == from_host.forward(x, schedule::OneFOneB{.micro_batches = 2}));
   }
-  CHECK(snapshot(from_host) == snapshot(from_tensors));
+  CHECK(test::snapshot(from_host) == test::snapshot(from_tensors));
   // The input is read in place: only the two boundaries move bytes, as from host data.
   CHECK(from_tensors.transferred_bytes() == from_host.transferred_bytes());
 }
@@ -69,7 +63,7 @@ TEST_CASE("tensors on the wrong device, wrong shapes or bad labels throw and cha
   const std::size_t batch = 5;
   const auto x = test::uniform<float>(batch * 6, 74);
   auto y = test::labels(batch, 3, 75);
-  const auto before = snapshot(net);
+  const auto before = test::snapshot(net);
   const Tensor<float> x_on_1(ctx, 1, batch, 6, x), x_on_0(ctx, 0, batch, 6, x);
   const Tensor<std::int32_t> y_on_2(ctx, 2, batch, 1, y), y_on_0(ctx, 0, batch, 1, y);
   CHECK_THROWS_WITH_AS(net.train_step(x_on_1, y_on_2, ce, opt),
@@ -84,6 +78,6 @@ TEST_CASE("tensors on the wrong device, wrong shapes or bad labels throw and cha
   Tensor<float> wrong_out(ctx, 2, batch, 2);
   CHECK_THROWS_WITH_AS(net.forward(x_on_0, wrong_out), doctest::Contains("the output tensor is 5 x 2, expected 5 x 3"),
                        Error);
-  CHECK(snapshot(net) == before);
+  CHECK(test::snapshot(net) == before);
   CHECK(opt.steps(0) == 0);
 }
