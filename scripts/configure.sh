@@ -15,4 +15,8 @@ fi
 if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
   args+=("-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90}")
 fi
+# In CI the PyTorch parity tests must run, never quietly skip for want of torch.
+if [[ ${CI:-} == true ]]; then
+  args+=(-DTANDEM_REQUIRE_TORCH=ON)
+fi
 cmake "${args[@]}" "$@"
