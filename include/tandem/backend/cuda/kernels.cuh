@@ -132,7 +132,7 @@ template <class T> struct ActivationForwardFn {
     const T v = x[i];
     switch (kind) {
     case Activation::identity: y[i] = v; break;
-    case Activation::relu: y[i] = v > T(0) ? v : T(0); break;
+    case Activation::relu: y[i] = v < T(0) ? T(0) : v; break; // NaN passes, as in torch.relu
     case Activation::sigmoid: y[i] = T(1) / (T(1) + math::exp(-v)); break;
     case Activation::tanh: y[i] = math::tanh(v); break;
     case Activation::gelu: y[i] = T(0.5) * v * (T(1) + math::erf(v * T(0.7071067811865476))); break;

@@ -76,7 +76,8 @@ template <class T> void run(const op::ActivationForward<T> &f) {
   switch (f.kind) {
   case Activation::identity: std::copy(x, x + f.n, y); break;
   case Activation::relu:
-    for (std::size_t i = 0; i < f.n; ++i) y[i] = x[i] > T(0) ? x[i] : T(0);
+    // Written so that NaN passes through, as torch.relu (clamp_min) lets it: a NaN must reach the loss.
+    for (std::size_t i = 0; i < f.n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
     break;
   case Activation::sigmoid:
     for (std::size_t i = 0; i < f.n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
