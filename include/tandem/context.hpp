@@ -34,6 +34,10 @@ struct ContextOptions {
   bool allow_tf32 = false;
   // Record every task's start and end on timeline() (see timeline.hpp); can be toggled later.
   bool timeline = false;
+  // Check every training step's loss: a NaN or infinite loss throws Error before any optimizer
+  // step, so parameters and optimizer state stay as they were. It costs the overlap of each
+  // stage's optimizer with the other stages' backward (the step waits for the loss first).
+  bool check_finite = false;
 };
 
 class Context {

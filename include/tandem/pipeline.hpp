@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -640,10 +641,15 @@ private:
 
     const T scale = Loss::template scale<T>(batch, out_features);
     const Target *targets = y.device ? y.device : reinterpret_cast<const Target *>(targets_.data());
+    constexpr bool optimizing = !std::is_same_v<StepGroup, std::remove_cv_t<decltype(no_optimizer)>>;
+    const bool checking = ctx_->options().check_finite;
     std::vector<std::function<void()>> after;
-    if constexpr (!std::is_same_v<StepGroup, std::remove_cv_t<decltype(no_optimizer)>>)
+    if constexpr (optimizing)
       for (std::size_t s = 0; s < num_stages; ++s)
         after.push_back([this, &step_group, s] { timed(s, TaskKind::optimizer, -1, [&] { step_group(s); }); });
+    // Checking defers the optimizer until the loss is known; otherwise each stage updates as soon
+    // as its own backward is done.
+    const bool overlap = optimizing && !checking;
     issue(
         plan, orders, x,
         [&](std::size_t k, Slot &slot) {
@@ -654,10 +660,19 @@ private:
             });
           });
         },
-        after.empty() ? nullptr : &after);
+        overlap ? &after : nullptr);
     T loss_value{};
     last.ex->download(&loss_value, loss_.data(), sizeof(T));
     synchronize_all();
+    if (checking && !std::isfinite(static_cast<double>(loss_value))) {
+      end_timeline();
+      detail::fail("train_step: the loss is ", loss_value, " (check_finite is on): no optimizer step was taken, ",
+                   "parameters and optimizer state are unchanged");
+    }
+    if (optimizing && checking) {
+      for (auto &f : after) f();
+      synchronize_all();
+    }
     end_timeline();
     return loss_value;
   }

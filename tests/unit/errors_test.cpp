@@ -3,7 +3,10 @@
 // continues exactly as in a twin network that never saw the bad call.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include <tandem/tandem.hpp>
@@ -59,4 +62,33 @@ TEST_CASE("bad input throws and leaves parameters and optimizer state untouched"
   // The momentum buffers are intact too: the next step matches the twin's bit for bit.
   CHECK(net.train_step(x, y, ce, opt) == twin.train_step(x, y, ce, twin_opt));
   CHECK(test::snapshot(net) == test::snapshot(twin));
+}
+
+TEST_CASE("check_finite: a NaN loss throws before any optimizer step") {
+  Context checked({.devices = "host", .check_finite = true}), unchecked({.devices = "host"});
+  Net net(checked, 5), twin(unchecked, 5);
+  optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f}), twin_opt(twin, {.lr = 0.1f, .momentum = 0.9f});
+  loss::CrossEntropy ce;
+  const std::size_t batch = 6;
+  auto x = test::uniform<float>(batch * 10, 81);
+  const auto y = test::labels(batch, 2, 82);
+  // On good data checking changes nothing: same losses, same parameters.
+  for (int i = 0; i < 2; ++i) CHECK(net.train_step(x, y, ce, opt) == twin.train_step(x, y, ce, twin_opt));
+  CHECK(test::snapshot(net) == test::snapshot(twin));
+
+  const auto before = test::snapshot(net);
+  auto poisoned = x;
+  poisoned[7] = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH_AS(net.train_step(poisoned, y, ce, opt, schedule::GPipe{.micro_batches = 2}),
+                       doctest::Contains("the loss is nan (check_finite is on): no optimizer step was taken"), Error);
+  CHECK(test::snapshot(net) == before);
+  CHECK(opt.steps(0) == 2);
+  CHECK(opt.steps(1) == 2);
+  CHECK(net.train_step(x, y, ce, opt) == twin.train_step(x, y, ce, twin_opt));
+  CHECK(test::snapshot(net) == test::snapshot(twin));
+
+  // Unchecked, the same step goes through and poisons the weights: what checking is for.
+  CHECK(std::isnan(twin.train_step(poisoned, y, ce, twin_opt)));
+  const auto poisoned_weights = twin.parameter("stage0.0.weight").to_host();
+  CHECK(std::any_of(poisoned_weights.begin(), poisoned_weights.end(), [](float w) { return std::isnan(w); }));
 }
