@@ -186,15 +186,16 @@ template <class T> struct SgdFn {
   }
 };
 
-// torch.optim.Adam / AdamW; the bias corrections are computed once on the host.
+// torch.optim.Adam / AdamW; the per-step scalars (bias corrections, AdamW's decay factor) are
+// computed once on the host, as the host backend computes them.
 template <class T> struct AdamFn {
   op::AdamStep<T> a;
-  T step_size, bias2_sqrt;
+  T step_size, bias2_sqrt, decay;
   __device__ void operator()(std::size_t i) const {
     T g = a.grads[i];
     T &p = a.params[i];
     if (a.weight_decay != T(0)) {
-      if (a.decoupled) p *= T(1) - a.lr * a.weight_decay;
+      if (a.decoupled) p *= decay;
       else g += a.weight_decay * p;
     }
     T &m = a.exp_avg[i];
@@ -416,9 +417,15 @@ template <class T> void run(const op::SquaredError<T> &s, const Launch &l) {
 template <class T> void run(const op::SgdStep<T> &s, const Launch &l) { launch_each(s.n, SgdFn<T>{s}, "SgdStep", l); }
 
 template <class T> void run(const op::AdamStep<T> &a, const Launch &l) {
-  const T bias1 = T(1) - std::pow(a.beta1, T(a.step));
-  const T bias2_sqrt = std::sqrt(T(1) - std::pow(a.beta2, T(a.step)));
-  launch_each(a.n, AdamFn<T>{a, a.lr / bias1, bias2_sqrt}, "AdamStep", l);
+  // In double and rounded to T once, exactly as the host backend (and PyTorch, whose Python floats
+  // are doubles) does: beta2^t rounded to float is up to 6e-8 off, and 1 - beta2^t is small early
+  // on (2e-4 at t = 2 with beta2 = 0.9999), so float scalars moved float updates by 1e-5.
+  const double step = static_cast<double>(a.step);
+  const double bias1 = 1 - std::pow(static_cast<double>(a.beta1), step);
+  const T bias2_sqrt = static_cast<T>(std::sqrt(1 - std::pow(static_cast<double>(a.beta2), step)));
+  const T step_size = static_cast<T>(static_cast<double>(a.lr) / bias1);
+  const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
+  launch_each(a.n, AdamFn<T>{a, step_size, bias2_sqrt, decay}, "AdamStep", l);
 }
 
 } // namespace tandem::backend::cuda::kernels
