@@ -47,7 +47,10 @@ std::string number(double v) {
 
 template <class T> std::string array(const std::vector<T> &v) {
   std::string s = "[";
-  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + number(static_cast<double>(v[i]));
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) s += ',';
+    s += number(static_cast<double>(v[i]));
+  }
   return s + "]";
 }
 
