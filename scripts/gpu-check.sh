@@ -13,6 +13,12 @@
 # 9 minutes: a step left without time is reported as failed (skipped). Environment:
 #   GPU_CHECK_TIME_SCALE=N   multiply every time limit by N (a machine slower than 16 cores)
 #   GPU_CHECK_USE_DEBS=1     unpack .deb/ even where Eigen and doctest are installed
+#   GPU_CHECK_BUDGET=S       seconds for the whole run (default 540)
+#   GPU_CHECK_BENCH_SECONDS=S  cap on each benchmark workload's timed steps (default 10)
+#   GPU_CHECK_SANITIZERS="memcheck racecheck"  the compute-sanitizer tools to run (default both)
+#   GPU_CHECK_PREBUILT=1     the build folder was built elsewhere (scripts/gpu-prebuild.sh, on a machine
+#                            without a GPU) and carried here: skip configure and build, run its gpu tests,
+#                            examples, sanitizers and benchmarks. Device time is scarce; compile time is not.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
@@ -23,7 +29,8 @@ mkdir -p "$logs"
 jobs=$(nproc 2>/dev/null || echo 4)
 # Time limits fit a 16-core machine; GPU_CHECK_TIME_SCALE multiplies them all on a slower one.
 scale=${GPU_CHECK_TIME_SCALE:-1}
-budget=$((540 * scale)) # seconds for the whole run
+budget=$((${GPU_CHECK_BUDGET:-540} * scale)) # seconds for the whole run
+bench_seconds=${GPU_CHECK_BENCH_SECONDS:-10}
 declare -a rows=()
 status=0
 
@@ -74,13 +81,37 @@ for candidate in "$(command -v compute-sanitizer 2>/dev/null)" "${nvcc:+$(dirnam
   fi
 done
 
+# --- a prebuilt folder: its CTest files name the paths it was built under ---------------------------
+prebuilt=0
+if [[ -n ${GPU_CHECK_PREBUILT:-} ]]; then
+  prebuilt=1
+  built_at=$(sed -n 's/^CMAKE_CACHEFILE_DIR:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)
+  source_at=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$build/CMakeCache.txt" 2>/dev/null)
+  if [[ -z $built_at || -z $source_at ]]; then
+    fail "prebuilt" "$build has no CMakeCache.txt (build it with scripts/gpu-prebuild.sh and carry it)"
+    prebuilt=2
+  else
+    # The build folder must sit at the same place relative to the sources, as it does when carried.
+    # Where the original source path does not exist here, a link makes every absolute path resolve.
+    if [[ ! -e $source_at ]]; then mkdir -p "$(dirname "$source_at")" && ln -s "$root" "$source_at"; fi
+    if [[ $(cd "$built_at" 2>/dev/null && pwd -P) == $(cd "$build" && pwd -P) ]]; then
+      row "build" "prebuilt, carried ($built_at)"
+    else
+      fail "prebuilt" "$built_at does not lead to $build"
+      prebuilt=2
+    fi
+  fi
+fi
+
 # --- dependencies: installed, or unpacked from .deb/ into a local prefix -------------------------
 prefix=$build/deps
 have_eigen() { [[ -f /usr/include/eigen3/Eigen/Core || -f /usr/local/include/eigen3/Eigen/Core ]]; }
 have_doctest() { [[ -f /usr/include/doctest/doctest.h || -f /usr/local/include/doctest/doctest.h ]]; }
 prefix_path=""
 # GPU_CHECK_USE_DEBS=1 takes the .deb/ route even where both are installed (to test it).
-if [[ -z ${GPU_CHECK_USE_DEBS:-} ]] && have_eigen && have_doctest; then
+if ((prebuilt)); then
+  : # compiled elsewhere: nothing here needs Eigen or doctest
+elif [[ -z ${GPU_CHECK_USE_DEBS:-} ]] && have_eigen && have_doctest; then
   row "dependencies" "installed"
 else
   shopt -s nullglob
@@ -106,7 +137,11 @@ command -v ninja >/dev/null 2>&1 && configure+=(-G Ninja)
 [[ -n $nvcc ]] && configure+=(-DCMAKE_CUDA_COMPILER="$nvcc")
 [[ -n $prefix_path ]] && configure+=(-DCMAKE_PREFIX_PATH="$prefix_path")
 built=0
-if step configure 120 "${configure[@]}"; then
+if ((prebuilt == 1)); then
+  built=1
+elif ((prebuilt)); then
+  :
+elif step configure 120 "${configure[@]}"; then
   if step build 330 cmake --build "$build" -j "$jobs"; then
     built=1
     row "build" "ok (sm_90, $jobs jobs, $((SECONDS))s so far)"
@@ -118,7 +153,9 @@ else
   fail "configure" "see $logs/configure.log"
   tail -n 30 "$logs/configure.log"
 fi
-if ! grep -qs '^CMAKE_CUDA_COMPILER:.*nvcc' "$build/CMakeCache.txt"; then
+# CMakeLists.txt sets CMAKE_CUDA_COMPILER as a plain variable, so the cache may not name it: look
+# for the CUDA test binary instead.
+if ((built)) && [[ ! -x $build/tandem_cuda_tests ]]; then
   fail "cuda" "CMake did not enable CUDA: the gpu tests were not built"
 fi
 
@@ -126,7 +163,9 @@ fi
 # Sums up ctest's log: "N% tests passed, F tests failed out of T".
 tests_row() {
   local label=$1 log=$2 rc=$3 summary
+  # CTest says "N tests failed out of T", or, when none failed, "100% tests passed out of T".
   summary=$(grep -Eo '[0-9]+ tests failed out of [0-9]+' "$log" | tail -n1)
+  [[ -z $summary ]] && summary=$(grep -Eo '100% tests passed out of [0-9]+' "$log" | tail -n1 | sed 's/^100% tests passed/0 tests failed/')
   if [[ -z $summary ]]; then
     if grep -q 'No tests were found' "$log"; then fail "$label" "no tests found"; else fail "$label" "no summary (rc $rc)"; fi
     return
@@ -144,8 +183,10 @@ tests_row() {
 if ((built)); then
   # Everything but the GPU label in parallel; the GPU tests and examples next, two at a time, so
   # that timings are not made up of sixteen processes fighting over one GPU.
-  step tests 200 ctest --test-dir "$build" -LE gpu -j "$jobs" --output-on-failure --timeout 180
-  tests_row "tests (not gpu)" "$logs/tests.log" $?
+  if ((!prebuilt)); then # a prebuilt folder holds only the GPU targets; CI runs the rest
+    step tests 200 ctest --test-dir "$build" -LE gpu -j "$jobs" --output-on-failure --timeout 180
+    tests_row "tests (not gpu)" "$logs/tests.log" $?
+  fi
   step tests-gpu 150 ctest --test-dir "$build" -L gpu -j 2 --output-on-failure --timeout 120
   tests_row "tests (gpu)" "$logs/tests-gpu.log" $?
   # The GPU tests pass by skipping where the CUDA runtime sees no GPU: make sure it sees one. The
@@ -229,7 +270,7 @@ if ((built)); then
     row "bench $name vs torch" "${note:-both ran;} table above the summary; $logs/bench-$name.md (and .png)"
   }
   pair gpu "one training step on the GPU ($device): tandem vs PyTorch" \
-    "$build/bench/bench_gpu_step" --seconds 10 -- bench/torch_gpu_step.py --seconds 10
+    "$build/bench/bench_gpu_step" --seconds "$bench_seconds" -- bench/torch_gpu_step.py --seconds "$bench_seconds"
   pair host "one training step on the host ($jobs cores): tandem's host backend vs PyTorch on the CPU" \
     "$build/bench/bench_host_seed_step" -- bench/torch_seed_step.py
 fi
@@ -250,7 +291,9 @@ sanitize() {
     --print-limit 20 --error-exitcode 99 "$@")
   rc=$?
   local errors
+  # memcheck ends with "ERROR SUMMARY: N errors", racecheck with "RACECHECK SUMMARY: ... (N errors, ...)".
   errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$log" | tail -n1 | awk '{print $3}')
+  [[ -z $errors ]] && errors=$(grep -Eo 'RACECHECK SUMMARY: .*\(([0-9]+) errors' "$log" | tail -n1 | grep -Eo '[0-9]+ errors' | awk '{print $1}')
   if [[ -z $errors ]]; then
     fail "$tool $name" "no error summary (rc $rc; timed out or crashed?)"
   elif ((errors > 0)); then
@@ -262,7 +305,7 @@ sanitize() {
   fi
 }
 if ((built)) && [[ -n $sanitizer ]]; then
-  for tool in memcheck racecheck; do
+  for tool in ${GPU_CHECK_SANITIZERS:-memcheck racecheck}; do
     sanitize "$tool" tests "$root" "$build/tandem_cuda_tests"
     sanitize "$tool" example01 "$root/examples/01_seed_model_parallel" \
       "$build/example_01_seed_model_parallel_cuda"
