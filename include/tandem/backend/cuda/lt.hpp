@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: Apache-2.0
+// cuda::Lt: a Linear layer's forward product with its bias (and ReLU) fused into one cuBLASLt call.
+#pragma once
+
+#include <array>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "tandem/backend/cuda/check.hpp"
+#include "tandem/backend/ops.hpp"
+#include "tandem/error.hpp"
+
+namespace tandem::backend::cuda {
+
+// One per executor, used on that executor's stream only: every call shares one workspace, which
+// two streams running at once would overwrite under each other.
+//
+// linear_forward() returns false, having enqueued nothing, where cuBLASLt cannot do the product
+// (the caller then takes its plain cuBLAS path), and throws tandem::Error where a call fails. The
+// first call for a shape (and pointer alignments) asks the heuristic for an algorithm, which is
+// kept, the answer "none" included: later calls query nothing and allocate nothing, so they may be
+// captured into a CUDA graph. A first call made while the stream is capturing returns false.
+class Lt {
+public:
+  // Hopper's usual choice: enough for split-K reductions of large products.
+  static constexpr std::size_t workspace_bytes = std::size_t(32) << 20;
+
+  Lt(const Site &site, bool allow_tf32) : site_(site), allow_tf32_(allow_tf32) {
+    DeviceGuard guard(site_.device, site_);
+    check(cublasLtCreate(&handle_), "cublasLtCreate", site_);
+  }
+  Lt(const Lt &) = delete;
+  Lt &operator=(const Lt &) = delete;
+  ~Lt() { release(); }
+
+  // y (batch, out) = act(x (batch, in) * weight^T + bias), all row-major, weight (out, in) as in
+  // PyTorch, bias (out) or null; act is identity or relu (anything else returns false).
+  bool linear_forward(cudaStream_t stream, const op::LinearForward<float> &f, Activation act) {
+    if (act != Activation::identity && act != Activation::relu) return false;
+    // Empty products and the k == 0 case (y = bias) stay with the plain path, which handles them.
+    if (f.batch == 0 || f.in == 0 || f.out == 0) return false;
+    if (!f.x || !f.weight || !f.y) return false;
+    const auto limit = static_cast<std::size_t>(INT_MAX);
+    if (f.batch > limit || f.in > limit || f.out > limit) return false;
+
+    const bool relu = act == Activation::relu, bias = f.bias != nullptr;
+    const Key key{f.batch,
+                  f.in,
+                  f.out,
+                  relu ? (bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
+                       : (bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT),
+                  bias,
+                  alignment(f.weight),
+                  alignment(f.x),
+                  alignment(f.y),
+                  bias ? alignment(f.bias) : 0u};
+    if (key.align_a < sizeof(float) || key.align_b < sizeof(float) || key.align_d < sizeof(float) ||
+        (bias && key.align_bias < sizeof(float)))
+      return false;
+
+    DeviceGuard guard(site_.device, site_); // the heuristic and the launch use the current device
+    Plan *plan = find(key);
+    if (!plan) {
+      // Planning may allocate the workspace (cudaMalloc is not allowed while a stream captures).
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing", site_);
+      if (capture != cudaStreamCaptureStatusNone) return false;
+      ensure_workspace();
+      plan = make_plan(key, f.bias);
+    }
+    if (!plan->supported) return false;
+
+    // The descriptor keeps the pointer that the last call set; each call sets its own. A host-only
+    // call: the launch below reads it, nothing later does.
+    if (bias) {
+      const void *b = f.bias;
+      check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof(b)),
+            "cublasLtMatmulDescSetAttribute (bias pointer)", site_);
+    }
+    // Host scalars (the default pointer mode) are read before cublasLtMatmul returns.
+    const float alpha = 1.0f, beta = 0.0f;
+    const cublasStatus_t status =
+        cublasLtMatmul(handle_, plan->desc, &alpha, f.weight, plan->a, f.x, plan->b, &beta, f.y, plan->d, f.y, plan->d,
+                       &plan->algo, workspace_, workspace_size_, stream);
+    // These two are refusals found before anything is launched: remember them and fall back.
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH) {
+      plan->supported = false;
+      return false;
+    }
+    check(status, "cublasLtMatmul", site_);
+    return true;
+  }
+
+  // Device allocations made so far (the workspace, once): a steady state adds none.
+  std::size_t allocations() const { return allocations_; }
+  // Shapes planned so far, those found unsupported included.
+  std::size_t plans() const { return plans_.size(); }
+  bool allow_tf32() const { return allow_tf32_; }
+
+private:
+  // The pointers' alignments are part of the key: the heuristic picks an algorithm for the
+  // alignments it is told (A, B, C, D through the preference, the bias from the pointer it finds
+  // in the descriptor), and that algorithm may need them on every later call.
+  struct Key {
+    std::size_t batch, in, out;
+    cublasLtEpilogue_t epilogue;
+    bool bias;
+    std::uint32_t align_a, align_b, align_d, align_bias;
+    bool operator==(const Key &) const = default;
+  };
+
+  struct Plan {
+    Key key;
+    bool supported = false;
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr; // C is D (beta = 0, C = D)
+    cublasLtMatmulAlgo_t algo{};
+
+    explicit Plan(const Key &k) : key(k) {}
+    Plan(const Plan &) = delete;
+    Plan &operator=(const Plan &) = delete;
+    ~Plan() {
+      if (d) (void)cublasLtMatrixLayoutDestroy(d);
+      if (b) (void)cublasLtMatrixLayoutDestroy(b);
+      if (a) (void)cublasLtMatrixLayoutDestroy(a);
+      if (desc) (void)cublasLtMatmulDescDestroy(desc);
+    }
+  };
+
+  struct Preference {
+    cublasLtMatmulPreference_t p = nullptr;
+    Preference() = default;
+    Preference(const Preference &) = delete;
+    Preference &operator=(const Preference &) = delete;
+    ~Preference() {
+      if (p) (void)cublasLtMatmulPreferenceDestroy(p);
+    }
+  };
+
+  // The largest power of two (up to the 256 bytes cuBLASLt asks for by default) dividing the address.
+  static std::uint32_t alignment(const void *p) {
+    const auto address = reinterpret_cast<std::uintptr_t>(p);
+    const std::uintptr_t lowest = address & (~address + 1);
+    return lowest == 0 || lowest >= 256 ? 256u : static_cast<std::uint32_t>(lowest);
+  }
+
+  Plan *find(const Key &key) const {
+    for (const auto &p : plans_)
+      if (p->key == key) return p.get();
+    return nullptr;
+  }
+
+  // Allocated on first use, never grown: plans made afterwards ask for no more than it holds.
+  // Without memory for it, cuBLASLt runs with none (the heuristic then offers algorithms that need
+  // none) rather than failing the step.
+  void ensure_workspace() {
+    if (workspace_ready_) return;
+    void *p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, workspace_bytes);
+    if (status == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      workspace_size_ = 0;
+    } else {
+      check(status, "cudaMalloc (cuBLASLt workspace)", site_);
+      workspace_ = p;
+      workspace_size_ = workspace_bytes;
+      ++allocations_;
+    }
+    workspace_ready_ = true;
+  }
+
+  // A refusal while planning makes an unsupported plan; any other failure throws.
+  bool accepted(cublasStatus_t status, const char *call) const {
+    if (status == CUBLAS_STATUS_SUCCESS) return true;
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH ||
+        status == CUBLAS_STATUS_INVALID_VALUE)
+      return false;
+    check(status, call, site_);
+    return false;
+  }
+
+  // cuBLASLt is column-major, and a row-major (r, c) matrix is, in the same memory, the column-major
+  // (c, r) matrix: its transpose. So, with every matrix column-major:
+  //   y (batch, out) row-major  = Y^T (out, batch), ld out    -> D, m = out, n = batch
+  //   x (batch, in) row-major   = X^T (in, batch), ld in      -> B as stored, op N: (k = in, n = batch)
+  //   w (out, in) row-major     = W^T (in, out), ld in        -> A as stored, op T gives W (m = out, k = in)
+  // and Y = X W^T is the same as Y^T = W X^T = op(A) op(B). D's rows are the output features, and
+  // the bias epilogue adds a vector of D's row count (m = out) to every column: bias[o] to each
+  // y[r][o], as Linear needs, with no transposed copy.
+  Plan *make_plan(const Key &key, const float *bias) {
+    auto plan = std::make_unique<Plan>(key);
+    Plan &p = *plan;
+    const auto m = static_cast<std::uint64_t>(key.out), n = static_cast<std::uint64_t>(key.batch),
+               k = static_cast<std::uint64_t>(key.in);
+    const cublasComputeType_t compute = allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const std::int32_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+    const auto epilogue = static_cast<std::uint32_t>(key.epilogue);
+    const void *bias_pointer = bias;
+    const std::uint64_t max_workspace = workspace_size_;
+    Preference pref;
+    std::array<cublasLtMatmulHeuristicResult_t, 8> results{};
+    int found = 0;
+
+    const bool ready =
+        accepted(cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate") &&
+        accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)),
+                 "cublasLtMatmulDescSetAttribute (transa)") &&
+        accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)),
+                 "cublasLtMatmulDescSetAttribute (transb)") &&
+        accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
+                 "cublasLtMatmulDescSetAttribute (epilogue)") &&
+        // The heuristic reads the bias pointer's alignment from the descriptor.
+        (!key.bias || accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer,
+                                                              sizeof(bias_pointer)),
+                               "cublasLtMatmulDescSetAttribute (bias pointer)")) &&
+        accepted(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, k, m, static_cast<std::int64_t>(k)),
+                 "cublasLtMatrixLayoutCreate (weight)") &&
+        accepted(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, k, n, static_cast<std::int64_t>(k)),
+                 "cublasLtMatrixLayoutCreate (x)") &&
+        accepted(cublasLtMatrixLayoutCreate(&p.d, CUDA_R_32F, m, n, static_cast<std::int64_t>(m)),
+                 "cublasLtMatrixLayoutCreate (y)") &&
+        accepted(cublasLtMatmulPreferenceCreate(&pref.p), "cublasLtMatmulPreferenceCreate") &&
+        accepted(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace,
+                                                      sizeof(max_workspace)),
+                 "cublasLtMatmulPreferenceSetAttribute (workspace)") &&
+        accepted(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_a,
+                                                      sizeof(key.align_a)),
+                 "cublasLtMatmulPreferenceSetAttribute (alignment of A)") &&
+        accepted(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_b,
+                                                      sizeof(key.align_b)),
+                 "cublasLtMatmulPreferenceSetAttribute (alignment of B)") &&
+        accepted(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_d,
+                                                      sizeof(key.align_d)),
+                 "cublasLtMatmulPreferenceSetAttribute (alignment of C)") &&
+        accepted(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_d,
+                                                      sizeof(key.align_d)),
+                 "cublasLtMatmulPreferenceSetAttribute (alignment of D)") &&
+        accepted(cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.d, p.d, pref.p,
+                                                static_cast<int>(results.size()), results.data(), &found),
+                 "cublasLtMatmulAlgoGetHeuristic");
+    // Best estimate first; each result carries its own status.
+    if (ready)
+      for (int i = 0; i < found && i < static_cast<int>(results.size()); ++i)
+        if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= workspace_size_) {
+          p.algo = results[i].algo;
+          p.supported = true;
+          break;
+        }
+    plans_.push_back(std::move(plan));
+    return plans_.back().get();
+  }
+
+  void release() noexcept {
+    int previous = 0;
+    (void)cudaGetDevice(&previous);
+    (void)cudaSetDevice(site_.device);
+    plans_.clear();
+    // cudaFree waits for the device, so work still queued that uses the workspace finishes first.
+    if (workspace_) (void)cudaFree(workspace_);
+    if (handle_) (void)cublasLtDestroy(handle_);
+    workspace_ = nullptr;
+    handle_ = nullptr;
+    (void)cudaSetDevice(previous);
+  }
+
+  Site site_;
+  bool allow_tf32_ = false;
+  cublasLtHandle_t handle_ = nullptr;
+  void *workspace_ = nullptr;
+  std::size_t workspace_size_ = 0;
+  bool workspace_ready_ = false;
+  std::size_t allocations_ = 0;
+  std::vector<std::unique_ptr<Plan>> plans_;
+};
+
+} // namespace tandem::backend::cuda

@@ -1,0 +1,249 @@
+// SPDX-License-Identifier: Apache-2.0
+// cuda::Lt: the fused Linear forward (bias and ReLU in cuBLASLt's epilogue) against a float64
+// reference on the host, on random data; y is poisoned with NaN first, so an element left
+// unwritten fails. Plain FP32 (TF32 off) unless a case says otherwise.
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <exception>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <doctest/doctest.h>
+
+#include "support.hpp"
+#include "tandem/backend/cuda/executor.hpp"
+#include "tandem/backend/cuda/lt.hpp"
+#include "tandem/backend/ops.hpp"
+
+namespace {
+
+using namespace tandem;
+using backend::Activation;
+using backend::cuda::Lt;
+using test::DeviceArray;
+using test::uniform;
+namespace op = backend::op;
+
+constexpr double fp32_tolerance = 1e-5;
+const float poison = std::numeric_limits<float>::quiet_NaN(); // y before a call
+
+struct Shape {
+  std::size_t batch, in, out;
+};
+
+std::string describe(const Shape &s, bool bias, Activation act) {
+  return std::to_string(s.batch) + "x" + std::to_string(s.in) + " -> " + std::to_string(s.out) +
+         (bias ? " bias" : " no bias") + (act == Activation::relu ? " relu" : " identity");
+}
+
+// y = act(x w^T + b) in float64, from the float inputs.
+std::vector<double> reference(const Shape &s, const std::vector<float> &x, const std::vector<float> &w, const float *b,
+                              Activation act) {
+  std::vector<double> y(s.batch * s.out);
+  for (std::size_t r = 0; r < s.batch; ++r)
+    for (std::size_t o = 0; o < s.out; ++o) {
+      double sum = b ? static_cast<double>(b[o]) : 0.0;
+      for (std::size_t i = 0; i < s.in; ++i)
+        sum += static_cast<double>(x[r * s.in + i]) * static_cast<double>(w[o * s.in + i]);
+      y[r * s.out + o] = act == Activation::relu ? std::max(sum, 0.0) : sum;
+    }
+  return y;
+}
+
+// max |got - want| / max |want|; infinite when any element is not finite (a NaN left by the poison).
+double relative_error(const float *got, const std::vector<double> &want) {
+  double diff = 0, scale = 1e-30;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    diff = std::max(diff, std::abs(static_cast<double>(got[i]) - want[i]));
+    scale = std::max(scale, std::abs(want[i]));
+  }
+  return diff / scale;
+}
+
+// One product on the device. `offset` elements of padding in front of every array give pointers
+// that are only as aligned as a float is (offset 1) rather than as cudaMalloc's 256 bytes. Returns
+// what linear_forward returned; on true, checks y against the reference.
+bool run_case(backend::cuda::Executor &ex, Lt &lt, const Shape &s, bool bias, Activation act, double tolerance,
+              std::size_t offset = 0, unsigned seed = 1) {
+  const auto x = uniform<float>(s.batch * s.in, 100 + seed), w = uniform<float>(s.out * s.in, 200 + seed),
+             b = uniform<float>(s.out, 300 + seed);
+  const auto padded = [offset](const std::vector<float> &v) {
+    std::vector<float> p(offset, 0.0f);
+    p.insert(p.end(), v.begin(), v.end());
+    return p;
+  };
+  DeviceArray<float> d_x(ex, padded(x)), d_w(ex, padded(w)), d_b(ex, padded(b)),
+      d_y(ex, std::vector<float>(offset + s.batch * s.out, poison));
+  const op::LinearForward<float> f{
+      s.batch,           s.in, s.out, d_x.get() + offset, d_w.get() + offset, bias ? d_b.get() + offset : nullptr,
+      d_y.get() + offset};
+  const bool done = lt.linear_forward(ex.stream(), f, act);
+  const auto y = d_y.to_host(); // synchronizes the stream, so a failed launch surfaces here
+  const std::string what = describe(s, bias, act) + (offset ? " (pointers 4-byte aligned)" : "");
+  if (!done) {
+    // Nothing enqueued: y keeps its poison.
+    CHECK_MESSAGE(std::all_of(y.begin(), y.end(), [](float v) { return std::isnan(v); }),
+                  what << ": returned false but wrote y");
+    return false;
+  }
+  const double err = relative_error(y.data() + offset, reference(s, x, w, bias ? b.data() : nullptr, act));
+  CHECK_MESSAGE(err <= tolerance, what << ": relative error " << err);
+  return true;
+}
+
+} // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("Lt: fused Linear forward matches a float64 reference") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    Lt lt({ex.device(), ex.logical()}, false);
+    struct Case {
+      Shape shape;
+      bool required; // the seed's shapes and a 256-wide one must take the fused path
+    };
+    const Case cases[] = {{{64, 10, 20}, true},
+                          {{64, 20, 10}, true},
+                          {{64, 10, 2}, true},
+                          {{1024, 256, 256}, true},
+                          {{37, 13, 5}, false}};
+    std::vector<std::string> unsupported;
+    unsigned seed = 0;
+    for (const auto &c : cases)
+      for (bool bias : {true, false})
+        for (Activation act : {Activation::identity, Activation::relu}) {
+          const bool done = run_case(ex, lt, c.shape, bias, act, fp32_tolerance, 0, ++seed);
+          if (c.required) REQUIRE_MESSAGE(done, describe(c.shape, bias, act) << ": cuBLASLt refused a required shape");
+          else if (!done) unsupported.push_back(describe(c.shape, bias, act));
+        }
+    for (const auto &u : unsupported) MESSAGE("cuBLASLt refused " << u << " (the caller falls back to cuBLAS)");
+    CHECK(lt.allocations() == 1); // the workspace, once
+  }
+
+  TEST_CASE("Lt: pointers aligned only to a float") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    Lt lt({ex.device(), ex.logical()}, false);
+    for (const Shape s : {Shape{64, 10, 20}, Shape{37, 13, 5}})
+      for (bool bias : {true, false})
+        for (Activation act : {Activation::identity, Activation::relu})
+          if (!run_case(ex, lt, s, bias, act, fp32_tolerance, 1))
+            MESSAGE("cuBLASLt refused " << describe(s, bias, act) << " with 4-byte aligned pointers");
+  }
+
+  TEST_CASE("Lt: a repeated call plans nothing, allocates nothing and uses its own bias") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    Lt lt({ex.device(), ex.logical()}, false);
+    const Shape s{64, 20, 10};
+    REQUIRE(run_case(ex, lt, s, true, Activation::relu, fp32_tolerance, 0, 1));
+    const std::size_t plans = lt.plans(), allocations = lt.allocations();
+    // Same shape and alignments, other arrays (a different bias pointer): the cached descriptor
+    // must not keep the first call's bias.
+    REQUIRE(run_case(ex, lt, s, true, Activation::relu, fp32_tolerance, 0, 2));
+    REQUIRE(run_case(ex, lt, s, true, Activation::relu, fp32_tolerance, 0, 3));
+    CHECK(lt.plans() == plans);
+    CHECK(lt.allocations() == allocations);
+  }
+
+  TEST_CASE("Lt: a warmed-up call can be captured into a CUDA graph") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    Lt lt({ex.device(), ex.logical()}, false);
+    const Shape s{64, 10, 20};
+    const auto x = uniform<float>(s.batch * s.in, 401), w = uniform<float>(s.out * s.in, 402),
+               b1 = uniform<float>(s.out, 403), b2 = uniform<float>(s.out, 404);
+    DeviceArray<float> d_x(ex, x), d_w(ex, w), d_b(ex, b1), d_y(ex, std::vector<float>(s.batch * s.out, poison));
+    const op::LinearForward<float> f{s.batch, s.in, s.out, d_x.get(), d_w.get(), d_b.get(), d_y.get()};
+    REQUIRE(lt.linear_forward(ex.stream(), f, Activation::relu)); // plans, allocates the workspace
+    ex.synchronize();
+    const std::size_t plans = lt.plans(), allocations = lt.allocations();
+
+    // Global mode: any call that is not allowed during a capture (cudaMalloc, a synchronisation)
+    // fails and invalidates the capture.
+    const backend::cuda::Site site{ex.device(), ex.logical()};
+    backend::cuda::check(cudaStreamBeginCapture(ex.stream(), cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture",
+                         site);
+    bool captured_call = false;
+    std::string error;
+    try {
+      captured_call = lt.linear_forward(ex.stream(), f, Activation::relu);
+    } catch (const std::exception &e) {
+      error = e.what();
+    }
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(ex.stream(), &graph); // always, so the stream is usable again
+    REQUIRE_MESSAGE(error.empty(), error);
+    REQUIRE(captured_call);
+    REQUIRE(end == cudaSuccess);
+    CHECK(lt.plans() == plans);
+    CHECK(lt.allocations() == allocations);
+
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    REQUIRE(instantiated == cudaSuccess);
+    // The graph reads the arrays when it runs: new bias values and a fresh poison in y.
+    ex.upload(d_b.get(), b2.data(), b2.size() * sizeof(float));
+    const std::vector<float> fresh(s.batch * s.out, poison);
+    ex.upload(d_y.get(), fresh.data(), fresh.size() * sizeof(float));
+    const cudaError_t launched = cudaGraphLaunch(exec, ex.stream());
+    const auto y = d_y.to_host();
+    (void)cudaGraphExecDestroy(exec);
+    REQUIRE(launched == cudaSuccess);
+    const double err = relative_error(y.data(), reference(s, x, w, b2.data(), Activation::relu));
+    CHECK_MESSAGE(err <= fp32_tolerance, "graph replay: relative error " << err);
+  }
+
+  TEST_CASE("Lt: TF32 when allowed, within TF32's rounding") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, true);
+    Lt lt({ex.device(), ex.logical()}, true);
+    // TF32 keeps 10 mantissa bits of each input: about 1e-3 relative error, where FP32 has 1e-7.
+    for (Activation act : {Activation::identity, Activation::relu})
+      if (!run_case(ex, lt, Shape{1024, 256, 256}, true, act, 1e-2, 0, 7))
+        MESSAGE("cuBLASLt refused TF32 for " << describe(Shape{1024, 256, 256}, true, act));
+  }
+
+  TEST_CASE("Lt: what it does not fuse returns false and enqueues nothing") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    Lt lt({ex.device(), ex.logical()}, false);
+    for (Activation act : {Activation::sigmoid, Activation::tanh, Activation::gelu, Activation::gelu_tanh})
+      CHECK_FALSE(run_case(ex, lt, Shape{64, 10, 20}, true, act, fp32_tolerance));
+    CHECK_FALSE(run_case(ex, lt, Shape{64, 0, 20}, true, Activation::identity, fp32_tolerance)); // k = 0
+    CHECK(lt.allocations() == 0);
+    CHECK(lt.plans() == 0);
+  }
+
+  // The plain path's ReLU lets NaN through, as torch.relu does; cuBLASLt documents its ReLU
+  // epilogue as max(x, 0), which may not. Reported rather than asserted, so the caller can decide.
+  TEST_CASE("Lt: what the ReLU epilogue makes of a NaN") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    Lt lt({ex.device(), ex.logical()}, false);
+    const Shape s{64, 10, 20};
+    auto x = uniform<float>(s.batch * s.in, 501);
+    const auto w = uniform<float>(s.out * s.in, 502), b = uniform<float>(s.out, 503);
+    x[0] = poison; // row 0 of the product is NaN throughout
+    DeviceArray<float> d_x(ex, x), d_w(ex, w), d_b(ex, b);
+    for (Activation act : {Activation::identity, Activation::relu}) {
+      DeviceArray<float> d_y(ex, std::vector<float>(s.batch * s.out, 0.0f));
+      const op::LinearForward<float> f{s.batch, s.in, s.out, d_x.get(), d_w.get(), d_b.get(), d_y.get()};
+      REQUIRE(lt.linear_forward(ex.stream(), f, act));
+      const auto y = d_y.to_host();
+      const auto nans = std::count_if(y.begin(), y.begin() + s.out, [](float v) { return std::isnan(v); });
+      if (act == Activation::identity) CHECK(nans == static_cast<std::ptrdiff_t>(s.out));
+      else MESSAGE("ReLU epilogue: " << nans << " of " << s.out << " NaN outputs stay NaN (torch.relu keeps all)");
+      // The other rows are untouched by the NaN.
+      const std::vector<float> rest_x(x.begin() + s.in, x.end());
+      const Shape rest{s.batch - 1, s.in, s.out};
+      const double err = relative_error(y.data() + s.out, reference(rest, rest_x, w, b.data(), act));
+      CHECK_MESSAGE(err <= fp32_tolerance, "rows without NaN: relative error " << err);
+    }
+  }
+}
