@@ -32,12 +32,24 @@ struct ContextOptions {
   bool force_copies = false;
   // Let cuBLAS use TF32 tensor cores for float products (off by default, as PyTorch's matmul).
   bool allow_tf32 = false;
+  // On GPUs, fuse each Linear's bias into its product (one cuBLASLt call with a bias epilogue);
+  // off, or where cuBLASLt has no such algorithm: a cuBLAS product and a bias kernel.
+  bool fuse_epilogues = true;
+  // Run a stage whose layers are all small (Linear and activations, widths at most 64) as one
+  // operation, forward and backward: one kernel instead of several per layer on a GPU.
+  bool fuse_small_stages = true;
   // Record every task's start and end on timeline() (see timeline.hpp); can be toggled later.
   bool timeline = false;
   // Check every training step's loss: a NaN or infinite loss throws Error before any optimizer
   // step, so parameters and optimizer state stay as they were. It costs the overlap of each
   // stage's optimizer with the other stages' backward (the step waits for the loss first).
   bool check_finite = false;
+  // Capture a training step in a CUDA graph and replay it when a step like it comes again: same
+  // batch and schedule, same device tensors (or host inputs, copied in before each launch), an
+  // optimizer whose step repeats (optim::SGD after its first step). It needs every stage on one
+  // GPU and neither the timeline nor check_finite; elsewhere steps are issued as usual. One
+  // launch replaces dozens of kernel launches, which is most of a small network's step.
+  bool graphs = true;
 };
 
 class Context {
@@ -135,7 +147,8 @@ private:
   std::unique_ptr<backend::Executor> make_executor(std::size_t logical) {
 #ifdef TANDEM_CUDA_BACKEND
     if (kind_ == backend::Kind::cuda)
-      return std::make_unique<backend::cuda::Executor>(physical(logical), logical, options_.allow_tf32);
+      return std::make_unique<backend::cuda::Executor>(physical(logical), logical, options_.allow_tf32,
+                                                       options_.fuse_epilogues);
 #endif
     return std::make_unique<backend::host::Executor>(logical);
   }

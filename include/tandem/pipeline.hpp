@@ -10,6 +10,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <tuple>
@@ -118,6 +119,16 @@ public:
       stages_[s].to_next = ctx.link(device_of(s), device_of(s + 1));
       stages_[s + 1].to_prev = ctx.link(device_of(s + 1), device_of(s));
     }
+    // Each step's loss and status, side by side so that one download brings both back. Where
+    // every stage can read the last stage's memory, the optimizers read the status there and
+    // skip the update of a step that found a bad label (so labels on the device need no check
+    // on the host before the step); captured steps need every stage on one GPU in any case.
+    for (auto &st : stages_) executors_.push_back(st.ex);
+    auto &last = *stages_.back().ex;
+    result_ = detail::Buffer<std::byte>(last, sizeof(StepResult));
+    if (last.shares_memory_with(executors_))
+      for (auto &g : groups_) g.skip = invalid_flag();
+    can_capture_ = stages_.front().ex->can_capture(executors_);
   }
   BasicPipeline(const BasicPipeline &) = delete;
   BasicPipeline &operator=(const BasicPipeline &) = delete;
@@ -180,14 +191,14 @@ public:
   // one's) and returns the loss. No optimizer step.
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
   T forward_backward(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, const Sched &sched = {}) {
-    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, no_optimizer);
+    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, no_optimizer());
   }
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
   T forward_backward(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss & /*loss*/,
                      const Sched &sched = {}) {
     require_on(x, 0, "forward_backward", "input");
     require_on(y, num_stages - 1, "forward_backward", "target");
-    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, no_optimizer);
+    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, no_optimizer());
   }
 
   // One training step: forward, backward, and the optimizer, each stage updating as soon as its
@@ -195,23 +206,29 @@ public:
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
   T train_step(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, Opt &opt, const Sched &sched = {}) {
     check_owner(opt);
-    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched,
-                      [&](std::size_t s) { opt.step_group(s); });
+    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, &opt);
   }
   // The same on device-resident data: x on the first stage's device, the targets on the last's.
-  // Labels are still read back once to be checked (batch x 4 bytes); activations never are.
+  // Nothing is read back but the loss: the labels are checked on the device during the step,
+  // whose update a bad one cancels before the Error is thrown (parameters and optimizer state
+  // stay as they were; the gradients are that step's). Where the stages cannot share that check
+  // (GPUs without a common memory) or the optimizer cannot undo its step count, they are read
+  // back and checked first.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
   T train_step(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss & /*loss*/, Opt &opt,
                const Sched &sched = {}) {
     check_owner(opt);
     require_on(x, 0, "train_step", "input");
     require_on(y, num_stages - 1, "train_step", "target");
-    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched,
-                      [&](std::size_t s) { opt.step_group(s); });
+    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, &opt);
   }
 
   // Bytes moved across stage boundaries since construction (0 where stages share a device).
   std::size_t transferred_bytes() const { return transferred_; }
+  // Training steps that ran as a replayed graph (ContextOptions::graphs), and why capturing
+  // stopped, if it failed once (then every later step is issued as usual; empty otherwise).
+  std::size_t replayed_steps() const { return replayed_; }
+  const std::string &graph_error() const { return graph_error_; }
   // The most micro-batches whose activations stage s held at once in the last step: the number of
   // stash entries (sets of the stage's inner activations) its schedule needed.
   std::size_t peak_live_micro_batches(std::size_t s) const { return stages_.at(s).peak; }
@@ -226,7 +243,19 @@ private:
   struct Sink {
     T *host = nullptr, *device = nullptr;
   };
-  static constexpr void (*no_optimizer)(std::size_t) = nullptr;
+  // forward_backward's "optimizer": none.
+  struct NoOptimizer {};
+  static NoOptimizer *no_optimizer() { return nullptr; }
+  // The loss of a step and whether it found bad targets on the device (CrossEntropy::run's
+  // `invalid`), written on the last stage's device and downloaded together.
+  struct StepResult {
+    T loss;
+    std::int32_t invalid;
+  };
+  T *loss_slot() { return reinterpret_cast<T *>(result_.data() + offsetof(StepResult, loss)); }
+  std::int32_t *invalid_flag() {
+    return reinterpret_cast<std::int32_t *>(result_.data() + offsetof(StepResult, invalid));
+  }
 
   template <class U> void require_on(const Tensor<U> &t, std::size_t stage, const char *call, const char *what) const {
     if (&t.executor() != stages_[stage].ex)
@@ -284,7 +313,8 @@ private:
     // uses for one micro-batch at a time.
     std::vector<std::vector<detail::Buffer<T>>> stash;
     detail::Buffer<T> scratch[2];
-    std::size_t capacity = 0; // rows each buffer holds
+    std::size_t capacity = 0;   // rows each buffer holds
+    bool set_gradients = false; // this step's first backward sets the gradients (sets_gradients)
     std::size_t live = 0, peak = 0;
     std::size_t track = 0, next_track = 0, prev_track = 0; // timeline tracks: device, links out
   };
@@ -404,6 +434,7 @@ private:
       auto &st = stages_[s];
       if (st.slots.size() < plan.m || st.capacity < cap) {
         st.ex->synchronize(); // the old buffers may still be read by issued work
+        forget_graphs();
         const std::size_t rows = std::max(cap, st.capacity);
         const std::size_t slots = std::max(plan.m, st.slots.size());
         st.slots.clear();
@@ -424,7 +455,10 @@ private:
         st.capacity = rows;
       }
       const std::size_t entries = assign_stash(st, orders[s]);
-      if (st.stash.size() < entries) st.ex->synchronize();
+      if (st.stash.size() < entries) {
+        st.ex->synchronize();
+        forget_graphs();
+      }
       while (st.stash.size() < entries) {
         auto &entry = st.stash.emplace_back();
         for (std::size_t j = 1; j + 1 < st.widths.size(); ++j) entry.emplace_back(*st.ex, st.capacity * st.widths[j]);
@@ -453,6 +487,56 @@ private:
     return j + 1 == st.widths.size() - 1 ? slot.out.data() : st.stash[slot.stash][j].data();
   }
 
+  // A stage of small layers only (op::SmallForward's limits) can run as one operation.
+  template <std::size_t I> static constexpr bool small_stage() {
+    using St = stage<I>;
+    bool small = St::num_layers <= backend::op::small_layers &&[]<std::size_t... J>(std::index_sequence<J...>) {
+      return (FusableLayer<typename St::template layer<J>> && ...);
+    }
+    (std::make_index_sequence<St::num_layers>{});
+    for (const std::size_t width : St::widths(widths_[I])) small = small && width <= backend::op::small_width;
+    return small;
+  }
+  template <std::size_t I, class Op>
+  static Op small_op(std::size_t rows, const T *params, T *grads, const T *const *xs, T *const *ys) {
+    using St = stage<I>;
+    static constexpr auto w = St::widths(widths_[I]);
+    Op op{.rows = rows, .count = St::num_layers};
+    [&]<std::size_t... J>(std::index_sequence<J...>) {
+      ((op.layers[J] = St::template layer<J>::small_layer(
+            LayerBackward<T>{.batch = rows,
+                             .in = w[J],
+                             .out = w[J + 1],
+                             .params = params + St::parameter_offsets[J],
+                             .grads = grads ? grads + St::parameter_offsets[J] : nullptr,
+                             .x = xs[J],
+                             .y = ys[J]})),
+       ...);
+    }
+    (std::make_index_sequence<St::num_layers>{});
+    return op;
+  }
+
+  // Layer J of stage I takes the ReLU after it into its own forward (Linear's activated forward).
+  template <std::size_t I, std::size_t J> static constexpr bool fuses_relu() {
+    using St = stage<I>;
+    if constexpr (J + 1 >= St::num_layers) return false;
+    else {
+      using Next = typename St::template layer<J + 1>;
+      if constexpr (requires { Next::activation; })
+        return Next::activation == backend::Activation::relu &&
+               requires(backend::Executor & ex, const LayerForward<T> &f) {
+          St::template layer<J>::forward(ex, f, backend::Activation::relu);
+        };
+      else return false;
+    }
+  }
+
+  template <std::size_t I, std::size_t J> static constexpr bool follows_fused_linear() {
+    if constexpr (J == 0) return false;
+    else return fuses_relu<I, J - 1>();
+  }
+
   template <std::size_t I> void issue_forward(Slot &slot, std::size_t rows) {
     using St = stage<I>;
     static constexpr auto w = St::widths(widths_[I]);
@@ -463,21 +547,51 @@ private:
       xs[j] = j == 0 ? slot.input : activation(st, slot, j - 1);
       ys[j] = activation(st, slot, j);
     }
+    if constexpr (small_stage<I>()) {
+      if (ctx_->options().fuse_small_stages) {
+        st.ex->submit([ex = st.ex, op = small_op<I, backend::op::SmallForward<T>>(
+                                       rows, st.params.data(), nullptr, xs.data(), ys.data())] { ex->run(op); });
+        return;
+      }
+    }
     st.ex->submit([ex = st.ex, params = st.params.data(), xs, ys, rows] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
-        (St::template layer<J>::forward(*ex, LayerForward<T>{.batch = rows,
-                                                             .in = w[J],
-                                                             .out = w[J + 1],
-                                                             .params = params + St::parameter_offsets[J],
-                                                             .x = xs[J],
-                                                             .y = ys[J]}),
-         ...);
+        (
+            [&] {
+              const LayerForward<T> f{.batch = rows,
+                                      .in = w[J],
+                                      .out = w[J + 1],
+                                      .params = params + St::parameter_offsets[J],
+                                      .x = xs[J],
+                                      .y = ys[J]};
+              if constexpr (fuses_relu<I, J>()) { // the ReLU's output, straight from the product
+                LayerForward<T> g = f;
+                g.y = ys[J + 1];
+                St::template layer<J>::forward(*ex, g, backend::Activation::relu);
+              } else if constexpr (follows_fused_linear<I, J>()) {
+                // done with the Linear before it; its own output was never needed (ReLU's
+                // backward reads the output)
+              } else {
+                St::template layer<J>::forward(*ex, f);
+              }
+            }(),
+            ...);
       }
       (std::make_index_sequence<St::num_layers>{});
     });
   }
 
-  template <std::size_t I> void issue_backward(Slot &slot, std::size_t rows) {
+  // Whether every layer of stage I honours LayerBackward::accumulate: then the stage's first
+  // backward of a step sets its gradients, and nothing zeroes them beforehand.
+  template <std::size_t I> static constexpr bool sets_gradients() {
+    using St = stage<I>;
+    return []<std::size_t... J>(std::index_sequence<J...>) {
+      return (FusableLayer<typename St::template layer<J>> && ...);
+    }
+    (std::make_index_sequence<St::num_layers>{});
+  }
+
+  template <std::size_t I> void issue_backward(Slot &slot, std::size_t rows, bool first) {
     using St = stage<I>;
     static constexpr auto w = St::widths(widths_[I]);
     constexpr std::size_t L = St::num_layers;
@@ -491,7 +605,21 @@ private:
       // The network's input needs no gradient: the first layer of stage 0 skips it.
       dxs[j] = j > 0 ? st.scratch[j % 2].data() : I > 0 ? slot.dx.data() : nullptr;
     }
-    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows] {
+    if constexpr (small_stage<I>()) {
+      if (ctx_->options().fuse_small_stages && rows <= backend::op::small_rows) {
+        std::array<T *, L> outs{};
+        for (std::size_t j = 0; j < L; ++j) outs[j] = const_cast<T *>(ys[j]);
+        auto op =
+            small_op<I, backend::op::SmallBackward<T>>(rows, st.params.data(), st.grads.data(), xs.data(), outs.data());
+        op.dy = slot.dy;
+        op.dx = dxs[0];
+        op.accumulate = !(first && stages_[I].set_gradients);
+        st.ex->submit([ex = st.ex, op] { ex->run(op); });
+        return;
+      }
+    }
+    const bool accumulate = !(first && st.set_gradients);
+    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows, accumulate] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
         // last layer first
         (
@@ -505,7 +633,8 @@ private:
                                                                     .x = xs[j],
                                                                     .y = ys[j],
                                                                     .dy = dys[j],
-                                                                    .dx = dxs[j]});
+                                                                    .dx = dxs[j],
+                                                                    .accumulate = accumulate});
             }(),
             ...);
       }
@@ -543,11 +672,13 @@ private:
   // issued on the last stage right after its forward of micro-batch k.
   template <class AtOutput>
   void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
-             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
+             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr,
+             bool upload_x = true) {
     const std::size_t S = num_stages, m = plan.m;
     std::vector<std::size_t> next(S, 0);
     std::vector<std::vector<char>> forward_issued(S, std::vector<char>(m, 0)), backward_issued = forward_issued;
     std::vector<std::size_t> backward_left(S, 0);
+    std::vector<char> first_backward(S, 1);
     for (std::size_t s = 0; s < S; ++s) {
       stages_[s].live = stages_[s].peak = 0;
       for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
@@ -565,7 +696,7 @@ private:
             if (s > 0 && !forward_issued[s - 1][k]) break;
             if (s == 0) {
               if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
-              else
+              else if (upload_x)
                 st.ex->upload(slot.input_own.data(), x.host + plan.offset[k] * in_features,
                               rows * in_features * sizeof(T));
             } else {
@@ -585,7 +716,8 @@ private:
               st.ex->wait(*slot.wait_dy);
             }
             timed(s, TaskKind::backward, k,
-                  [&] { with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows); }); });
+                  [&] { with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows, first_backward[s]); }); });
+            first_backward[s] = 0;
             st.ex->record(*slot.backward_done);
             --st.live;
             backward_issued[s][k] = 1;
@@ -601,21 +733,19 @@ private:
         detail::fail("schedule: the task order of stage ", s, " cannot be issued (a dependency never comes)");
   }
 
-  template <class Loss, class Sched, class StepGroup>
-  T step(const Source<T> &x, const Source<typename Loss::template target_type<T>> &y, const Sched &sched,
-         StepGroup step_group) {
+  template <class Loss, class Sched, class Opt>
+  T step(const Source<T> &x, const Source<typename Loss::template target_type<T>> &y, const Sched &sched, Opt *opt) {
     using Target = typename Loss::template target_type<T>;
-    // Preconditions, all checked before any work is issued.
+    constexpr bool optimizing = !std::is_same_v<Opt, NoOptimizer>;
+    // Preconditions, all checked before any work is issued. Targets on the device are checked
+    // there, during the step, where the optimizer can undo its count of a cancelled step.
     const std::size_t batch = batch_of(x.size, "train_step");
-    if (y.device) {
-      std::vector<Target> host(y.size); // only to check them: the step reads the device copy
-      auto &last = *stages_.back().ex;
-      last.download(host.data(), y.device, y.size * sizeof(Target));
-      last.synchronize();
-      Loss::validate(std::span<const Target>(host), batch, out_features);
-    } else {
-      Loss::validate(y.host_span(), batch, out_features);
-    }
+    const std::size_t per_sample = Loss::targets_per_sample(out_features);
+    bool check_on_device = false;
+    if constexpr (!optimizing || optim::Discardable<Opt>)
+      check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
+    if (y.device && !check_on_device) validate_device_targets<Loss>(y, batch);
+    else if (!y.device) Loss::validate(y.host_span(), batch, out_features);
     const std::size_t m = micro_batches_of(sched, batch, "train_step");
     const auto plan = make_plan(batch, m);
     std::vector<std::vector<schedule::Task>> orders(num_stages);
@@ -625,56 +755,186 @@ private:
     }
 
     prepare(plan, orders);
-    begin_timeline();
     auto &last = stages_.back();
-    const std::size_t per_sample = Loss::targets_per_sample(out_features);
-    if (!y.device && targets_.size() < batch * per_sample * sizeof(Target))
+    if (!y.device && targets_.size() < batch * per_sample * sizeof(Target)) {
       targets_ = detail::Buffer<std::byte>(*last.ex, batch * per_sample * sizeof(Target));
-    if (!loss_.size()) loss_ = detail::Buffer<T>(*last.ex, 1);
-    for (auto &st : stages_)
+      forget_graphs();
+    }
+    const Target *targets = y.device ? y.device : reinterpret_cast<const Target *>(targets_.data());
+    const bool checking = ctx_->options().check_finite;
+
+    // A step like the last one is captured, and replayed while steps stay like it.
+    std::optional<GraphKey> key;
+    if (ctx_->options().graphs && can_capture_ && graph_error_.empty() && !checking && !ctx_->timeline().enabled()) {
+      std::optional<std::uint64_t> id = 0;
+      if constexpr (optimizing) {
+        if constexpr (optim::Replayable<Opt> && optim::Discardable<Opt>) id = opt->replay_id();
+        else id = std::nullopt;
+      }
+      if (id) key = GraphKey{batch, m, orders, x.device, y.device, *id, loss_tag<Loss>(), generation_};
+    }
+    CapturedStep *captured = nullptr;
+    if (key) {
+      for (auto &g : graphs_)
+        if (g.key == *key) captured = &g;
+      if (!captured && last_key_ == key)
+        captured = capture_step(
+            *key, [&] { issue_step<Loss>(plan, orders, x, targets, opt, {.upload_x = false}); }, opt);
+    }
+    last_key_ = key;
+    if (captured) {
+      upload_inputs<Target>(plan, x, y);
+      captured->graph->launch();
+      transferred_ += captured->bytes;
+      ++replayed_;
+      if constexpr (optim::Replayable<Opt>) // else never captured
+        for (std::size_t s = 0; s < num_stages; ++s) opt->replayed(s);
+    } else {
+      begin_timeline();
+      if (!y.device) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+      issue_step<Loss>(plan, orders, x, targets, opt, {.optimize = !checking});
+    }
+
+    StepResult result{};
+    last.ex->download(&result, result_.data(), sizeof(StepResult));
+    synchronize_all();
+    if (result.invalid) { // the update was skipped on the device: undo its count, then say why
+      end_timeline();
+      if constexpr (optim::Discardable<Opt>) opt->discard_step(); // else checked on the host before
+      validate_device_targets<Loss>(y, batch);
+      detail::fail("train_step: the targets failed the loss's check on the device, but not when read back");
+    }
+    if (checking && !std::isfinite(static_cast<double>(result.loss))) {
+      end_timeline();
+      detail::fail("train_step: the loss is ", result.loss, " (check_finite is on): no optimizer step was taken, ",
+                   "parameters and optimizer state are unchanged");
+    }
+    if constexpr (optimizing) {
+      if (checking) {
+        for (std::size_t s = 0; s < num_stages; ++s) timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
+        synchronize_all();
+      }
+    }
+    end_timeline();
+    return result.loss;
+  }
+
+  struct IssueOptions {
+    bool optimize = true; // each stage's update right after its last backward (off: the caller's)
+    bool upload_x = true; // off: input from host memory is already in stage 0's buffers (a capture)
+  };
+  // Zeroes the gradients and the step's result, then issues every stage's forward and backward,
+  // the loss and (see IssueOptions) the updates.
+  template <class Loss, class Opt>
+  void issue_step(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
+                  const typename Loss::template target_type<T> *targets, Opt *opt, IssueOptions how) {
+    constexpr bool optimizing = !std::is_same_v<Opt, NoOptimizer>;
+    auto &last = stages_.back();
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      auto &st = stages_[s];
+      st.set_gradients = false;
+      with_stage(s, [&]<std::size_t I>() { st.set_gradients = sets_gradients<I>(); });
+      if (st.set_gradients) continue; // the stage's first backward sets them
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
         if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
       });
-    if (!y.device) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
-    last.ex->submit(
-        [ex = last.ex, l = loss_.data()] { ex->run(backend::op::Fill<T>{.n = 1, .value = T(0), .dst = l}); });
-
-    const T scale = Loss::template scale<T>(batch, out_features);
-    const Target *targets = y.device ? y.device : reinterpret_cast<const Target *>(targets_.data());
-    constexpr bool optimizing = !std::is_same_v<StepGroup, std::remove_cv_t<decltype(no_optimizer)>>;
-    const bool checking = ctx_->options().check_finite;
+    }
+    // The loss and the status word in one fill: +0.0 and 0 are both all zero bits.
+    last.ex->submit([ex = last.ex, r = reinterpret_cast<T *>(result_.data())] {
+      ex->run(backend::op::Fill<T>{.n = sizeof(StepResult) / sizeof(T), .value = T(0), .dst = r});
+    });
+    const T scale = Loss::template scale<T>(plan.batch, out_features);
+    const std::size_t per_sample = Loss::targets_per_sample(out_features);
     std::vector<std::function<void()>> after;
     if constexpr (optimizing)
       for (std::size_t s = 0; s < num_stages; ++s)
-        after.push_back([this, &step_group, s] { timed(s, TaskKind::optimizer, -1, [&] { step_group(s); }); });
-    // Checking defers the optimizer until the loss is known; otherwise each stage updates as soon
-    // as its own backward is done.
-    const bool overlap = optimizing && !checking;
+        after.push_back([this, opt, s] { timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); }); });
     issue(
         plan, orders, x,
         [&](std::size_t k, Slot &slot) {
           timed(num_stages - 1, TaskKind::loss, k, [&] {
             last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.out.data(),
-                             t = targets + plan.offset[k] * per_sample, scale, l = loss_.data(), dy = slot.dy] {
-              Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy);
+                             t = targets + plan.offset[k] * per_sample, scale, l = loss_slot(),
+                             invalid = invalid_flag(), dy = slot.dy] {
+              Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy, invalid);
             });
           });
         },
-        overlap ? &after : nullptr);
-    T loss_value{};
-    last.ex->download(&loss_value, loss_.data(), sizeof(T));
-    synchronize_all();
-    if (checking && !std::isfinite(static_cast<double>(loss_value))) {
-      end_timeline();
-      detail::fail("train_step: the loss is ", loss_value, " (check_finite is on): no optimizer step was taken, ",
-                   "parameters and optimizer state are unchanged");
+        optimizing && how.optimize ? &after : nullptr, how.upload_x);
+  }
+
+  // A captured step's host inputs go into the buffers the graph reads, before each launch.
+  template <class Target> void upload_inputs(const Plan &plan, const Source<T> &x, const Source<Target> &y) {
+    if (!x.device) {
+      auto &first = stages_.front();
+      for (std::size_t k = 0; k < plan.m; ++k)
+        first.ex->upload(first.slots[k].input_own.data(), x.host + plan.offset[k] * in_features,
+                         plan.rows[k] * in_features * sizeof(T));
     }
-    if (optimizing && checking) {
-      for (auto &f : after) f();
-      synchronize_all();
+    if (!y.device) stages_.back().ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+  }
+
+  // Reads targets on the device back and checks them on the host; throws the loss's Error.
+  template <class Loss>
+  void validate_device_targets(const Source<typename Loss::template target_type<T>> &y, std::size_t batch) {
+    using Target = typename Loss::template target_type<T>;
+    std::vector<Target> host(y.size);
+    auto &last = *stages_.back().ex;
+    last.download(host.data(), y.device, y.size * sizeof(Target));
+    last.synchronize();
+    Loss::validate(std::span<const Target>(host), batch, out_features);
+  }
+
+  // What makes two training steps the same work: a captured one is replayed only for its key.
+  struct GraphKey {
+    std::size_t batch = 0, m = 0;
+    std::vector<std::vector<schedule::Task>> orders;
+    const T *x = nullptr; // device inputs are read in place (null: host inputs, copied in)
+    const void *y = nullptr;
+    std::uint64_t optimizer = 0; // its replay_id (0: no optimizer)
+    const void *loss = nullptr;  // loss_tag<Loss>()
+    std::size_t generation = 0;  // of the buffers the graph points into
+    friend bool operator==(const GraphKey &, const GraphKey &) = default;
+  };
+  struct CapturedStep {
+    GraphKey key;
+    std::unique_ptr<backend::Graph> graph;
+    std::size_t bytes = 0; // crossing stage boundaries per launch
+  };
+  // A few shapes (a full batch and an epoch's last, shorter one) stay captured at once.
+  static constexpr std::size_t max_graphs = 4;
+  template <class Loss> static const void *loss_tag() {
+    static const char tag = 0;
+    return &tag;
+  }
+
+  // Captures a step; on failure (an operation that cannot be captured) remembers why, undoes the
+  // optimizer's count of the step that was not run, and returns null: the step is then issued.
+  template <class Issue, class Opt> CapturedStep *capture_step(const GraphKey &key, Issue &&issue_work, Opt *opt) {
+    const std::size_t before = transferred_;
+    std::unique_ptr<backend::Graph> graph;
+    try {
+      graph = stages_.front().ex->capture(executors_, issue_work);
+    } catch (const std::exception &e) {
+      graph_error_ = e.what();
+      if (graph_error_.empty()) graph_error_ = "capture failed";
+      transferred_ = before;
+      if constexpr (optim::Discardable<Opt>) opt->discard_step(); // else never captured
+      return nullptr;
     }
-    end_timeline();
-    return loss_value;
+    // Issuing counted the step's bytes and the optimizer's steps; the launch counts them again.
+    const std::size_t bytes = transferred_ - before;
+    transferred_ = before;
+    if constexpr (optim::Discardable<Opt>) opt->discard_step();
+    if (graphs_.size() == max_graphs) graphs_.erase(graphs_.begin());
+    graphs_.push_back({key, std::move(graph), bytes});
+    return &graphs_.back();
+  }
+  // Buffers a graph points into were replaced: no graph may run again.
+  void forget_graphs() {
+    graphs_.clear();
+    last_key_.reset();
+    ++generation_;
   }
 
   static void check_order(const std::vector<schedule::Task> &order, std::size_t s, std::size_t m) {
@@ -720,7 +980,8 @@ private:
   void copy_boundary(backend::Link &link, std::size_t from, std::size_t to, std::size_t track, std::size_t k,
                      const void *src, void *dst, std::size_t bytes, backend::Event &ready, backend::Event &done) {
     if (!timeline_) return link.copy(src, dst, bytes, ready, done);
-    const auto mark = timeline_->prepare(*stages_[to].ex, track, TaskKind::copy, from, std::ptrdiff_t(k));
+    // at(): GCC cannot tell that `to` is a stage index on every path it inlines this into.
+    const auto mark = timeline_->prepare(*stages_.at(to).ex, track, TaskKind::copy, from, std::ptrdiff_t(k));
     link.copy(src, dst, bytes, ready, done, &timeline_->begin(mark));
     timeline_->close(mark, done);
   }
@@ -741,8 +1002,16 @@ private:
   std::array<StageState, num_stages> stages_{};
   std::vector<Parameter<T>> parameters_;
   std::vector<optim::ParameterGroup<T>> groups_;
+  std::vector<backend::Executor *> executors_; // each stage's, in stage order
   detail::Buffer<std::byte> targets_;
-  detail::Buffer<T> loss_;
+  detail::Buffer<std::byte> result_; // a StepResult on the last stage's device
+  // Captured steps (ContextOptions::graphs), after the buffers they point into: destroyed first.
+  bool can_capture_ = false;
+  std::vector<CapturedStep> graphs_;
+  std::optional<GraphKey> last_key_; // the last step's: one seen twice in a row is captured
+  std::size_t generation_ = 0;
+  std::size_t replayed_ = 0;
+  std::string graph_error_;
   std::size_t transferred_ = 0;
   Timeline *timeline_ = nullptr; // the context's, during a step that records
 };

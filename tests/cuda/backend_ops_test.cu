@@ -4,6 +4,7 @@
 // TEST_CASE_TEMPLATE misregisters under nvcc (doctest #800).
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -194,6 +195,78 @@ template <class T> void all_gemm(backend::Executor &ex) {
   for (T beta : {T(0), T(1), T(2)}) gemm_case<T>(ex, false, false, beta, 0); // empty product: C = beta C
 }
 
+// A small stage (Linear 13 -> 20, GELU, Linear 20 -> 7, ReLU, Linear 7 -> 3) fused, on 150 rows:
+// several chunks, so several blocks forward and one block looping backward.
+template <class T> void small_stage_case(backend::Executor &ex, bool accumulate) {
+  struct Shape {
+    bool linear;
+    Activation kind;
+    std::size_t in, out;
+  };
+  const Shape shapes[] = {{true, Activation::identity, 13, 20},
+                          {false, Activation::gelu, 20, 20},
+                          {true, Activation::identity, 20, 7},
+                          {false, Activation::relu, 7, 7},
+                          {true, Activation::identity, 7, 3}};
+  const std::size_t rows = 150, count = 5;
+  const auto x = uniform<T>(rows * 13, 40), dy = uniform<T>(rows * 3, 41);
+  std::vector<std::vector<T>> w, b, dw, db, y;
+  for (std::size_t j = 0; j < count; ++j) {
+    const auto &s = shapes[j];
+    w.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 50 + j));
+    b.push_back(uniform<T>(s.linear ? s.out : 1, 60 + j));
+    dw.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 70 + j));
+    db.push_back(uniform<T>(s.linear ? s.out : 1, 80 + j));
+    y.push_back(std::vector<T>(rows * s.out, T(-7)));
+  }
+  std::vector<T> dx(rows * 13, T(-7));
+  std::vector<std::unique_ptr<DeviceArray<T>>> dev;
+  auto on_device = [&](const std::vector<T> &v) {
+    dev.push_back(std::make_unique<DeviceArray<T>>(ex, v));
+    return dev.back()->get();
+  };
+  op::SmallForward<T> hf{.rows = rows, .count = count}, df{.rows = rows, .count = count};
+  op::SmallBackward<T> hb{.rows = rows, .count = count, .dy = dy.data(), .dx = dx.data(), .accumulate = accumulate};
+  op::SmallBackward<T> db_op{
+      .rows = rows, .count = count, .dy = on_device(dy), .dx = on_device(dx), .accumulate = accumulate};
+  const T *d_x = on_device(x);
+  std::vector<T *> d_y, d_dw, d_db;
+  for (std::size_t j = 0; j < count; ++j) {
+    const auto &s = shapes[j];
+    hf.layers[j] = {s.linear,     s.kind,       s.in,
+                    s.out,        w[j].data(),  b[j].data(),
+                    dw[j].data(), db[j].data(), j ? y[j - 1].data() : x.data(),
+                    y[j].data()};
+    d_y.push_back(on_device(y[j]));
+    d_dw.push_back(on_device(dw[j]));
+    d_db.push_back(on_device(db[j]));
+    df.layers[j] = {
+        s.linear, s.kind, s.in, s.out, on_device(w[j]), on_device(b[j]), d_dw[j], d_db[j], j ? d_y[j - 1] : d_x,
+        d_y[j]};
+    if (!s.linear) hf.layers[j].weight = hf.layers[j].bias = df.layers[j].weight = df.layers[j].bias = nullptr;
+    if (!s.linear) hf.layers[j].dweight = hf.layers[j].dbias = df.layers[j].dweight = df.layers[j].dbias = nullptr;
+  }
+  hb.layers = hf.layers;
+  db_op.layers = df.layers;
+  host::run(hf);
+  host::run(hb);
+  run_on(ex, df);
+  run_on(ex, db_op);
+  const std::string what = std::string("Small<") + type_name(T{}) + "> accumulate " + std::to_string(accumulate);
+  for (std::size_t j = 0; j < count; ++j) {
+    DeviceArray<T> *yj = nullptr;
+    for (auto &a : dev)
+      if (a->get() == d_y[j]) yj = a.get();
+    check_close(yj->to_host(), y[j], tolerance<T>, what + " y" + std::to_string(j));
+    if (!shapes[j].linear) continue;
+    for (auto &a : dev) {
+      if (a->get() == d_dw[j]) check_close(a->to_host(), dw[j], tolerance<T>, what + " dweight" + std::to_string(j));
+      if (a->get() == d_db[j]) check_close(a->to_host(), db[j], tolerance<T>, what + " dbias" + std::to_string(j));
+    }
+  }
+  check_close(dev[1]->to_host(), dx, tolerance<T>, what + " dx");
+}
+
 } // namespace
 
 TEST_SUITE("gpu") {
@@ -222,6 +295,15 @@ TEST_SUITE("gpu") {
                             Activation::gelu, Activation::gelu_tanh}) {
       activation_case<float>(ex, kind);
       activation_case<double>(ex, kind);
+    }
+  }
+
+  TEST_CASE("ops: SmallForward and SmallBackward match the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, false);
+    for (const bool accumulate : {true, false}) {
+      small_stage_case<float>(ex, accumulate);
+      small_stage_case<double>(ex, accumulate);
     }
   }
 

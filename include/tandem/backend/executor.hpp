@@ -6,11 +6,14 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "tandem/backend/event.hpp"
+#include "tandem/backend/graph.hpp"
 #include "tandem/backend/link.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/error.hpp"
 
 namespace tandem::backend {
 
@@ -49,6 +52,17 @@ public:
   virtual void synchronize() = 0;
   // A link that moves bytes from this device to `dst` on a stream of its own.
   virtual std::unique_ptr<Link> make_link(Executor &dst) = 0;
+  // Whether kernels of this device can read and write memory allocated by each of `others`
+  // (the host backend: always; GPUs: the same physical device).
+  virtual bool shares_memory_with(std::span<Executor *const> others) const = 0;
+
+  // Graphs (CUDA graphs on GPUs; the host backend has none). can_capture says whether work
+  // issued on `executors` (this one first) can be captured as one graph. capture() calls
+  // `issue_work`, which issues on those executors as usual; nothing runs, and the returned graph
+  // runs it all at each launch(). If the work cannot be captured, capture() throws Error and
+  // leaves every executor as it was, with nothing issued, so the caller can issue it normally.
+  virtual bool can_capture(std::span<Executor *const> /*executors*/) const { return false; }
+  virtual std::unique_ptr<Graph> capture(std::span<Executor *const> executors, const std::function<void()> &issue_work);
 
   // Operations, in single and double precision (double serves finite-difference checks).
   virtual void run(const op::Gemm<float> &) = 0;
@@ -71,8 +85,17 @@ public:
   virtual void run(const op::SgdStep<double> &) = 0;
   virtual void run(const op::AdamStep<float> &) = 0;
   virtual void run(const op::AdamStep<double> &) = 0;
+  virtual void run(const op::SmallForward<float> &) = 0;
+  virtual void run(const op::SmallForward<double> &) = 0;
+  virtual void run(const op::SmallBackward<float> &) = 0;
+  virtual void run(const op::SmallBackward<double> &) = 0;
   // Same-device copy.
   virtual void copy(void *dst, const void *src, std::size_t bytes) = 0;
 };
+
+inline std::unique_ptr<Graph> Executor::capture(std::span<Executor *const> /*executors*/,
+                                                const std::function<void()> & /*issue_work*/) {
+  detail::fail("capture: ", name(), " cannot capture work in a graph");
+}
 
 } // namespace tandem::backend

@@ -6,6 +6,7 @@
 // kernels. All matrices are row-major; pointers refer to memory of the executing device.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 
@@ -29,20 +30,23 @@ template <class T> struct Gemm {
   std::size_t ldc = 0;
 };
 
-// y (batch, out) = x (batch, in) * weight^T + bias, weight (out, in) as in PyTorch. A backend may
-// fuse the bias (and, with `activation`, the activation) into the product's epilogue.
+// y (batch, out) = act(x (batch, in) * weight^T + bias), weight (out, in) as in PyTorch, act
+// identity or relu. A backend may fuse the bias and the ReLU into the product's epilogue.
 template <class T> struct LinearForward {
   std::size_t batch = 0, in = 0, out = 0;
   const T *x = nullptr, *weight = nullptr, *bias = nullptr;
   T *y = nullptr;
+  Activation activation = Activation::identity;
 };
 
 // dx = dy * weight (skipped when dx is null), dweight += dy^T * x, dbias += column sums of dy.
-// Gradients accumulate so that micro-batches add up to the whole batch's gradient.
+// Gradients accumulate so that micro-batches add up to the whole batch's gradient; with
+// `accumulate` off they are set instead (a step's first micro-batch: no zeroing beforehand).
 template <class T> struct LinearBackward {
   std::size_t batch = 0, in = 0, out = 0;
   const T *x = nullptr, *weight = nullptr, *dy = nullptr;
   T *dx = nullptr, *dweight = nullptr, *dbias = nullptr;
+  bool accumulate = true;
 };
 
 template <class T> struct ActivationForward {
@@ -67,21 +71,26 @@ template <class T> struct Fill {
 };
 
 // Softmax cross-entropy on rows of logits: *loss += scale * sum_r (logsumexp(row r) - row r[label r]),
-// dlogits = scale * (softmax - onehot). Either output may be null.
+// dlogits = scale * (softmax - onehot). Either output may be null. A label outside [0, classes)
+// reads nothing outside its row: the loss becomes NaN and, where `invalid` is given, *invalid is
+// set to 1 (labels already on the device are checked there, without a round trip to the host).
 template <class T> struct CrossEntropy {
   std::size_t rows = 0, classes = 0;
   const T *logits = nullptr;
   const std::int32_t *labels = nullptr;
   T scale = 1;
   T *loss = nullptr, *dlogits = nullptr;
+  std::int32_t *invalid = nullptr;
 };
 
-// *loss += scale * sum (pred - target)^2, dpred = 2 * scale * (pred - target).
+// *loss += scale * sum (pred - target)^2, dpred = 2 * scale * (pred - target). A target that is not
+// finite sets *invalid to 1 where `invalid` is given (as CrossEntropy's labels).
 template <class T> struct SquaredError {
   std::size_t n = 0;
   const T *pred = nullptr, *target = nullptr;
   T scale = 1;
   T *loss = nullptr, *dpred = nullptr;
+  std::int32_t *invalid = nullptr;
 };
 
 // torch.optim.SGD for one flat parameter block. `first` seeds the momentum buffer with the
@@ -93,6 +102,9 @@ template <class T> struct SgdStep {
   T *momentum_buffer = nullptr;
   T lr = 0, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false, first = false;
+  // Device memory read when the step runs: nonzero there (a bad label found on the device during
+  // this step) and the step changes nothing.
+  const std::int32_t *skip = nullptr;
 };
 
 // torch.optim.Adam (decoupled = false) and AdamW (decoupled = true); step counts from 1.
@@ -104,7 +116,39 @@ template <class T> struct AdamStep {
   T lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
   bool decoupled = false, amsgrad = false;
   std::int64_t step = 1;
+  const std::int32_t *skip = nullptr; // as SgdStep's
 };
 
+// A stage of small layers (Linear and elementwise activations, every width at most small_width,
+// at most small_layers of them) that a backend runs as one operation (see small_stage.hpp): the
+// pipeline uses it where a stage qualifies, in place of one operation per layer.
+inline constexpr std::size_t small_width = 64, small_layers = 8;
+// Rows one SmallBackward may have: its one block of threads goes through them in turn.
+inline constexpr std::size_t small_rows = 1024;
+template <class T> struct SmallLayer {
+  bool linear = false; // Linear (weight (out, in), bias (out) or null); else an activation
+  Activation kind = Activation::identity;
+  std::size_t in = 0, out = 0;
+  const T *weight = nullptr, *bias = nullptr;
+  T *dweight = nullptr, *dbias = nullptr; // accumulated by SmallBackward
+  const T *x = nullptr;                   // this layer's input (rows, in)
+  T *y = nullptr;                         // its output (rows, out): written forward, read backward
+};
+// Every layer forward, in order: layers[j].y = layer j of layers[j].x (layers[0].x the input).
+template <class T> struct SmallForward {
+  std::size_t rows = 0, count = 0;
+  std::array<SmallLayer<T>, small_layers> layers{};
+};
+// Every layer backward, last first: dy is the gradient of the last layer's output; dx (null: not
+// needed) gets the first layer's input gradient; each Linear's dweight and dbias are added to.
+template <class T> struct SmallBackward {
+  std::size_t rows = 0, count = 0;
+  std::array<SmallLayer<T>, small_layers> layers{};
+  const T *dy = nullptr;
+  T *dx = nullptr;
+  // false: the gradients are set rather than added to (a step's first micro-batch), which saves
+  // zeroing them beforehand.
+  bool accumulate = true;
+};
 } // namespace op
 } // namespace tandem::backend

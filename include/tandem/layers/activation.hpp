@@ -25,6 +25,9 @@ template <backend::Activation Kind> struct ActivationLayer {
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
     ex.run(backend::op::ActivationForward<T>{.kind = Kind, .n = f.batch * f.in, .x = f.x, .y = f.y});
   }
+  template <class T> static backend::op::SmallLayer<T> small_layer(const LayerBackward<T> &b) {
+    return {.kind = Kind, .in = b.in, .out = b.in, .x = b.x, .y = const_cast<T *>(b.y)};
+  }
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     if (!b.dx) return; // the first layer of the network: nothing upstream needs its gradient
     ex.run(backend::op::ActivationBackward<T>{

@@ -39,6 +39,10 @@ template <class T> struct LayerBackward {
   const T *y = nullptr;  // (batch, out)
   const T *dy = nullptr; // (batch, out)
   T *dx = nullptr;       // (batch, in), may be null
+  // Off on a stage's first micro-batch of a step when every layer of the stage honours it (the
+  // library's layers; see FusableLayer): set the gradients rather than add to them, so the
+  // pipeline need not zero them first. Other layers see it on and always add.
+  bool accumulate = true;
 };
 
 // A layer is a type, not an object: it holds no state (the stage owns parameters and
@@ -59,6 +63,15 @@ concept Layer = requires(std::span<float> p, Random &rng, backend::Executor &ex,
   L::backward(ex, b);
   L::forward(ex, fd);
   L::backward(ex, bd);
+};
+
+// Optional: a layer that can describe itself as an op::SmallLayer (Linear and the activations)
+// may run inside a fused small stage (op::SmallForward / SmallBackward) when its stage qualifies.
+// The description reads the fields of a LayerBackward (grads null in a forward).
+template <class L>
+concept FusableLayer = Layer<L> && requires(const LayerBackward<float> &b, const LayerBackward<double> &bd) {
+  { L::small_layer(b) } -> std::same_as<backend::op::SmallLayer<float>>;
+  { L::small_layer(bd) } -> std::same_as<backend::op::SmallLayer<double>>;
 };
 
 namespace detail {

@@ -39,10 +39,32 @@ template <std::size_t In, std::size_t Out> struct Linear {
   }
 
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
-    ex.run(backend::op::LinearForward<T>{
-        .batch = f.batch, .in = In, .out = Out, .x = f.x, .weight = f.params, .bias = f.params + In * Out, .y = f.y});
+    forward(ex, f, backend::Activation::identity);
+  }
+  // With the ReLU that follows it in one operation (y is then the ReLU's output): the pipeline
+  // uses this for a Linear followed by a ReLU, so a GPU fuses both into the product.
+  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f, backend::Activation then) {
+    ex.run(backend::op::LinearForward<T>{.batch = f.batch,
+                                         .in = In,
+                                         .out = Out,
+                                         .x = f.x,
+                                         .weight = f.params,
+                                         .bias = f.params + In * Out,
+                                         .y = f.y,
+                                         .activation = then});
   }
 
+  template <class T> static backend::op::SmallLayer<T> small_layer(const LayerBackward<T> &b) {
+    return {.linear = true,
+            .in = In,
+            .out = Out,
+            .weight = b.params,
+            .bias = b.params + In * Out,
+            .dweight = b.grads,
+            .dbias = b.grads ? b.grads + In * Out : nullptr,
+            .x = b.x,
+            .y = const_cast<T *>(b.y)}; // written by SmallForward, which is handed the stash
+  }
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     ex.run(backend::op::LinearBackward<T>{.batch = b.batch,
                                           .in = In,
@@ -52,7 +74,8 @@ template <std::size_t In, std::size_t Out> struct Linear {
                                           .dy = b.dy,
                                           .dx = b.dx,
                                           .dweight = b.grads,
-                                          .dbias = b.grads + In * Out});
+                                          .dbias = b.grads + In * Out,
+                                          .accumulate = b.accumulate});
   }
 };
 

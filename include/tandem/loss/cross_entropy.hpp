@@ -30,14 +30,15 @@ struct CrossEntropy {
   // Fused log-softmax, loss and gradient: one pass over the logits, numerically stable.
   template <class T>
   static void run(backend::Executor &ex, std::size_t rows, std::size_t classes, const T *logits,
-                  const std::int32_t *labels, T scale, T *loss, T *dlogits) {
+                  const std::int32_t *labels, T scale, T *loss, T *dlogits, std::int32_t *invalid = nullptr) {
     ex.run(backend::op::CrossEntropy<T>{.rows = rows,
                                         .classes = classes,
                                         .logits = logits,
                                         .labels = labels,
                                         .scale = scale,
                                         .loss = loss,
-                                        .dlogits = dlogits});
+                                        .dlogits = dlogits,
+                                        .invalid = invalid});
   }
 };
 

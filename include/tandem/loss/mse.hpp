@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 
 #include "tandem/backend/executor.hpp"
@@ -28,9 +29,14 @@ struct MSE {
 
   template <class T>
   static void run(backend::Executor &ex, std::size_t rows, std::size_t outputs, const T *pred, const T *targets,
-                  T scale, T *loss, T *dpred) {
-    ex.run(backend::op::SquaredError<T>{
-        .n = rows * outputs, .pred = pred, .target = targets, .scale = scale, .loss = loss, .dpred = dpred});
+                  T scale, T *loss, T *dpred, std::int32_t *invalid = nullptr) {
+    ex.run(backend::op::SquaredError<T>{.n = rows * outputs,
+                                        .pred = pred,
+                                        .target = targets,
+                                        .scale = scale,
+                                        .loss = loss,
+                                        .dpred = dpred,
+                                        .invalid = invalid});
   }
 };
 

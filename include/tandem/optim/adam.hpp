@@ -79,8 +79,15 @@ public:
                                           .weight_decay = options_.weight_decay,
                                           .decoupled = Decoupled,
                                           .amsgrad = options_.amsgrad,
-                                          .step = static_cast<std::int64_t>(s.steps)};
+                                          .step = static_cast<std::int64_t>(s.steps),
+                                          .skip = s.group.skip};
     s.group.executor->submit([ex = s.group.executor, op] { ex->run(op); });
+  }
+
+  // Each step's bias corrections differ, so Adam offers no replay_id: its steps are issued.
+  void discard_step() {
+    for (auto &s : groups_)
+      if (s.group.size && s.steps) --s.steps;
   }
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.

@@ -2,8 +2,11 @@
 // The optimizer protocol: what a pipeline hands an optimizer, and what it asks of it.
 #pragma once
 
+#include <atomic>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <span>
 
 #include "tandem/backend/executor.hpp"
@@ -16,6 +19,10 @@ template <class T> struct ParameterGroup {
   T *params = nullptr;
   T *grads = nullptr;
   std::size_t size = 0;
+  // Device memory the group's executor can read: nonzero when the step runs means the step found
+  // bad input on the device (a label out of range), and the update must change nothing. Pass it
+  // on as the optimizer op's `skip`. Null where the pipeline checks input on the host instead.
+  const std::int32_t *skip = nullptr;
 };
 
 // An optimizer is built from a network (it keeps its state beside each group, on that group's
@@ -27,4 +34,33 @@ concept Optimizer = requires(O &o, std::size_t i, const void *owner) {
   o.step_group(i);
 };
 
+// Optional: undoes the bookkeeping (step counts) of the last step_group() of every group, after a
+// step whose device-side update was skipped (see ParameterGroup::skip). A pipeline checks labels
+// already on the device during the step only for optimizers that can do this; for others it
+// reads them back and checks them first.
+template <class O>
+concept Discardable = Optimizer<O> && requires(O &o) {
+  o.discard_step();
+};
+
+// Optional, for graphs (ContextOptions::graphs): replay_id() is the same value for two steps
+// exactly when step_group() would issue the same work with the same arguments for both (nullopt
+// when the next step differs from the last, as a first step that seeds momentum does); the
+// pipeline then may replay a captured step instead, and calls replayed(i) in place of
+// step_group(i) so the bookkeeping advances as if it had issued.
+template <class O>
+concept Replayable = Optimizer<O> && requires(O &o, const O &c, std::size_t i) {
+  { c.replay_id() } -> std::same_as<std::optional<std::uint64_t>>;
+  o.replayed(i);
+};
+
 } // namespace tandem::optim
+
+namespace tandem::detail {
+// Distinct for every optimizer made in this process: a replay_id that a new optimizer at the
+// address of a destroyed one cannot share.
+inline std::uint64_t next_optimizer_id() {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+} // namespace tandem::detail

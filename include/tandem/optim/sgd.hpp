@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -27,7 +29,8 @@ class SGD {
 public:
   using Options = SGDOptions;
 
-  template <class Net> SGD(Net &net, Options options) : options_(options), owner_(&net) {
+  template <class Net>
+  SGD(Net &net, Options options) : options_(options), owner_(&net), id_(detail::next_optimizer_id()) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::SGD trains float networks");
     // PyTorch's checks, raised before anything is allocated.
     if (!(options.lr >= 0)) detail::fail("optim::SGD: invalid learning rate ", options.lr, " (must be >= 0)");
@@ -60,9 +63,24 @@ public:
                                          .dampening = options_.dampening,
                                          .weight_decay = options_.weight_decay,
                                          .nesterov = options_.nesterov,
-                                         .first = s.steps == 0};
+                                         .first = s.steps == 0,
+                                         .skip = s.group.skip};
     s.group.executor->submit([ex = s.group.executor, op] { ex->run(op); });
     ++s.steps;
+  }
+
+  // The step of a group that has momentum differs only on its first (which seeds the buffer).
+  std::optional<std::uint64_t> replay_id() const {
+    for (const auto &s : groups_)
+      if (s.group.size && s.steps == 0 && options_.momentum != 0) return std::nullopt;
+    return id_;
+  }
+  void replayed(std::size_t i) {
+    if (groups_.at(i).group.size) ++groups_[i].steps;
+  }
+  void discard_step() {
+    for (auto &s : groups_)
+      if (s.group.size && s.steps) --s.steps;
   }
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
@@ -79,6 +97,7 @@ private:
   };
   Options options_;
   const void *owner_;
+  std::uint64_t id_;
   std::vector<State> groups_;
 };
 

@@ -8,6 +8,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,6 +18,7 @@
 
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/cuda/event.hpp"
+#include "tandem/backend/cuda/graph.hpp"
 #include "tandem/backend/cuda/kernels.cuh"
 #include "tandem/backend/cuda/link.hpp"
 #include "tandem/backend/cuda/pinned.hpp"
@@ -42,7 +44,7 @@ inline int device_count() noexcept {
 // stream is the queue).
 class Executor final : public backend::Executor {
 public:
-  Executor(int device, std::size_t logical, bool allow_tf32) : site_{device, logical} {
+  Executor(int device, std::size_t logical, bool allow_tf32, bool fuse_epilogues = true) : site_{device, logical} {
     DeviceGuard guard(device, site_);
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", site_);
     try {
@@ -52,6 +54,11 @@ public:
       // may round inputs to TF32 on tensor cores (faster, about 1e-3 relative error).
       check(cublasSetMathMode(blas_, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
             "cublasSetMathMode", site_);
+      // A workspace of our own (after cublasSetStream, which resets it): products captured in a
+      // graph then use memory that outlives the graph, and cuBLAS allocates nothing per capture.
+      blas_workspace_ = allocate(blas_workspace_bytes);
+      check(cublasSetWorkspace(blas_, blas_workspace_, blas_workspace_bytes), "cublasSetWorkspace", site_);
+      if (fuse_epilogues) lt_ = std::make_unique<Lt>(site_, allow_tf32);
       partials_ = static_cast<double *>(allocate(kernels::max_blocks * sizeof(double)));
     } catch (...) {
       release();
@@ -69,7 +76,7 @@ public:
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t blas() const { return blas_; }
   // Device and page-locked allocations made so far: tests check that a steady-state step adds none.
-  std::size_t allocations() const { return allocations_; }
+  std::size_t allocations() const { return allocations_ + (lt_ ? lt_->allocations() : 0); }
 
   void *allocate(std::size_t bytes) override {
     if (!bytes) return nullptr;
@@ -105,6 +112,7 @@ public:
   // synchronize(), which the contract asks for before the host side is read.
   void upload(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
+    refuse_in_capture("upload");
     DeviceGuard guard(site_.device, site_);
     if (bytes > max_staged) {
       check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)", site_);
@@ -116,6 +124,7 @@ public:
   }
   void download(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
+    refuse_in_capture("download");
     DeviceGuard guard(site_.device, site_);
     if (bytes > max_staged) { // large and rare: let the runtime wait
       check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync (download)", site_);
@@ -167,6 +176,76 @@ public:
     retired_.clear(); // nothing issued uses them any more
     if (first) std::rethrow_exception(first);
   }
+  bool shares_memory_with(std::span<backend::Executor *const> others) const override {
+    for (const auto *e : others) {
+      const auto *c = dynamic_cast<const Executor *>(e);
+      if (!c || c->site_.device != site_.device) return false;
+    }
+    return true;
+  }
+  // One GPU only: a graph can hold work of several GPUs, but nothing here has run one.
+  bool can_capture(std::span<backend::Executor *const> executors) const override {
+    return !executors.empty() && executors.front() == this && shares_memory_with(executors);
+  }
+  // Captures on this executor's stream (the origin); the other executors' streams fork from it
+  // and join it again before the capture ends. ThreadLocal mode: a call of this thread that
+  // cannot be captured (a synchronisation, a cudaMalloc) fails the capture instead of
+  // running, and the caller issues the work normally.
+  std::unique_ptr<backend::Graph> capture(std::span<backend::Executor *const> executors,
+                                          const std::function<void()> &issue_work) override {
+    if (!can_capture(executors)) detail::fail("capture: the executors of a graph must share ", site_, "'s GPU");
+    DeviceGuard guard(site_.device, site_);
+    std::vector<Executor *> all;
+    std::vector<cudaStream_t> others;
+    for (auto *e : executors) {
+      auto *c = static_cast<Executor *>(e);
+      if (std::find(all.begin(), all.end(), c) != all.end()) continue;
+      all.push_back(c);
+      if (c != this) others.push_back(c->stream_);
+    }
+    OrderEvent fork(site_);
+    std::vector<OrderEvent> joins;
+    for (std::size_t i = 0; i < others.size(); ++i) joins.emplace_back(site_);
+    for (auto *c : all) c->capturing_ = true;
+    bool open = false;
+    cudaGraph_t graph = nullptr;
+    try {
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture", site_);
+      open = true;
+      fork.record(stream_);
+      for (const cudaStream_t other : others) fork.wait(other);
+      issue_work();
+      // A task's failure waits for synchronize() on an issued step; in a capture it ends it.
+      for (auto *c : all)
+        if (auto failure = std::exchange(c->error_, nullptr)) std::rethrow_exception(failure);
+      for (std::size_t i = 0; i < others.size(); ++i) {
+        joins[i].record(others[i]);
+        joins[i].wait(stream_);
+      }
+      open = false;
+      check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture", site_);
+    } catch (...) {
+      for (auto *c : all) c->capturing_ = false;
+      if (open) { // end it, joined or not, so every stream leaves capture mode
+        for (std::size_t i = 0; i < others.size(); ++i) {
+          (void)cudaEventRecord(joins[i].get(), others[i]);
+          (void)cudaStreamWaitEvent(stream_, joins[i].get(), 0);
+        }
+        cudaGraph_t partial = nullptr;
+        (void)cudaStreamEndCapture(stream_, &partial);
+        if (partial) (void)cudaGraphDestroy(partial);
+      }
+      (void)cudaGetLastError();
+      throw;
+    }
+    for (auto *c : all) c->capturing_ = false;
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    check(status, "cudaGraphInstantiate", site_);
+    return std::make_unique<Graph>(exec, site_, stream_, std::move(others));
+  }
+
   std::unique_ptr<backend::Link> make_link(backend::Executor &dst) override {
     auto *to = dynamic_cast<Executor *>(&dst);
     if (!to)
@@ -195,6 +274,10 @@ public:
   void run(const op::SgdStep<double> &a) override { kernels::run(a, launch()); }
   void run(const op::AdamStep<float> &a) override { kernels::run(a, launch()); }
   void run(const op::AdamStep<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::SmallForward<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::SmallForward<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::SmallBackward<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::SmallBackward<double> &a) override { kernels::run(a, launch()); }
   void copy(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
     DeviceGuard guard(site_.device, site_);
@@ -205,6 +288,15 @@ private:
   // Transfers above this size skip the staging area, so that a one-off upload of a large data
   // set does not keep as much page-locked memory for the rest of the run.
   static constexpr std::size_t max_staged = std::size_t(16) << 20;
+  // cuBLAS's own choice for Hopper; older GPUs need less.
+  static constexpr std::size_t blas_workspace_bytes = std::size_t(32) << 20;
+
+  // A host transfer in a graph would copy the staging area as it is at each launch, not the
+  // caller's data: refused, which ends the capture.
+  void refuse_in_capture(const char *what) const {
+    if (capturing_)
+      detail::fail(what, " on ", site_, " while a graph is captured (host transfers stay outside graphs)");
+  }
 
   struct Download {
     void *dst;
@@ -235,7 +327,7 @@ private:
     int current = -1;
     if (cudaGetDevice(&current) != cudaSuccess || current != site_.device)
       check(cudaSetDevice(site_.device), "cudaSetDevice", site_);
-    return {stream_, blas_, site_, partials_};
+    return {stream_, blas_, site_, partials_, lt_.get()};
   }
 
   void release() noexcept {
@@ -243,10 +335,13 @@ private:
     (void)cudaGetDevice(&previous);
     (void)cudaSetDevice(site_.device);
     if (stream_) (void)cudaStreamSynchronize(stream_);
+    lt_.reset(); // before the stream its calls ran on
     if (partials_) (void)cudaFree(partials_);
+    if (blas_workspace_) (void)cudaFree(blas_workspace_);
     if (blas_) (void)cublasDestroy(blas_);
     if (stream_) (void)cudaStreamDestroy(stream_);
     partials_ = nullptr;
+    blas_workspace_ = nullptr;
     blas_ = nullptr;
     stream_ = nullptr;
     (void)cudaSetDevice(previous);
@@ -256,6 +351,9 @@ private:
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   double *partials_ = nullptr; // kernels::max_blocks block partials of a loss reduction
+  void *blas_workspace_ = nullptr;
+  std::unique_ptr<Lt> lt_;
+  bool capturing_ = false;
   std::exception_ptr error_;
   PinnedBuffer staging_;
   std::size_t staged_bytes_ = 0;

@@ -17,7 +17,9 @@
 #include <cuda_runtime.h>
 
 #include "tandem/backend/cuda/check.hpp"
+#include "tandem/backend/cuda/lt.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/small_stage.hpp"
 #include "tandem/error.hpp"
 
 // Elementwise work and reductions are small hand-written kernels rather than Thrust/CUB calls:
@@ -37,6 +39,7 @@ struct Launch {
   cublasHandle_t blas = nullptr;
   Site site{};
   double *partials = nullptr; // max_blocks of them
+  Lt *lt = nullptr;           // fused Linear epilogues; null: plain cuBLAS and kernels
 };
 
 inline constexpr unsigned threads = 256;
@@ -175,6 +178,7 @@ template <class T> struct ActivationBackwardFn {
 template <class T> struct SgdFn {
   op::SgdStep<T> s;
   __device__ void operator()(std::size_t i) const {
+    if (s.skip && *s.skip) return;
     T d = s.grads[i];
     if (s.weight_decay != T(0)) d += s.weight_decay * s.params[i];
     if (s.momentum != T(0)) {
@@ -192,6 +196,7 @@ template <class T> struct AdamFn {
   op::AdamStep<T> a;
   T step_size, bias2_sqrt, decay;
   __device__ void operator()(std::size_t i) const {
+    if (a.skip && *a.skip) return;
     T g = a.grads[i];
     T &p = a.params[i];
     if (a.weight_decay != T(0)) {
@@ -217,7 +222,8 @@ template <class T> struct AdamFn {
 
 // out (cols) += column sums of m (rows, cols). A block takes 32 columns; its 16 thread rows
 // stride down the matrix (coalesced reads along a row), then add up in shared memory.
-template <class T> __global__ void column_sum_add(std::size_t rows, std::size_t cols, const T *m, T *out) {
+template <class T>
+__global__ void column_sum_add(std::size_t rows, std::size_t cols, const T *m, T *out, bool accumulate) {
   __shared__ T partial[16][33]; // 33: no bank conflicts on the column-wise read below
   const std::size_t col = std::size_t(blockIdx.x) * 32 + threadIdx.x;
   T sum = 0;
@@ -228,7 +234,7 @@ template <class T> __global__ void column_sum_add(std::size_t rows, std::size_t 
   if (threadIdx.y == 0 && col < cols) {
     T total = 0;
     for (int j = 0; j < 16; ++j) total += partial[j][threadIdx.x];
-    out[col] += total;
+    out[col] = accumulate ? out[col] + total : total;
   }
 }
 
@@ -236,7 +242,8 @@ template <class T> __global__ void column_sum_add(std::size_t rows, std::size_t 
 // warp keeps its rows' losses; each block leaves one partial sum for add_partials.
 template <class T>
 __global__ void cross_entropy(std::size_t rows, std::size_t classes, const T *logits, const std::int32_t *labels,
-                              T scale, T *dlogits, double *partials) {
+                              T scale, T *dlogits, double *partials, std::int32_t *invalid, T *loss_out,
+                              double loss_scale) {
   const unsigned lane = threadIdx.x % 32;
   double loss = 0;
   const std::size_t stride = std::size_t(gridDim.x) * warps;
@@ -249,9 +256,10 @@ __global__ void cross_entropy(std::size_t rows, std::size_t classes, const T *lo
     for (std::size_t j = lane; j < classes; j += 32) sum += math::exp(row[j] - max);
     const T log_sum = math::log(math::warp_sum(sum));
     const std::int32_t label = labels[r];
-    // The loss validated the labels on the host; one out of range here poisons the loss (NaN)
-    // rather than reading outside the row.
+    // One out of range poisons the loss (NaN) rather than reading outside the row, and says so
+    // in *invalid, which the optimizer kernels read before they change anything.
     const bool valid = label >= 0 && static_cast<std::size_t>(label) < classes;
+    if (!valid && invalid && lane == 0) *invalid = 1;
     if (dlogits) {
       T *d = dlogits + r * classes;
       for (std::size_t j = lane; j < classes; j += 32)
@@ -259,16 +267,21 @@ __global__ void cross_entropy(std::size_t rows, std::size_t classes, const T *lo
     }
     if (lane == 0) loss += valid ? static_cast<double>(log_sum - (row[label] - max)) : ::nan("");
   }
-  if (!partials) return;
+  if (!partials && !loss_out) return;
   loss = math::block_sum(lane == 0 ? loss : 0.0);
-  if (threadIdx.x == 0) partials[blockIdx.x] = loss;
+  if (threadIdx.x != 0) return;
+  // A grid of one block adds its sum itself, as add_partials would (same double, same rounding).
+  if (loss_out) *loss_out += static_cast<T>(loss_scale * loss);
+  else partials[blockIdx.x] = loss;
 }
 
 template <class T>
-__global__ void squared_error(std::size_t n, const T *pred, const T *target, T two_scale, T *dpred, double *partials) {
+__global__ void squared_error(std::size_t n, const T *pred, const T *target, T two_scale, T *dpred, double *partials,
+                              std::int32_t *invalid) {
   double sum = 0;
   const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    if (invalid && !isfinite(target[i])) *invalid = 1;
     const T diff = pred[i] - target[i];
     sum += static_cast<double>(diff) * static_cast<double>(diff);
     if (dpred) dpred[i] = two_scale * diff;
@@ -284,6 +297,35 @@ template <class T> __global__ void add_partials(unsigned count, const double *pa
   for (unsigned i = threadIdx.x; i < count; i += blockDim.x) sum += partials[i];
   sum = math::block_sum(sum);
   if (threadIdx.x == 0) *loss += static_cast<T>(scale * sum);
+}
+
+// --- small stages (backend/small_stage.hpp) ----------------------------------------------------
+
+// A block's threads stride over [0, n), then meet, so the next step reads what this one wrote.
+struct DeviceBlock {
+  template <class F> __device__ void each(std::size_t n, F &&f) {
+    for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
+    __syncthreads();
+  }
+};
+
+// Forward: a block per chunk of rows (no sums across rows). Backward: one block for all rows,
+// since every chunk adds to the same weight gradients; op::small_rows bounds its loop.
+template <class T> __global__ void small_forward(op::SmallForward<T> f) {
+  __shared__ T a[small::buffer_values<T>], b[small::buffer_values<T>], w[small::weight_values<T>];
+  DeviceBlock block;
+  const std::size_t first = std::size_t(blockIdx.x) * small::chunk_rows<T>;
+  const std::size_t n = f.rows - first < small::chunk_rows<T> ? f.rows - first : small::chunk_rows<T>;
+  small::forward_chunk(f, first, n, small::Scratch<T>{a, b, nullptr, w}, block);
+}
+template <class T> __global__ void small_backward(op::SmallBackward<T> g) {
+  __shared__ T a[small::buffer_values<T>], b[small::buffer_values<T>], x[small::buffer_values<T>],
+      w[small::weight_values<T>];
+  DeviceBlock block;
+  for (std::size_t first = 0; first < g.rows; first += small::chunk_rows<T>) {
+    const std::size_t n = g.rows - first < small::chunk_rows<T> ? g.rows - first : small::chunk_rows<T>;
+    small::backward_chunk(g, first, n, small::Scratch<T>{a, b, x, w}, block);
+  }
 }
 
 // --- the operations ------------------------------------------------------------------------------
@@ -324,6 +366,10 @@ template <class T> void run(const op::Gemm<T> &g, const Launch &l) {
 }
 
 template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
+  // One cuBLASLt call with the bias (and a following ReLU, whose epilogue keeps NaN as torch.relu
+  // does: measured on an H200) in its epilogue where it can (float).
+  if constexpr (std::is_same_v<T, float>)
+    if (l.lt && l.lt->linear_forward(l.stream, f, f.activation)) return;
   // PyTorch's addmm order: y starts as the broadcast bias and the product adds to it (beta = 1),
   // so the bias joins inside cuBLAS's epilogue with a single rounding.
   if (f.bias) launch_each(f.batch * f.out, BroadcastRow<T>{f.bias, f.out, f.y}, "BroadcastRow", l);
@@ -341,6 +387,8 @@ template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
                   .c = f.y,
                   .ldc = f.out},
       l);
+  if (f.activation != Activation::identity) // in place: each element reads only itself
+    launch_each(f.batch * f.out, ActivationForwardFn<T>{f.activation, f.y, f.y}, "ActivationForward", l);
 }
 
 template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
@@ -364,13 +412,13 @@ template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
                   .lda = b.out,
                   .b = b.x,
                   .ldb = b.in,
-                  .beta = T(1),
+                  .beta = b.accumulate ? T(1) : T(0),
                   .c = b.dweight,
                   .ldc = b.in},
       l);
   if (b.dbias && b.out) {
     column_sum_add<<<static_cast<unsigned>((b.out + 31) / 32), dim3(32, 16), 0, l.stream>>>(b.batch, b.out, b.dy,
-                                                                                            b.dbias);
+                                                                                            b.dbias, b.accumulate);
     check_launch("column_sum_add", l);
   }
 }
@@ -392,11 +440,14 @@ template <class T> void run(const op::Fill<T> &f, const Launch &l) {
 
 template <class T> void run(const op::CrossEntropy<T> &c, const Launch &l) {
   if (c.rows == 0 || c.classes == 0 || (!c.loss && !c.dlogits)) return;
-  const unsigned blocks = blocks_for(c.rows, warps);
+  // Up to 256 rows, one block (8 rows a warp) finishes the loss itself: one launch, not two.
+  const unsigned blocks = c.rows <= 256 ? 1u : blocks_for(c.rows, warps);
+  const bool one_block = blocks == 1;
   cross_entropy<<<blocks, threads, 0, l.stream>>>(c.rows, c.classes, c.logits, c.labels, c.scale, c.dlogits,
-                                                  c.loss ? l.partials : nullptr);
+                                                  c.loss && !one_block ? l.partials : nullptr, c.invalid,
+                                                  one_block ? c.loss : nullptr, static_cast<double>(c.scale));
   check_launch("cross_entropy", l);
-  if (c.loss) {
+  if (c.loss && !one_block) {
     add_partials<<<1, threads, 0, l.stream>>>(blocks, l.partials, static_cast<double>(c.scale), c.loss);
     check_launch("add_partials", l);
   }
@@ -406,7 +457,7 @@ template <class T> void run(const op::SquaredError<T> &s, const Launch &l) {
   if (s.n == 0 || (!s.loss && !s.dpred)) return;
   const unsigned blocks = blocks_for(s.n);
   squared_error<<<blocks, threads, 0, l.stream>>>(s.n, s.pred, s.target, T(2) * s.scale, s.dpred,
-                                                  s.loss ? l.partials : nullptr);
+                                                  s.loss ? l.partials : nullptr, s.invalid);
   check_launch("squared_error", l);
   if (s.loss) {
     add_partials<<<1, threads, 0, l.stream>>>(blocks, l.partials, static_cast<double>(s.scale), s.loss);
@@ -415,6 +466,21 @@ template <class T> void run(const op::SquaredError<T> &s, const Launch &l) {
 }
 
 template <class T> void run(const op::SgdStep<T> &s, const Launch &l) { launch_each(s.n, SgdFn<T>{s}, "SgdStep", l); }
+
+template <class T> void run(const op::SmallForward<T> &f, const Launch &l) {
+  if (f.rows == 0 || f.count == 0) return;
+  const auto blocks = static_cast<unsigned>((f.rows + small::chunk_rows<T> - 1) / small::chunk_rows<T>);
+  small_forward<<<blocks, threads, 0, l.stream>>>(f);
+  check_launch("small_forward", l);
+}
+
+template <class T> void run(const op::SmallBackward<T> &g, const Launch &l) {
+  if (g.rows == 0 || g.count == 0) return;
+  if (g.rows > op::small_rows)
+    detail::fail("SmallBackward on ", l.site, ": ", g.rows, " rows, more than op::small_rows = ", op::small_rows);
+  small_backward<<<1, threads, 0, l.stream>>>(g);
+  check_launch("small_backward", l);
+}
 
 template <class T> void run(const op::AdamStep<T> &a, const Launch &l) {
   // In double and rounded to T once, exactly as the host backend (and PyTorch, whose Python floats

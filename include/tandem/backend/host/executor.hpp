@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <span>
 #include <string>
 
 #include "tandem/backend/executor.hpp"
@@ -58,7 +59,17 @@ public:
   }
   void synchronize() override { worker_.drain(); }
   std::unique_ptr<backend::Link> make_link(backend::Executor &dst) override { return std::make_unique<Link>(dst); }
+  // Every host executor's memory is the process's own.
+  bool shares_memory_with(std::span<backend::Executor *const> others) const override {
+    for (const auto *e : others)
+      if (e->kind() != Kind::host) return false;
+    return true;
+  }
 
+  void run(const op::SmallForward<float> &a) override { kernels::run(a); }
+  void run(const op::SmallForward<double> &a) override { kernels::run(a); }
+  void run(const op::SmallBackward<float> &a) override { kernels::run(a); }
+  void run(const op::SmallBackward<double> &a) override { kernels::run(a); }
   void run(const op::Gemm<float> &a) override { kernels::run(a); }
   void run(const op::Gemm<double> &a) override { kernels::run(a); }
   void run(const op::LinearForward<float> &a) override { kernels::run(a); }

@@ -5,9 +5,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <numbers>
+#include <vector>
 
 #include <Eigen/Core>
+
+#include "tandem/backend/small_stage.hpp"
 
 #include "tandem/backend/ops.hpp"
 
@@ -55,13 +59,20 @@ template <class T> void run(const op::LinearForward<T> &f) {
   y.noalias() = view(f.x, f.batch, f.in, f.in)                         // (batch, in)
                 * view(f.weight, f.out, f.in, f.in).transpose();       // (in, out)
   if (f.bias) y.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
+  if (f.activation == Activation::relu)                                // as the ReLU layer computes it, NaN kept
+    for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = f.y[i] < T(0) ? T(0) : f.y[i];
 }
 
 template <class T> void run(const op::LinearBackward<T> &b) {
   const auto dy = view(b.dy, b.batch, b.out, b.out); // (batch, out)
   if (b.dx) view(b.dx, b.batch, b.in, b.in).noalias() = dy * view(b.weight, b.out, b.in, b.in);
-  view(b.dweight, b.out, b.in, b.in).noalias() += dy.transpose() * view(b.x, b.batch, b.in, b.in);
-  if (b.dbias) Row<T>(b.dbias, Eigen::Index(b.out)) += dy.colwise().sum();
+  if (b.accumulate) {
+    view(b.dweight, b.out, b.in, b.in).noalias() += dy.transpose() * view(b.x, b.batch, b.in, b.in);
+    if (b.dbias) Row<T>(b.dbias, Eigen::Index(b.out)) += dy.colwise().sum();
+  } else {
+    view(b.dweight, b.out, b.in, b.in).noalias() = dy.transpose() * view(b.x, b.batch, b.in, b.in);
+    if (b.dbias) Row<T>(b.dbias, Eigen::Index(b.out)) = dy.colwise().sum();
+  }
 }
 
 // The derivative formulas follow PyTorch's autograd (which of x and y each one reads included).
@@ -139,7 +150,14 @@ template <class T> void run(const op::CrossEntropy<T> &c) {
     T sum = 0;
     for (std::size_t j = 0; j < c.classes; ++j) sum += std::exp(row[j] - max);
     const T log_sum = std::log(sum);
-    const auto label = static_cast<std::size_t>(c.labels[r]);
+    const std::int32_t given = c.labels[r];
+    if (given < 0 || static_cast<std::size_t>(given) >= c.classes) {
+      if (c.invalid) *c.invalid = 1;
+      total = std::numeric_limits<double>::quiet_NaN();
+      if (c.dlogits) std::fill(c.dlogits + r * c.classes, c.dlogits + (r + 1) * c.classes, T(0));
+      continue;
+    }
+    const auto label = static_cast<std::size_t>(given);
     total += static_cast<double>(log_sum - (row[label] - max));
     if (c.dlogits) {
       T *d = c.dlogits + r * c.classes;
@@ -153,6 +171,7 @@ template <class T> void run(const op::CrossEntropy<T> &c) {
 template <class T> void run(const op::SquaredError<T> &s) {
   double total = 0;
   for (std::size_t i = 0; i < s.n; ++i) {
+    if (s.invalid && !std::isfinite(s.target[i])) *s.invalid = 1;
     const T diff = s.pred[i] - s.target[i];
     total += static_cast<double>(diff) * static_cast<double>(diff);
     if (s.dpred) s.dpred[i] = T(2) * s.scale * diff;
@@ -161,6 +180,7 @@ template <class T> void run(const op::SquaredError<T> &s) {
 }
 
 template <class T> void run(const op::SgdStep<T> &s) {
+  if (s.skip && *s.skip) return;
   for (std::size_t i = 0; i < s.n; ++i) {
     T d = s.grads[i];
     if (s.weight_decay != T(0)) d += s.weight_decay * s.params[i];
@@ -174,6 +194,7 @@ template <class T> void run(const op::SgdStep<T> &s) {
 }
 
 template <class T> void run(const op::AdamStep<T> &a) {
+  if (a.skip && *a.skip) return;
   // PyTorch computes the per-step scalars in Python floats (double) and hands them to the tensor
   // kernels, which round them to T: 1 - beta2^t rounded in float would be off by 1e-5 of itself.
   const double step = static_cast<double>(a.step);
@@ -200,6 +221,27 @@ template <class T> void run(const op::AdamStep<T> &a) {
     const T denom = std::sqrt(second) / bias2_sqrt + a.eps;
     p -= step_size * m / denom;
   }
+}
+
+// The chunk buffers stay with the worker thread: no allocation per call.
+template <class T> small::Scratch<T> small_scratch() {
+  thread_local std::vector<T> a(small::buffer_values<T>), b(small::buffer_values<T>), x(small::buffer_values<T>),
+      w(small::weight_values<T>);
+  return {a.data(), b.data(), x.data(), w.data()};
+}
+
+template <class T> void run(const op::SmallForward<T> &f) {
+  const auto scratch = small_scratch<T>();
+  small::HostBlock block;
+  for (std::size_t first = 0; first < f.rows; first += small::chunk_rows<T>)
+    small::forward_chunk(f, first, std::min(small::chunk_rows<T>, f.rows - first), scratch, block);
+}
+
+template <class T> void run(const op::SmallBackward<T> &g) {
+  const auto scratch = small_scratch<T>();
+  small::HostBlock block;
+  for (std::size_t first = 0; first < g.rows; first += small::chunk_rows<T>)
+    small::backward_chunk(g, first, std::min(small::chunk_rows<T>, g.rows - first), scratch, block);
 }
 
 } // namespace tandem::backend::host::kernels

@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: Apache-2.0
+// A stage of small layers in one pass: the body both backends run for op::SmallForward and
+// op::SmallBackward, one CUDA block (or a host loop) instead of a kernel per layer.
+#pragma once
+
+#include <cstddef>
+#include <math.h> // expf, tanhf, erff and their double forms: the same names on the host and in CUDA
+
+#include "tandem/backend/ops.hpp"
+
+#if defined(__CUDACC__)
+#define TANDEM_HOST_DEVICE __host__ __device__
+#else
+#define TANDEM_HOST_DEVICE
+#endif
+
+namespace tandem::backend::small {
+
+// Why: a small network's step on a GPU is a chain of launches that each do almost nothing (the
+// seed model's step is about 20 of them), so its time is the chain's latency, not its work.
+// Doing a whole stage in one block of threads keeps the activations in shared memory and makes
+// the chain a few launches long.
+//
+// The body is written against a Block, which runs `each(n, f)` as f(0) ... f(n - 1) and returns
+// when all have run: on a GPU the block's threads stride over [0, n) and meet at a barrier; on
+// the host a loop does it. Both backends run the same arithmetic in the same order, so the host
+// backend tests this code, and a GPU gives the host's results within rounding of the sums.
+
+template <class T> TANDEM_HOST_DEVICE inline T exp_of(T x);
+template <> TANDEM_HOST_DEVICE inline float exp_of(float x) { return expf(x); }
+template <> TANDEM_HOST_DEVICE inline double exp_of(double x) { return exp(x); }
+template <class T> TANDEM_HOST_DEVICE inline T tanh_of(T x);
+template <> TANDEM_HOST_DEVICE inline float tanh_of(float x) { return tanhf(x); }
+template <> TANDEM_HOST_DEVICE inline double tanh_of(double x) { return tanh(x); }
+template <class T> TANDEM_HOST_DEVICE inline T erf_of(T x);
+template <> TANDEM_HOST_DEVICE inline float erf_of(float x) { return erff(x); }
+template <> TANDEM_HOST_DEVICE inline double erf_of(double x) { return erf(x); }
+
+// PyTorch's formulas, as in the per-layer kernels of both backends.
+template <class T> TANDEM_HOST_DEVICE inline T activate(Activation kind, T v) {
+  switch (kind) {
+  case Activation::identity: return v;
+  case Activation::relu: return v < T(0) ? T(0) : v; // NaN passes, as in torch.relu
+  case Activation::sigmoid: return T(1) / (T(1) + exp_of(-v));
+  case Activation::tanh: return tanh_of(v);
+  case Activation::gelu: return T(0.5) * v * (T(1) + erf_of(v * T(0.7071067811865476)));
+  case Activation::gelu_tanh:
+    return T(0.5) * v * (T(1) + tanh_of(T(0.7978845608028654) * (v + T(0.044715) * v * v * v)));
+  }
+  return v;
+}
+// dx for one element, from the layer's input x and output y (whichever PyTorch's autograd reads).
+template <class T> TANDEM_HOST_DEVICE inline T activate_backward(Activation kind, T x, T y, T dy) {
+  switch (kind) {
+  case Activation::identity: return dy;
+  case Activation::relu: return y > T(0) ? dy : T(0);
+  case Activation::sigmoid: return dy * (T(1) - y) * y;
+  case Activation::tanh: return dy * (T(1) - y * y);
+  case Activation::gelu: {
+    const T cdf = T(0.5) * (T(1) + erf_of(x * T(0.7071067811865476)));
+    const T pdf = T(0.3989422804014327) * exp_of(T(-0.5) * x * x);
+    return dy * (cdf + x * pdf);
+  }
+  case Activation::gelu_tanh: {
+    constexpr T k = T(0.7978845608028654), c = T(0.044715);
+    const T t = tanh_of(k * (x + c * x * x * x));
+    const T dinner = k * (T(1) + T(3) * c * x * x);
+    return dy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dinner);
+  }
+  }
+  return dy;
+}
+
+// Shared memory of one block, 40 KB for float: a chunk of rows in two ping-pong buffers (a, b),
+// the chunk of a layer's saved input (x) and one layer's weight (w). Every value a thread sums
+// over comes from here: from global memory each term would be a round trip of its own.
+template <class T> inline constexpr std::size_t chunk_rows = 8192 / (op::small_width * sizeof(T));
+template <class T> inline constexpr std::size_t buffer_values = chunk_rows<T> *op::small_width;
+template <class T> inline constexpr std::size_t weight_values = 16384 / sizeof(T);
+template <class T> struct Scratch { T *a, *b, *x, *w; };
+
+// The weight of layer l in w, where it fits (always in float; double weights above 2048 values
+// are read where they are).
+template <class T, class Block>
+TANDEM_HOST_DEVICE const T *stage_weight(const op::SmallLayer<T> &l, T *w, Block &block) {
+  const std::size_t n = l.out * l.in;
+  if (n > weight_values<T>) return l.weight;
+  block.each(n, [&](std::size_t i) { w[i] = l.weight[i]; });
+  return w;
+}
+
+// Rows [first, first + n) through every layer: x from layers[0].x, each layer's output written to
+// its y (the stash and the stage output, which the backward reads).
+template <class T, class Block>
+TANDEM_HOST_DEVICE void forward_chunk(const op::SmallForward<T> &f, std::size_t first, std::size_t n, Scratch<T> s,
+                                      Block &block) {
+  T *a = s.a, *b = s.b;
+  const std::size_t in0 = f.layers[0].in;
+  const T *x = f.layers[0].x + first * in0;
+  block.each(n * in0, [&](std::size_t i) { a[i] = x[i]; });
+  for (std::size_t j = 0; j < f.count; ++j) {
+    const op::SmallLayer<T> &l = f.layers[j];
+    T *y = l.y + first * l.out;
+    if (l.linear) {
+      const T *w = stage_weight(l, s.w, block);
+      // y = x W^T + b: the product first, then the bias, as addmm's result rounds.
+      block.each(n * l.out, [&](std::size_t i) {
+        const std::size_t r = i / l.out, o = i % l.out;
+        const T *xr = a + r * l.in, *wo = w + o * l.in;
+        T acc = 0;
+        for (std::size_t k = 0; k < l.in; ++k) acc += xr[k] * wo[k];
+        if (l.bias) acc += l.bias[o];
+        b[i] = acc;
+        y[i] = acc;
+      });
+    } else {
+      block.each(n * l.out, [&](std::size_t i) {
+        const T v = activate(l.kind, a[i]);
+        b[i] = v;
+        y[i] = v;
+      });
+    }
+    T *t = a;
+    a = b;
+    b = t;
+  }
+}
+
+// Rows [first, first + n) backwards through every layer: dy (rows, last out) in, gradients of
+// the weights and biases accumulated (+=, so micro-batches add up; the first chunk sets them
+// where g.accumulate is off), dx (rows, first in) out where asked for. One block must run all
+// chunks of a step in turn: chunks add to the same gradients.
+template <class T, class Block>
+TANDEM_HOST_DEVICE void backward_chunk(const op::SmallBackward<T> &g, std::size_t first, std::size_t n, Scratch<T> s,
+                                       Block &block) {
+  T *a = s.a, *b = s.b;
+  const std::size_t out_last = g.layers[g.count - 1].out;
+  const bool set = !g.accumulate && first == 0; // the first chunk sets the gradients, the rest add
+  const T *dy = g.dy + first * out_last;
+  block.each(n * out_last, [&](std::size_t i) { a[i] = dy[i]; });
+  for (std::size_t jj = g.count; jj-- > 0;) {
+    const op::SmallLayer<T> &l = g.layers[jj];
+    const bool need_dx = jj > 0 || g.dx;
+    const T *x = l.x + first * l.in;
+    if (l.linear) {
+      const T *w = need_dx ? stage_weight(l, s.w, block) : l.weight;
+      T *xs = s.x;
+      block.each(n * l.in, [&](std::size_t i) { xs[i] = x[i]; });
+      // One pass: dW (out x in), db (out) and dx (n x in) are independent sums over a.
+      const std::size_t dw = l.out * l.in, db = l.dbias ? l.out : 0, dx = need_dx ? n * l.in : 0;
+      block.each(dw + db + dx, [&](std::size_t i) {
+        if (i < dw) {
+          const std::size_t o = i / l.in, k = i % l.in;
+          T acc = 0;
+          for (std::size_t r = 0; r < n; ++r) acc += a[r * l.out + o] * xs[r * l.in + k];
+          l.dweight[i] = set ? acc : l.dweight[i] + acc;
+        } else if (i < dw + db) {
+          const std::size_t o = i - dw;
+          T acc = 0;
+          for (std::size_t r = 0; r < n; ++r) acc += a[r * l.out + o];
+          l.dbias[o] = set ? acc : l.dbias[o] + acc;
+        } else {
+          const std::size_t e = i - dw - db, r = e / l.in, k = e % l.in;
+          T acc = 0;
+          for (std::size_t o = 0; o < l.out; ++o) acc += a[r * l.out + o] * w[o * l.in + k];
+          b[e] = acc;
+        }
+      });
+    } else if (need_dx) {
+      const T *y = l.y + first * l.out;
+      block.each(n * l.in, [&](std::size_t i) { b[i] = activate_backward(l.kind, x[i], y[i], a[i]); });
+    }
+    T *t = a;
+    a = b;
+    b = t;
+  }
+  if (g.dx) {
+    T *dx = g.dx + first * g.layers[0].in;
+    block.each(n * g.layers[0].in, [&](std::size_t i) { dx[i] = a[i]; });
+  }
+}
+
+// The host's Block: a loop. Marked like the body (under nvcc too) though it only runs on the host.
+struct HostBlock {
+  template <class F> TANDEM_HOST_DEVICE void each(std::size_t n, F &&f) {
+    for (std::size_t i = 0; i < n; ++i) f(i);
+  }
+};
+
+} // namespace tandem::backend::small

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: Apache-2.0
+// Captured training steps (ContextOptions::graphs) against issued ones: the same kernels with the
+// same arguments, so the same bits; inputs that change between steps; bad labels found on the
+// device; and fused against plain Linear epilogues, both checked against the host backend.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "support.hpp"
+#include "tandem/context.hpp"
+#include "tandem/layers/linear.hpp"
+#include "tandem/layers/relu.hpp"
+#include "tandem/loss/cross_entropy.hpp"
+#include "tandem/optim/adam.hpp"
+#include "tandem/optim/sgd.hpp"
+#include "tandem/pipeline.hpp"
+#include "tandem/schedule/gpipe.hpp"
+#include "tandem/schedule/naive.hpp"
+#include "tandem/tensor.hpp"
+
+namespace {
+
+using namespace tandem;
+
+using Net = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
+
+std::vector<std::int32_t> labels_of(const std::vector<float> &x, std::size_t batch) {
+  std::vector<std::int32_t> y(batch);
+  for (std::size_t i = 0; i < batch; ++i) y[i] = x[i * Net::in_features] + x[i * Net::in_features + 1] > 0;
+  return y;
+}
+
+struct Run {
+  std::vector<float> losses;
+  std::vector<std::vector<float>> parameters;
+  std::size_t replayed = 0, transferred = 0;
+  std::string graph_error;
+};
+
+// `steps` SGD steps (momentum, so the first differs from the rest) on fresh data each step: from
+// host memory, or written into the same device tensors each time.
+template <class Sched> Run train(Context::Options options, Sched sched, bool tensors, int steps = 8) {
+  Context ctx(options);
+  REQUIRE(ctx.backend() == backend::Kind::cuda);
+  Net net(ctx, 21);
+  optim::SGD opt(net, {.lr = 0.05f, .momentum = 0.9f});
+  loss::CrossEntropy loss;
+  constexpr std::size_t batch = 64;
+  Tensor<float> x(ctx, 0, batch, Net::in_features);
+  Tensor<std::int32_t> y(ctx, 1, batch, 1);
+  Run r;
+  for (int i = 0; i < steps; ++i) {
+    const auto xs = test::uniform<float>(batch * Net::in_features, 300 + static_cast<std::uint32_t>(i));
+    const auto ys = labels_of(xs, batch);
+    if (tensors) {
+      x.copy_from(xs);
+      y.copy_from(ys);
+      r.losses.push_back(net.train_step(x, y, loss, opt, sched));
+    } else {
+      r.losses.push_back(net.train_step(xs, ys, loss, opt, sched));
+    }
+  }
+  for (const auto &p : net.parameters()) r.parameters.push_back(p.to_host());
+  r.replayed = net.replayed_steps();
+  r.transferred = net.transferred_bytes();
+  r.graph_error = net.graph_error();
+  return r;
+}
+
+template <class Sched> void captured_equals_issued(Context::Options options, Sched sched, bool tensors) {
+  options.graphs = false;
+  const Run issued = train(options, sched, tensors);
+  options.graphs = true;
+  const Run captured = train(options, sched, tensors);
+  INFO("devices '", options.devices, "', force_copies ", options.force_copies, ", tensors ", tensors);
+  CHECK(captured.graph_error == "");
+  // Step 1 seeds momentum (issued), step 2 is seen once (issued), step 3 is captured and run,
+  // steps 4 to 8 are replays: 6 steps ran as a graph.
+  CHECK(captured.replayed == 6);
+  CHECK(issued.replayed == 0);
+  CHECK(captured.losses == issued.losses);
+  CHECK(captured.parameters == issued.parameters);
+  CHECK(captured.transferred == issued.transferred);
+}
+
+} // namespace
+
+TEST_SUITE("gpu") {
+  TEST_CASE("graphs: captured steps give the bits of issued steps, inputs changing every step") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    captured_equals_issued({.devices = "0,0"}, schedule::Naive{}, false);
+    captured_equals_issued({.devices = "0,0"}, schedule::Naive{}, true);
+    // Copies on link streams, four micro-batches: every stream of the step is in the graph.
+    captured_equals_issued({.devices = "0,0", .force_copies = true}, schedule::GPipe{.micro_batches = 4}, false);
+    captured_equals_issued({.devices = "0,0", .force_copies = true}, schedule::GPipe{.micro_batches = 4}, true);
+  }
+
+  TEST_CASE("graphs: a new batch size, schedule or optimizer without replay is issued, not replayed") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    Context ctx({.devices = "0,0"});
+    Net net(ctx, 5);
+    optim::SGD sgd(net, {.lr = 0.01f});
+    loss::CrossEntropy loss;
+    const auto x = test::uniform<float>(64 * Net::in_features, 17);
+    const auto y = labels_of(x, 64);
+    for (int i = 0; i < 4; ++i) net.train_step(x, y, loss, sgd); // no momentum: replayable at once
+    CHECK(net.replayed_steps() == 3);
+    const std::span<const float> half(x.data(), 32 * Net::in_features);
+    net.train_step(half, std::span<const std::int32_t>(y.data(), 32), loss, sgd);
+    CHECK(net.replayed_steps() == 3);
+    net.train_step(x, y, loss, sgd); // a smaller batch fits the buffers: the first shape is still captured
+    CHECK(net.replayed_steps() == 4);
+    // Two micro-batches need more buffers: the graph pointed into the old ones and is dropped.
+    net.train_step(x, y, loss, sgd, schedule::GPipe{.micro_batches = 2});
+    CHECK(net.replayed_steps() == 4);
+    net.train_step(x, y, loss, sgd);
+    CHECK(net.replayed_steps() == 4);
+    net.train_step(x, y, loss, sgd); // seen twice in a row again: captured
+    CHECK(net.replayed_steps() == 5);
+    optim::Adam adam(net, {.lr = 1e-3f});
+    for (int i = 0; i < 3; ++i) net.train_step(x, y, loss, adam);
+    CHECK(net.replayed_steps() == 5);
+    CHECK(net.graph_error() == "");
+  }
+
+  TEST_CASE("graphs: a bad label in a replayed step throws and changes nothing") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    Context ctx({.devices = "0,0"});
+    Net net(ctx, 8), twin(ctx, 8);
+    optim::SGD opt(net, {.lr = 0.05f, .momentum = 0.9f}), twin_opt(twin, {.lr = 0.05f, .momentum = 0.9f});
+    loss::CrossEntropy loss;
+    const auto xs = test::uniform<float>(64 * Net::in_features, 23);
+    auto ys = labels_of(xs, 64);
+    const Tensor<float> x(ctx, 0, 64, Net::in_features, xs);
+    Tensor<std::int32_t> y(ctx, 1, 64, 1, ys);
+    for (int i = 0; i < 4; ++i) CHECK(net.train_step(x, y, loss, opt) == twin.train_step(xs, ys, loss, twin_opt));
+    REQUIRE(net.replayed_steps() == 2);
+    const auto before = test::snapshot(net);
+    auto bad = ys;
+    bad[41] = 2;
+    y.copy_from(bad);
+    CHECK_THROWS_WITH_AS(net.train_step(x, y, loss, opt), doctest::Contains("label 41 is 2, outside [0, 2)"), Error);
+    CHECK(net.replayed_steps() == 3); // it was a replay
+    CHECK(test::snapshot(net) == before);
+    CHECK(opt.steps(0) == 4);
+    y.copy_from(ys);
+    for (int i = 0; i < 2; ++i) CHECK(net.train_step(x, y, loss, opt) == twin.train_step(xs, ys, loss, twin_opt));
+    CHECK(test::snapshot(net) == test::snapshot(twin));
+  }
+
+  TEST_CASE("graphs: fused and plain Linear epilogues both match the host backend") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    for (const bool fused : {true, false}) {
+      Context host({.devices = "host"}), gpu({.devices = "0,0", .fuse_epilogues = fused});
+      Net on_host(host, 31), on_gpu(gpu, 31);
+      for (std::size_t i = 0; i < on_host.parameters().size(); ++i)
+        on_gpu.parameters()[i].copy_from(on_host.parameters()[i].to_host());
+      optim::SGD a(on_host, {.lr = 0.05f, .momentum = 0.9f}), b(on_gpu, {.lr = 0.05f, .momentum = 0.9f});
+      loss::CrossEntropy loss;
+      std::vector<float> want, got;
+      for (std::uint32_t i = 0; i < 6; ++i) {
+        const auto xs = test::uniform<float>(50 * Net::in_features, 500 + i);
+        const auto ys = labels_of(xs, 50);
+        want.push_back(on_host.train_step(xs, ys, loss, a));
+        got.push_back(on_gpu.train_step(xs, ys, loss, b));
+      }
+      const std::string what = fused ? "fused epilogues" : "plain epilogues";
+      test::check_close(got, want, 1e-4, what + ": losses");
+      for (std::size_t i = 0; i < on_host.parameters().size(); ++i)
+        test::check_close(on_gpu.parameters()[i].to_host(), on_host.parameters()[i].to_host(), 1e-4,
+                          what + ": parameter " + std::to_string(i));
+      const auto xs = test::uniform<float>(50 * Net::in_features, 600);
+      test::check_close(on_gpu.forward(xs), on_host.forward(xs), 1e-4, what + ": outputs");
+    }
+  }
+}
