@@ -23,9 +23,9 @@
 // --batch-div: the 4096-wide steps are slow there). Inputs are device tensors (tandem::Tensor), as
 // PyTorch's are; --host-input passes pinned host memory instead, to show what its copy costs.
 //
-// Every result is one variant, "tandem": the step as train_step issues it. When the library can
-// capture a step in a CUDA graph (issue 6, item 4), the captured step belongs beside it as a
-// second variant ("tandem graph"); bench/compare.py already prints a row per tandem variant.
+// Each workload runs twice: "tandem", every step issued (ContextOptions::graphs off), and "tandem
+// graph", the default, where train_step captures the step once and replays it (issue 6, item 4);
+// bench/compare.py prints a row per variant.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -121,8 +121,8 @@ template <class Net> constexpr double nominal_flop(std::size_t batch) {
 
 template <class Net, class Sched>
 Result measure(const char *id, const char *label, std::size_t nominal_batch, int default_steps, int default_warmup,
-               bool tf32, const Sched &sched, const Options &o) {
-  Context ctx({.devices = o.devices, .allow_tf32 = tf32});
+               bool tf32, bool graphs, const Sched &sched, const Options &o) {
+  Context ctx({.devices = o.devices, .allow_tf32 = tf32, .graphs = graphs});
   Net net(ctx, 42);
   optim::SGD opt(net, {.lr = 0.01f});
   loss::CrossEntropy loss;
@@ -130,7 +130,7 @@ Result measure(const char *id, const char *label, std::size_t nominal_batch, int
   Result r;
   r.id = id;
   r.label = label;
-  r.variant = "tandem";
+  r.variant = graphs ? "tandem graph" : "tandem";
   r.batch = std::max<std::size_t>(nominal_batch / std::max<std::size_t>(o.batch_div, 1), 8);
   r.steps = o.steps > 0 ? o.steps : default_steps;
   r.warmup = o.warmup >= 0 ? o.warmup : default_warmup;
@@ -171,6 +171,10 @@ Result measure(const char *id, const char *label, std::size_t nominal_batch, int
     r.loss = step();
     us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
   }
+  if (graphs) // a graph variant that never replayed would time issued steps under its name
+    std::printf("bench_gpu_step: %s, graph variant: %zu of %d steps replayed%s%s\n", id, net.replayed_steps(),
+                r.warmup + static_cast<int>(us.size()),
+                net.graph_error().empty() ? "" : "; capture failed: ", net.graph_error().c_str());
   std::sort(us.begin(), us.end());
   r.steps = static_cast<int>(us.size());
   if (!us.empty()) {
@@ -311,36 +315,36 @@ int main(int argc, char **argv) {
   int failed = 0;
   auto add = [&](const char *id, const char *label, auto &&run) {
     if (!selected(o, id)) return;
-    try {
-      results.push_back(run(id, label));
-    } catch (const std::exception &e) {
-      // One workload failing (out of memory on a small card, say) should not cost the others; the
-      // JSON says which failed and why.
-      std::fprintf(stderr, "bench_gpu_step: %s failed: %s\n", id, e.what());
-      Result failure;
-      failure.id = id;
-      failure.label = label;
-      failure.variant = "tandem";
-      failure.error = e.what();
-      results.push_back(failure);
-      ++failed;
-    }
+    for (const bool graphs : {false, true}) try {
+        results.push_back(run(id, label, graphs));
+      } catch (const std::exception &e) {
+        // One workload failing (out of memory on a small card, say) should not cost the others; the
+        // JSON says which failed and why.
+        std::fprintf(stderr, "bench_gpu_step: %s failed: %s\n", id, e.what());
+        Result failure;
+        failure.id = id;
+        failure.label = label;
+        failure.variant = graphs ? "tandem graph" : "tandem";
+        failure.error = e.what();
+        results.push_back(failure);
+        ++failed;
+      }
   };
   // id, label, nominal batch, default timed steps and warm-up steps, TF32, schedule.
-  add("seed", "seed model 10-20-10-2", [&](const char *id, const char *label) {
-    return measure<Seed>(id, label, 64, 2000, 200, false, schedule::Naive{}, o);
+  add("seed", "seed model 10-20-10-2", [&](const char *id, const char *label, bool graphs) {
+    return measure<Seed>(id, label, 64, 2000, 200, false, graphs, schedule::Naive{}, o);
   });
-  add("seed_gpipe4", "seed model 10-20-10-2, GPipe m=4", [&](const char *id, const char *label) {
-    return measure<Seed>(id, label, 64, 2000, 200, false, schedule::GPipe{.micro_batches = 4}, o);
+  add("seed_gpipe4", "seed model 10-20-10-2, GPipe m=4", [&](const char *id, const char *label, bool graphs) {
+    return measure<Seed>(id, label, 64, 2000, 200, false, graphs, schedule::GPipe{.micro_batches = 4}, o);
   });
-  add("mlp256", "MLP 256 wide, 8 Linear", [&](const char *id, const char *label) {
-    return measure<Mlp256>(id, label, 1024, 1000, 100, false, schedule::Naive{}, o);
+  add("mlp256", "MLP 256 wide, 8 Linear", [&](const char *id, const char *label, bool graphs) {
+    return measure<Mlp256>(id, label, 1024, 1000, 100, false, graphs, schedule::Naive{}, o);
   });
-  add("mlp4096", "MLP 4096 wide, 4 Linear", [&](const char *id, const char *label) {
-    return measure<Mlp4096>(id, label, 8192, 100, 5, false, schedule::Naive{}, o);
+  add("mlp4096", "MLP 4096 wide, 4 Linear", [&](const char *id, const char *label, bool graphs) {
+    return measure<Mlp4096>(id, label, 8192, 100, 5, false, graphs, schedule::Naive{}, o);
   });
-  add("mlp4096_tf32", "MLP 4096 wide, 4 Linear, TF32", [&](const char *id, const char *label) {
-    return measure<Mlp4096>(id, label, 8192, 100, 5, true, schedule::Naive{}, o);
+  add("mlp4096_tf32", "MLP 4096 wide, 4 Linear, TF32", [&](const char *id, const char *label, bool graphs) {
+    return measure<Mlp4096>(id, label, 8192, 100, 5, true, graphs, schedule::Naive{}, o);
   });
 
   std::printf("%-44s %6s %6s %11s %10s %10s %8s %11s\n", "workload (tandem)", "batch", "steps", "median us", "p10",
