@@ -24,6 +24,14 @@
 
 namespace tandem {
 
+// Where a stage of small layers runs as one operation (ContextOptions::fuse_small_stages).
+enum class StageFusion {
+  automatic, // where the backend gains from it: on GPUs (one kernel, not a chain of launches), not
+             // on the host, whose per-layer Eigen products are about 3x faster for the seed model
+  always,
+  never,
+};
+
 struct ContextOptions {
   // "host", or GPU indices such as "0,1" or "0,0" (logical N runs on entry N % count). Empty: the
   // default, logical N on GPU N % gpu_count, or the host when there is no GPU. TANDEM_DEVICES wins.
@@ -37,7 +45,7 @@ struct ContextOptions {
   bool fuse_epilogues = true;
   // Run a stage whose layers are all small (Linear and activations, widths at most 64) as one
   // operation, forward and backward: one kernel instead of several per layer on a GPU.
-  bool fuse_small_stages = true;
+  StageFusion fuse_small_stages = StageFusion::automatic;
   // Record every task's start and end on timeline() (see timeline.hpp); can be toggled later.
   bool timeline = false;
   // Check every training step's loss: a NaN or infinite loss throws Error before any optimizer

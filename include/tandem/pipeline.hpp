@@ -487,6 +487,15 @@ private:
     return j + 1 == st.widths.size() - 1 ? slot.out.data() : st.stash[slot.stash][j].data();
   }
 
+  // Whether a stage that can (small_stage) runs as one operation, by the option and the backend.
+  bool fuses_small_stage(const StageState &st) const {
+    switch (ctx_->options().fuse_small_stages) {
+    case StageFusion::always: return true;
+    case StageFusion::never: return false;
+    case StageFusion::automatic: break;
+    }
+    return st.ex->prefers_small_stages();
+  }
   // A stage of small layers only (op::SmallForward's limits) can run as one operation.
   template <std::size_t I> static constexpr bool small_stage() {
     using St = stage<I>;
@@ -548,7 +557,7 @@ private:
       ys[j] = activation(st, slot, j);
     }
     if constexpr (small_stage<I>()) {
-      if (ctx_->options().fuse_small_stages) {
+      if (fuses_small_stage(st)) {
         st.ex->submit([ex = st.ex, op = small_op<I, backend::op::SmallForward<T>>(
                                        rows, st.params.data(), nullptr, xs.data(), ys.data())] { ex->run(op); });
         return;
@@ -606,7 +615,7 @@ private:
       dxs[j] = j > 0 ? st.scratch[j % 2].data() : I > 0 ? slot.dx.data() : nullptr;
     }
     if constexpr (small_stage<I>()) {
-      if (ctx_->options().fuse_small_stages && rows <= backend::op::small_rows) {
+      if (fuses_small_stage(st) && rows <= backend::op::small_rows) {
         std::array<T *, L> outs{};
         for (std::size_t j = 0; j < L; ++j) outs[j] = const_cast<T *>(ys[j]);
         auto op =

@@ -62,6 +62,9 @@ public:
   // runs it all at each launch(). If the work cannot be captured, capture() throws Error and
   // leaves every executor as it was, with nothing issued, so the caller can issue it normally.
   virtual bool can_capture(std::span<Executor *const> /*executors*/) const { return false; }
+  // Whether op::SmallForward / SmallBackward beat one operation per layer here (GPUs: one
+  // launch instead of many; the host: no, its per-layer products are faster).
+  virtual bool prefers_small_stages() const { return false; }
   virtual std::unique_ptr<Graph> capture(std::span<Executor *const> executors, const std::function<void()> &issue_work);
 
   // Operations, in single and double precision (double serves finite-difference checks).

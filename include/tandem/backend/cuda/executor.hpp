@@ -183,6 +183,7 @@ public:
     }
     return true;
   }
+  bool prefers_small_stages() const override { return true; }
   // One GPU only: a graph can hold work of several GPUs, but nothing here has run one.
   bool can_capture(std::span<backend::Executor *const> executors) const override {
     return !executors.empty() && executors.front() == this && shares_memory_with(executors);
