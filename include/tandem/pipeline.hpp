@@ -809,7 +809,10 @@ private:
     synchronize_all();
     if (result.invalid) { // the update was skipped on the device: undo its count, then say why
       end_timeline();
-      if constexpr (optim::Discardable<Opt>) opt->discard_step(); // else checked on the host before
+      // (Discardable, else the targets were checked on the host before; check_finite defers the
+      // update, which was then never issued.)
+      if constexpr (optim::Discardable<Opt>)
+        if (!checking) opt->discard_step();
       validate_device_targets<Loss>(y, batch);
       detail::fail("train_step: the targets failed the loss's check on the device, but not when read back");
     }

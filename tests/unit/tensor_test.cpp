@@ -81,3 +81,25 @@ TEST_CASE("tensors on the wrong device, wrong shapes or bad labels throw and cha
   CHECK(test::snapshot(net) == before);
   CHECK(opt.steps(0) == 0);
 }
+
+TEST_CASE("a bad label on the device under check_finite leaves the optimizer's count as it was") {
+  // check_finite defers the update until the loss is known: a step that then finds a bad label
+  // issued no update, and must not take one back either.
+  Context ctx({.devices = "host", .check_finite = true});
+  Net net(ctx, 6);
+  optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
+  loss::CrossEntropy ce;
+  const std::size_t batch = 5;
+  const auto x = test::uniform<float>(batch * 6, 76);
+  auto y = test::labels(batch, 3, 77);
+  const Tensor<float> xt(ctx, 0, batch, 6, x);
+  const Tensor<std::int32_t> good(ctx, 2, batch, 1, y);
+  net.train_step(xt, good, ce, opt);
+  REQUIRE(opt.steps(0) == 1);
+  const auto before = test::snapshot(net);
+  y[1] = -4;
+  const Tensor<std::int32_t> bad(ctx, 2, batch, 1, y);
+  CHECK_THROWS_WITH_AS(net.train_step(xt, bad, ce, opt), doctest::Contains("label 1 is -4"), Error);
+  CHECK(opt.steps(0) == 1);
+  CHECK(test::snapshot(net) == before);
+}
