@@ -314,7 +314,7 @@ private:
     std::vector<std::vector<detail::Buffer<T>>> stash;
     detail::Buffer<T> scratch[2];
     std::size_t capacity = 0;   // rows each buffer holds
-    bool set_gradients = false; // this step's first backward sets the gradients (sets_gradients)
+    bool set_gradients = false; // this step's first backward sets the gradients (library_layers_only)
     std::size_t live = 0, peak = 0;
     std::size_t track = 0, next_track = 0, prev_track = 0; // timeline tracks: device, links out
   };
@@ -496,14 +496,19 @@ private:
     }
     return st.ex->prefers_small_stages();
   }
-  // A stage of small layers only (op::SmallForward's limits) can run as one operation.
-  template <std::size_t I> static constexpr bool small_stage() {
+  // Every layer of stage I is one of the library's own kinds (FusableLayer): it can run inside a
+  // fused small stage, and it honours LayerBackward::accumulate.
+  template <std::size_t I> static constexpr bool library_layers_only() {
     using St = stage<I>;
-    bool small = St::num_layers <= backend::op::small_layers &&[]<std::size_t... J>(std::index_sequence<J...>) {
+    return []<std::size_t... J>(std::index_sequence<J...>) {
       return (FusableLayer<typename St::template layer<J>> && ...);
     }
     (std::make_index_sequence<St::num_layers>{});
-    for (const std::size_t width : St::widths(widths_[I])) small = small && width <= backend::op::small_width;
+  }
+  // A stage of small layers only (op::SmallForward's limits) can run as one operation.
+  template <std::size_t I> static constexpr bool small_stage() {
+    bool small = stage<I>::num_layers <= backend::op::small_layers && library_layers_only<I>();
+    for (const std::size_t width : stage<I>::widths(widths_[I])) small = small && width <= backend::op::small_width;
     return small;
   }
   template <std::size_t I, class Op>
@@ -588,16 +593,6 @@ private:
       }
       (std::make_index_sequence<St::num_layers>{});
     });
-  }
-
-  // Whether every layer of stage I honours LayerBackward::accumulate: then the stage's first
-  // backward of a step sets its gradients, and nothing zeroes them beforehand.
-  template <std::size_t I> static constexpr bool sets_gradients() {
-    using St = stage<I>;
-    return []<std::size_t... J>(std::index_sequence<J...>) {
-      return (FusableLayer<typename St::template layer<J>> && ...);
-    }
-    (std::make_index_sequence<St::num_layers>{});
   }
 
   template <std::size_t I> void issue_backward(Slot &slot, std::size_t rows, bool first) {
@@ -790,7 +785,7 @@ private:
         captured = capture_step(
             *key, [&] { issue_step<Loss>(plan, orders, x, targets, opt, {.upload_x = false}); }, opt);
     }
-    last_key_ = key;
+    last_key_ = std::move(key); // (the step reads only `captured` from here on)
     if (captured) {
       upload_inputs<Target>(plan, x, y);
       captured->graph->launch();
@@ -845,7 +840,7 @@ private:
     for (std::size_t s = 0; s < num_stages; ++s) {
       auto &st = stages_[s];
       st.set_gradients = false;
-      with_stage(s, [&]<std::size_t I>() { st.set_gradients = sets_gradients<I>(); });
+      with_stage(s, [&]<std::size_t I>() { st.set_gradients = library_layers_only<I>(); });
       if (st.set_gradients) continue; // the stage's first backward sets them
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
         if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
