@@ -279,6 +279,7 @@ private:
     prepare(plan, orders);
     begin_timeline();
     auto &last = stages_.back();
+    upload_input(plan, x);
     issue(plan, orders, x, [&](std::size_t k, const Slot &slot) {
       const std::size_t at = plan.offset[k] * out_features, bytes = plan.rows[k] * out_features * sizeof(T);
       if (out.host) last.ex->download(out.host + at, slot.out.data(), bytes);
@@ -676,8 +677,7 @@ private:
   // issued on the last stage right after its forward of micro-batch k.
   template <class AtOutput>
   void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
-             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr,
-             bool upload_x = true) {
+             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
     const std::size_t S = num_stages, m = plan.m;
     std::vector<std::size_t> next(S, 0);
     std::vector<std::vector<char>> forward_issued(S, std::vector<char>(m, 0)), backward_issued = forward_issued;
@@ -699,10 +699,8 @@ private:
           if (t.kind == schedule::Task::forward) {
             if (s > 0 && !forward_issued[s - 1][k]) break;
             if (s == 0) {
+              // Host input was uploaded into input_own (upload_input), where prepare() points.
               if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
-              else if (upload_x)
-                st.ex->upload(slot.input_own.data(), x.host + plan.offset[k] * in_features,
-                              rows * in_features * sizeof(T));
             } else {
               receive(s - 1, s, k, rows);
               st.ex->wait(*slot.wait_input);
@@ -783,11 +781,13 @@ private:
         if (g.key == *key) captured = &g;
       if (!captured && last_key_ == key)
         captured = capture_step(
-            *key, [&] { issue_step<Loss>(plan, orders, x, targets, opt, {.upload_x = false}); }, opt);
+            *key, [&] { issue_step<Loss>(plan, orders, x, targets, opt, {}); }, opt);
     }
     last_key_ = std::move(key); // (the step reads only `captured` from here on)
+    // Host inputs go into the buffers the step reads (a graph's too) ahead of its work.
+    upload_input(plan, x);
+    if (!y.device) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
     if (captured) {
-      upload_inputs<Target>(plan, x, y);
       captured->graph->launch();
       transferred_ += captured->bytes;
       ++replayed_;
@@ -795,7 +795,6 @@ private:
         for (std::size_t s = 0; s < num_stages; ++s) opt->replayed(s);
     } else {
       begin_timeline();
-      if (!y.device) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
       issue_step<Loss>(plan, orders, x, targets, opt, {.optimize = !checking});
     }
 
@@ -828,7 +827,6 @@ private:
 
   struct IssueOptions {
     bool optimize = true; // each stage's update right after its last backward (off: the caller's)
-    bool upload_x = true; // off: input from host memory is already in stage 0's buffers (a capture)
   };
   // Zeroes the gradients and the step's result, then issues every stage's forward and backward,
   // the loss and (see IssueOptions) the updates.
@@ -839,7 +837,6 @@ private:
     auto &last = stages_.back();
     for (std::size_t s = 0; s < num_stages; ++s) {
       auto &st = stages_[s];
-      st.set_gradients = false;
       with_stage(s, [&]<std::size_t I>() { st.set_gradients = library_layers_only<I>(); });
       if (st.set_gradients) continue; // the stage's first backward sets them
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
@@ -867,18 +864,17 @@ private:
             });
           });
         },
-        optimizing && how.optimize ? &after : nullptr, how.upload_x);
+        optimizing && how.optimize ? &after : nullptr);
   }
 
-  // A captured step's host inputs go into the buffers the graph reads, before each launch.
-  template <class Target> void upload_inputs(const Plan &plan, const Source<T> &x, const Source<Target> &y) {
-    if (!x.device) {
-      auto &first = stages_.front();
-      for (std::size_t k = 0; k < plan.m; ++k)
-        first.ex->upload(first.slots[k].input_own.data(), x.host + plan.offset[k] * in_features,
-                         plan.rows[k] * in_features * sizeof(T));
-    }
-    if (!y.device) stages_.back().ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+  // Input from host memory into stage 0's per-micro-batch buffers, before the work that reads
+  // them is issued (or a graph that reads them is launched).
+  void upload_input(const Plan &plan, const Source<T> &x) {
+    if (x.device) return;
+    auto &first = stages_.front();
+    for (std::size_t k = 0; k < plan.m; ++k)
+      first.ex->upload(first.slots[k].input_own.data(), x.host + plan.offset[k] * in_features,
+                       plan.rows[k] * in_features * sizeof(T));
   }
 
   // Reads targets on the device back and checks them on the host; throws the loss's Error.

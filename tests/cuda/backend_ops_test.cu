@@ -221,28 +221,36 @@ template <class T> void small_stage_case(backend::Executor &ex, bool accumulate)
   }
   std::vector<T> dx(rows * 13, T(-7));
   std::vector<std::unique_ptr<DeviceArray<T>>> dev;
-  auto on_device = [&](const std::vector<T> &v) {
+  auto on_device = [&](const std::vector<T> &v) -> DeviceArray<T> & {
     dev.push_back(std::make_unique<DeviceArray<T>>(ex, v));
-    return dev.back()->get();
+    return *dev.back();
   };
   op::SmallForward<T> hf{.rows = rows, .count = count}, df{.rows = rows, .count = count};
   op::SmallBackward<T> hb{.rows = rows, .count = count, .dy = dy.data(), .dx = dx.data(), .accumulate = accumulate};
+  DeviceArray<T> &d_dx = on_device(dx);
   op::SmallBackward<T> db_op{
-      .rows = rows, .count = count, .dy = on_device(dy), .dx = on_device(dx), .accumulate = accumulate};
-  const T *d_x = on_device(x);
-  std::vector<T *> d_y, d_dw, d_db;
+      .rows = rows, .count = count, .dy = on_device(dy).get(), .dx = d_dx.get(), .accumulate = accumulate};
+  const T *d_x = on_device(x).get();
+  std::vector<DeviceArray<T> *> d_y, d_dw, d_db;
   for (std::size_t j = 0; j < count; ++j) {
     const auto &s = shapes[j];
     hf.layers[j] = {s.linear,     s.kind,       s.in,
                     s.out,        w[j].data(),  b[j].data(),
                     dw[j].data(), db[j].data(), j ? y[j - 1].data() : x.data(),
                     y[j].data()};
-    d_y.push_back(on_device(y[j]));
-    d_dw.push_back(on_device(dw[j]));
-    d_db.push_back(on_device(db[j]));
-    df.layers[j] = {
-        s.linear, s.kind, s.in, s.out, on_device(w[j]), on_device(b[j]), d_dw[j], d_db[j], j ? d_y[j - 1] : d_x,
-        d_y[j]};
+    d_y.push_back(&on_device(y[j]));
+    d_dw.push_back(&on_device(dw[j]));
+    d_db.push_back(&on_device(db[j]));
+    df.layers[j] = {s.linear,
+                    s.kind,
+                    s.in,
+                    s.out,
+                    on_device(w[j]).get(),
+                    on_device(b[j]).get(),
+                    d_dw[j]->get(),
+                    d_db[j]->get(),
+                    j ? d_y[j - 1]->get() : d_x,
+                    d_y[j]->get()};
     if (!s.linear) hf.layers[j].weight = hf.layers[j].bias = df.layers[j].weight = df.layers[j].bias = nullptr;
     if (!s.linear) hf.layers[j].dweight = hf.layers[j].dbias = df.layers[j].dweight = df.layers[j].dbias = nullptr;
   }
@@ -254,17 +262,12 @@ template <class T> void small_stage_case(backend::Executor &ex, bool accumulate)
   run_on(ex, db_op);
   const std::string what = std::string("Small<") + type_name(T{}) + "> accumulate " + std::to_string(accumulate);
   for (std::size_t j = 0; j < count; ++j) {
-    DeviceArray<T> *yj = nullptr;
-    for (auto &a : dev)
-      if (a->get() == d_y[j]) yj = a.get();
-    check_close(yj->to_host(), y[j], tolerance<T>, what + " y" + std::to_string(j));
+    check_close(d_y[j]->to_host(), y[j], tolerance<T>, what + " y" + std::to_string(j));
     if (!shapes[j].linear) continue;
-    for (auto &a : dev) {
-      if (a->get() == d_dw[j]) check_close(a->to_host(), dw[j], tolerance<T>, what + " dweight" + std::to_string(j));
-      if (a->get() == d_db[j]) check_close(a->to_host(), db[j], tolerance<T>, what + " dbias" + std::to_string(j));
-    }
+    check_close(d_dw[j]->to_host(), dw[j], tolerance<T>, what + " dweight" + std::to_string(j));
+    check_close(d_db[j]->to_host(), db[j], tolerance<T>, what + " dbias" + std::to_string(j));
   }
-  check_close(dev[1]->to_host(), dx, tolerance<T>, what + " dx");
+  check_close(d_dx.to_host(), dx, tolerance<T>, what + " dx");
 }
 
 } // namespace
