@@ -5,8 +5,9 @@
 //   bench_host_seed_step [steps] [--json PATH]     (default 2000 timed steps, after 50 warm-up steps)
 //
 // Per-step wall times; the median is printed, with the 10th and 90th percentiles, for Naive and
-// for GPipe with 4 micro-batches. A step this small is dominated by hand-offs between the two
-// worker threads (forward to stage 1, gradient back to stage 0, the loss back to the caller).
+// for GPipe with 4 micro-batches: as the library runs them by default (a step this small on the
+// calling thread), then with each stage on its own worker thread, where hand-offs between the
+// threads (forward to stage 1, gradient back to stage 0, the loss back to the caller) dominate.
 // --json also writes the medians in bench_gpu_step's schema, for bench/compare.py beside
 // `torch_seed_step.py --json` (workloads seed and seed_gpipe4).
 #include <algorithm>
@@ -82,12 +83,19 @@ int main(int argc, char **argv) {
     std::fprintf(stderr, "usage: bench_host_seed_step [steps] [--json PATH]\n");
     return 2;
   }
+  std::printf("seed model 10-20-10-2, batch 64, SGD lr 0.01, host backend\n");
+  // The default (HostExecution::automatic runs a step this small on the calling thread), then the
+  // same steps with every stage on its own worker thread, for the hand-offs' cost beside it.
   Context ctx({.devices = "host"});
   Net net(ctx, 42);
   optim::SGD opt(net, {.lr = 0.01f});
-  std::printf("seed model 10-20-10-2, batch 64, SGD lr 0.01, host backend (two worker threads)\n");
   const Timing naive = run("tandem Naive", net, opt, steps, schedule::Naive{});
   const Timing gpipe = run("tandem GPipe m=4", net, opt, steps, schedule::GPipe{.micro_batches = 4});
+  Context threaded({.devices = "host", .host_execution = HostExecution::workers});
+  Net on_workers(threaded, 42);
+  optim::SGD opt_workers(on_workers, {.lr = 0.01f});
+  run("tandem Naive, workers", on_workers, opt_workers, steps, schedule::Naive{});
+  run("tandem GPipe m=4, workers", on_workers, opt_workers, steps, schedule::GPipe{.micro_batches = 4});
   if (json && !write_json(json, steps, naive, gpipe)) {
     std::fprintf(stderr, "bench_host_seed_step: cannot write %s\n", json);
     return 1;

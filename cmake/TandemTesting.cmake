@@ -34,6 +34,10 @@ function(tandem_add_unit_tests)
   target_link_libraries(tandem_tests PRIVATE doctest::doctest)
   # ADD_LABELS: a test case's TEST_SUITE becomes its CTest label (so `-LE gpu` works).
   doctest_discover_tests(tandem_tests ADD_LABELS 1)
+  # HostExecution::automatic runs the tests' small networks on the calling thread: the whole suite
+  # runs once more with every stage on its worker thread, so both paths stay covered.
+  add_test(NAME unit.workers COMMAND tandem_tests)
+  set_tests_properties(unit.workers PROPERTIES ENVIRONMENT TANDEM_HOST_EXECUTION=workers LABELS unit)
 
   # GPU tests: .cu files linked with the same doctest main. Their cases live in TEST_SUITE("gpu").
   file(GLOB cu_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda/*.cu)

@@ -10,6 +10,8 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
@@ -32,6 +34,32 @@ enum class StageFusion {
   never,
 };
 
+// Where the host backend runs a step's work (ContextOptions::host_execution).
+enum class HostExecution {
+  automatic,      // host_step_on_calling_thread() decides, step by step
+  workers,        // always one worker thread per logical device: stages overlap, at a hand-off per task
+  calling_thread, // always on the calling thread, stage after stage in issue order
+};
+
+// Handing a task to another thread costs microseconds, as much as a small product does; stages
+// on worker threads overlap only where a schedule gives them micro-batches to overlap, on cores
+// of their own. bench/host_execution.cpp, four sweeps on 2 cores (two stages of Linear<W,W>,
+// ReLU, Linear<W,W>, batch 256), step time on workers over step time on the calling thread:
+//   whole batch (Naive), W = 16..512:         0.99 to 1.79 (nothing to overlap, hand-offs only)
+//   GPipe m=4, W = 16 (2.1e5 flops per task): 0.84 to 1.50     W = 32 (8.1e5): 0.78 to 1.32
+//              W = 64 (3.2e6):                0.72 to 1.04     W >= 128 (>= 1.3e7): 0.66 to 1.05
+// Workers also vary far more from run to run. Below about 1e6 flops per task they do not win
+// reliably; the seed model's tasks are about 2e4 (17 us per GPipe step on the calling thread,
+// 27 us on workers).
+inline constexpr double host_inline_flops = 1e6;
+
+// HostExecution::automatic's rule, for a step of `micro_batches` whose largest stage does
+// `flops_per_task` on one micro-batch.
+inline bool host_step_on_calling_thread(std::size_t micro_batches, double flops_per_task) {
+  static const unsigned cores = std::thread::hardware_concurrency();
+  return micro_batches < 2 || cores < 2 || flops_per_task < host_inline_flops;
+}
+
 struct ContextOptions {
   // "host", or GPU indices such as "0,1" or "0,0" (logical N runs on entry N % count). Empty: the
   // default, logical N on GPU N % gpu_count, or the host when there is no GPU. TANDEM_DEVICES wins.
@@ -46,6 +74,9 @@ struct ContextOptions {
   // Run a stage whose layers are all small (Linear and activations, widths at most 64) as one
   // operation, forward and backward: one kernel instead of several per layer on a GPU.
   StageFusion fuse_small_stages = StageFusion::automatic;
+  // The host backend only: whether stages run on worker threads or on the calling thread.
+  // TANDEM_HOST_EXECUTION (automatic, workers or calling_thread), when set, wins.
+  HostExecution host_execution = HostExecution::automatic;
   // Record every task's start and end on timeline() (see timeline.hpp); can be toggled later.
   bool timeline = false;
   // Check every training step's loss: a NaN or infinite loss throws Error before any optimizer
@@ -68,6 +99,8 @@ public:
   explicit Context(Options options) : options_(std::move(options)) {
     std::string spec = options_.devices;
     if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
+    if (const char *env = std::getenv("TANDEM_HOST_EXECUTION"); env && *env)
+      options_.host_execution = parse_host_execution(env);
     configure(spec);
   }
   Context(const Context &) = delete;
@@ -137,6 +170,15 @@ private:
     if (gpus_.empty())
       for (int g = 0; g < gpus; ++g) gpus_.push_back(g);
     kind_ = backend::Kind::cuda;
+  }
+
+  // TANDEM_HOST_EXECUTION, which wins over the option as TANDEM_DEVICES does (tests run the whole
+  // host suite both ways with it).
+  static HostExecution parse_host_execution(std::string_view value) {
+    if (value == "automatic") return HostExecution::automatic;
+    if (value == "workers") return HostExecution::workers;
+    if (value == "calling_thread") return HostExecution::calling_thread;
+    detail::fail("TANDEM_HOST_EXECUTION is '", value, "', but must be one of automatic, workers, calling_thread");
   }
 
   // The seed's CPU fallback: said once per process, since every Context would say the same.

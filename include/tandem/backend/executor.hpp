@@ -65,6 +65,11 @@ public:
   // Whether op::SmallForward / SmallBackward beat one operation per layer here (GPUs: one
   // launch instead of many; the host: no, its per-layer products are faster).
   virtual bool prefers_small_stages() const { return false; }
+  // Whether this device's work runs on the issuing thread, at once and in issue order, instead of
+  // on a thread of its own: the host backend's choice for steps too small to repay a hand-off
+  // between threads (ContextOptions::host_execution). Switched between steps, never inside one.
+  // GPUs ignore it: their work is already issued from the calling thread onto streams.
+  virtual void run_on_issuing_thread(bool /*yes*/) {}
   virtual std::unique_ptr<Graph> capture(std::span<Executor *const> executors, const std::function<void()> &issue_work);
 
   // Operations, in single and double precision (double serves finite-difference checks).

@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
-// host::Executor: a logical device on the host, one worker thread with its own queue.
+// host::Executor: a logical device on the host, one worker thread with its own queue (or, for
+// small steps, the issuing thread itself).
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <new>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/event.hpp"
@@ -37,27 +40,46 @@ public:
   }
   void deallocate(void *ptr) noexcept override { std::free(ptr); }
   void upload(void *dst, const void *src, std::size_t bytes) override {
-    worker_.push([=] { std::memcpy(dst, src, bytes); });
+    submit([=] { std::memcpy(dst, src, bytes); });
   }
   void download(void *dst, const void *src, std::size_t bytes) override {
-    worker_.push([=] { std::memcpy(dst, src, bytes); });
+    submit([=] { std::memcpy(dst, src, bytes); });
   }
 
-  void submit(std::function<void()> task) override { worker_.push(std::move(task)); }
+  void submit(std::function<void()> task) override {
+    if (!inline_) return worker_.push(std::move(task));
+    // The worker's semantics on this thread: a failure is kept for synchronize(), and the tasks
+    // after it still run (they may record events that other devices wait for).
+    try {
+      task();
+    } catch (...) {
+      if (!inline_error_) inline_error_ = std::current_exception();
+    }
+  }
   std::unique_ptr<backend::Event> make_event() override { return std::make_unique<Event>(); }
   void record(backend::Event &event) override {
     auto &e = static_cast<Event &>(event);
-    worker_.push([&e, ticket = e.issue()] { e.complete(ticket); });
+    submit([&e, ticket = e.issue()] { e.complete(ticket); });
   }
   void wait(backend::Event &event) override {
+    // Inline, a wait returns at once where the record came from an inline device too: issue order
+    // ran it first. A worker's record is waited for here, on the issuing thread.
     auto &e = static_cast<Event &>(event);
-    if (const auto ticket = e.latest()) worker_.push([&e, ticket] { e.wait_for(ticket); });
+    if (const auto ticket = e.latest()) submit([&e, ticket] { e.wait_for(ticket); });
   }
   double elapsed_us(backend::Event &from, backend::Event &to) override {
     const auto d = static_cast<Event &>(to).when() - static_cast<Event &>(from).when();
     return std::chrono::duration<double, std::micro>(d).count();
   }
-  void synchronize() override { worker_.drain(); }
+  void synchronize() override {
+    worker_.drain();
+    if (inline_error_) std::rethrow_exception(std::exchange(inline_error_, nullptr));
+  }
+  // Work issued before the switch finishes on the worker first, so issue order still holds.
+  void run_on_issuing_thread(bool yes) override {
+    if (yes && !inline_) worker_.wait_idle();
+    inline_ = yes;
+  }
   std::unique_ptr<backend::Link> make_link(backend::Executor &dst) override { return std::make_unique<Link>(dst); }
   // Every host executor's memory is the process's own.
   bool shares_memory_with(std::span<backend::Executor *const> others) const override {
@@ -94,6 +116,8 @@ public:
 
 private:
   std::size_t index_;
+  bool inline_ = false;               // run_on_issuing_thread
+  std::exception_ptr inline_error_{}; // the first failure of a task run inline
   Worker worker_;
 };
 

@@ -43,11 +43,17 @@ public:
     ready_.notify_one();
   }
 
-  // Waits until every task pushed so far has run, then rethrows the first failure, if any.
-  void drain() {
+  // Waits until every task pushed so far has run; a failure stays kept for drain().
+  void wait_idle() {
     spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
     std::unique_lock lock(mutex_);
     idle_.wait(lock, [this] { return pending_ == 0; });
+  }
+
+  // Waits until every task pushed so far has run, then rethrows the first failure, if any.
+  void drain() {
+    wait_idle();
+    std::lock_guard lock(mutex_);
     if (error_) {
       auto error = std::exchange(error_, nullptr);
       std::rethrow_exception(error);
