@@ -8,7 +8,7 @@
 //
 // Workloads (IDs): seed (10-20-10-2, batch 64), seed_gpipe4 (the same with GPipe, 4 micro-batches),
 // mlp256 (8 Linear 256->256, ReLU between, batch 1024), mlp4096 (4 Linear 4096->4096, batch 8192)
-// and mlp4096_tf32 (mlp4096 with ContextOptions::allow_tf32). Every network is a Pipeline of two
+// mlp4096_tf32 and mlp4096_bf16 (mlp4096 with ContextOptions::precision tf32 or bf16). Every network is a Pipeline of two
 // stages, Device<0> and Device<1>, which share the GPU on a one-GPU machine.
 //
 // Each step is timed on the host clock around train_step, which returns the loss and so waits for
@@ -121,8 +121,8 @@ template <class Net> constexpr double nominal_flop(std::size_t batch) {
 
 template <class Net, class Sched>
 Result measure(const char *id, const char *label, std::size_t nominal_batch, int default_steps, int default_warmup,
-               bool tf32, bool graphs, const Sched &sched, const Options &o) {
-  Context ctx({.devices = o.devices, .allow_tf32 = tf32, .graphs = graphs});
+               Precision precision, bool graphs, const Sched &sched, const Options &o) {
+  Context ctx({.devices = o.devices, .precision = precision, .graphs = graphs});
   Net net(ctx, 42);
   optim::SGD opt(net, {.lr = 0.01f});
   loss::CrossEntropy loss;
@@ -234,7 +234,7 @@ bool write_json(const std::string &path, const std::string &device, const std::s
 void usage(std::FILE *to) {
   std::fputs("usage: bench_gpu_step [--json PATH] [--only ID,ID] [--steps N] [--warmup N] [--seconds S]\n"
              "                      [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]\n"
-             "IDs: seed seed_gpipe4 mlp256 mlp4096 mlp4096_tf32\n",
+             "IDs: seed seed_gpipe4 mlp256 mlp4096 mlp4096_tf32 mlp4096_bf16\n",
              to);
 }
 
@@ -330,21 +330,24 @@ int main(int argc, char **argv) {
         ++failed;
       }
   };
-  // id, label, nominal batch, default timed steps and warm-up steps, TF32, schedule.
+  // id, label, nominal batch, default timed steps and warm-up steps, precision, schedule.
   add("seed", "seed model 10-20-10-2", [&](const char *id, const char *label, bool graphs) {
-    return measure<Seed>(id, label, 64, 2000, 200, false, graphs, schedule::Naive{}, o);
+    return measure<Seed>(id, label, 64, 2000, 200, Precision::fp32, graphs, schedule::Naive{}, o);
   });
   add("seed_gpipe4", "seed model 10-20-10-2, GPipe m=4", [&](const char *id, const char *label, bool graphs) {
-    return measure<Seed>(id, label, 64, 2000, 200, false, graphs, schedule::GPipe{.micro_batches = 4}, o);
+    return measure<Seed>(id, label, 64, 2000, 200, Precision::fp32, graphs, schedule::GPipe{.micro_batches = 4}, o);
   });
   add("mlp256", "MLP 256 wide, 8 Linear", [&](const char *id, const char *label, bool graphs) {
-    return measure<Mlp256>(id, label, 1024, 1000, 100, false, graphs, schedule::Naive{}, o);
+    return measure<Mlp256>(id, label, 1024, 1000, 100, Precision::fp32, graphs, schedule::Naive{}, o);
   });
   add("mlp4096", "MLP 4096 wide, 4 Linear", [&](const char *id, const char *label, bool graphs) {
-    return measure<Mlp4096>(id, label, 8192, 100, 5, false, graphs, schedule::Naive{}, o);
+    return measure<Mlp4096>(id, label, 8192, 100, 5, Precision::fp32, graphs, schedule::Naive{}, o);
   });
   add("mlp4096_tf32", "MLP 4096 wide, 4 Linear, TF32", [&](const char *id, const char *label, bool graphs) {
-    return measure<Mlp4096>(id, label, 8192, 100, 5, true, graphs, schedule::Naive{}, o);
+    return measure<Mlp4096>(id, label, 8192, 100, 5, Precision::tf32, graphs, schedule::Naive{}, o);
+  });
+  add("mlp4096_bf16", "MLP 4096 wide, 4 Linear, bf16", [&](const char *id, const char *label, bool graphs) {
+    return measure<Mlp4096>(id, label, 8192, 100, 5, Precision::bf16, graphs, schedule::Naive{}, o);
   });
 
   std::printf("%-44s %6s %6s %11s %10s %10s %8s %11s\n", "workload (tandem)", "batch", "steps", "median us", "p10",

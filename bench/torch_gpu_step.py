@@ -7,15 +7,17 @@ GPU), timed eagerly and with the whole step captured in a CUDA graph, written as
 
 Workloads (IDs): seed (10-20-10-2, batch 64), seed_gpipe4 (the same in 4 micro-batches whose
 gradients add up, as GPipe's do), mlp256 (8 Linear 256->256, ReLU between, batch 1024), mlp4096
-(4 Linear 4096->4096, batch 8192) and mlp4096_tf32 (the same with TF32 matmuls). Inputs stay on
-the GPU. Each step returns the loss to Python (.item()), as tandem's train_step returns it, so
-each timed step includes the wait for its work. fp32 with TF32 off except in mlp4096_tf32.
+(4 Linear 4096->4096, batch 8192), mlp4096_tf32 (the same with TF32 matmuls) and mlp4096_bf16
+(the same under bfloat16 autocast). Inputs stay on the GPU. Each step returns the loss to Python
+(.item()), as tandem's train_step returns it, so each timed step includes the wait for its work.
+fp32 with TF32 off except in those two.
 
 Without CUDA it says so, writes a JSON file with no results (if asked) and exits 0. --device cpu
 runs the eager steps on the CPU instead, to check this script on a machine without a GPU.
 Works with PyTorch 1.13 through 2.x.
 """
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -26,12 +28,14 @@ from torch import nn
 
 WORKLOADS = [
     # id, label, widths of the Linear layers (stage 0 takes the first half), batch, micro-batches,
-    # TF32, default timed steps, default warm-up steps; as in bench/gpu_step.cu.
-    ("seed", "seed model 10-20-10-2", None, 64, 1, False, 2000, 200),
-    ("seed_gpipe4", "seed model 10-20-10-2, GPipe m=4", None, 64, 4, False, 2000, 200),
-    ("mlp256", "MLP 256 wide, 8 Linear", [256] * 9, 1024, 1, False, 1000, 100),
-    ("mlp4096", "MLP 4096 wide, 4 Linear", [4096] * 5, 8192, 1, False, 100, 5),
-    ("mlp4096_tf32", "MLP 4096 wide, 4 Linear, TF32", [4096] * 5, 8192, 1, True, 100, 5),
+    # precision of the matmuls, default timed steps, default warm-up steps; as in bench/gpu_step.cu.
+    # "bf16" is torch.autocast(dtype=torch.bfloat16) around the forward, float32 master weights.
+    ("seed", "seed model 10-20-10-2", None, 64, 1, "fp32", 2000, 200),
+    ("seed_gpipe4", "seed model 10-20-10-2, GPipe m=4", None, 64, 4, "fp32", 2000, 200),
+    ("mlp256", "MLP 256 wide, 8 Linear", [256] * 9, 1024, 1, "fp32", 1000, 100),
+    ("mlp4096", "MLP 4096 wide, 4 Linear", [4096] * 5, 8192, 1, "fp32", 100, 5),
+    ("mlp4096_tf32", "MLP 4096 wide, 4 Linear, TF32", [4096] * 5, 8192, 1, "tf32", 100, 5),
+    ("mlp4096_bf16", "MLP 4096 wide, 4 Linear, bf16", [4096] * 5, 8192, 1, "bf16", 100, 5),
 ]
 
 
@@ -90,7 +94,7 @@ def time_steps(step, steps, warmup, seconds, sync):
 
 
 def run(workload, args, device):
-    wid, label, widths, nominal_batch, micro, tf32, default_steps, default_warmup = workload
+    wid, label, widths, nominal_batch, micro, precision, default_steps, default_warmup = workload
     steps = args.steps if args.steps > 0 else default_steps
     warmup = args.warmup if args.warmup >= 0 else default_warmup
     batch = max(nominal_batch // max(args.batch_div, 1), 8)
@@ -109,7 +113,9 @@ def run(workload, args, device):
         # gradients add up to the whole batch's, as tandem's GPipe schedule's do.
         total = None
         for xc, yc in zip(xs, ys):
-            loss = loss_fn(part2(part1(xc)), yc)
+            with autocast():
+                out = part2(part1(xc))
+            loss = loss_fn(out.float(), yc)
             if micro > 1:
                 loss = loss * (xc.shape[0] / batch)
             loss.backward()
@@ -123,13 +129,18 @@ def run(workload, args, device):
         return loss.item()
 
     is_cuda = device.type == "cuda"
+
+    def autocast():
+        if precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
     sync = torch.cuda.synchronize if is_cuda else (lambda: None)
     flop = nominal_flop(part1, part2, batch)
     base = {"workload": wid, "label": label, "input": "device tensors" if is_cuda else "host tensors",
             "batch": batch, "warmup": warmup, "flop": flop}
     results = []
     if is_cuda:
-        set_tf32(tf32)
+        set_tf32(precision == "tf32")
     try:
         times, loss = time_steps(eager, steps, warmup, args.seconds, sync)
         results.append(summary(base, "torch eager", times, loss))

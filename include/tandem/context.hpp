@@ -17,6 +17,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/executor.hpp"
 #include "tandem/error.hpp"
+#include "tandem/precision.hpp"
 #include "tandem/timeline.hpp"
 
 #if defined(__CUDACC__) && !defined(TANDEM_HOST_ONLY)
@@ -66,7 +67,13 @@ struct ContextOptions {
   std::string devices{};
   // Copy at every stage boundary, even between logical devices on one physical device.
   bool force_copies = false;
-  // Let cuBLAS use TF32 tensor cores for float products (off by default, as PyTorch's matmul).
+  // The arithmetic of float matrix products (precision.hpp): fp32 as PyTorch's default, or inputs
+  // rounded to TF32 or bfloat16 with float32 accumulation and float32 master weights. On GPUs
+  // cuBLAS's tensor cores do the rounding; the host backend emulates it, with the same results
+  // up to the accumulation order. Fused small stages compute in float32: not used unless fp32.
+  Precision precision = Precision::fp32;
+  // PyTorch's spelling of precision = tf32 (torch.backends.cuda.matmul.allow_tf32); it applies
+  // when precision is left at fp32.
   bool allow_tf32 = false;
   // On GPUs, fuse each Linear's bias into its product (one cuBLASLt call with a bias epilogue);
   // off, or where cuBLASLt has no such algorithm: a cuBLAS product and a bias kernel.
@@ -101,6 +108,7 @@ public:
     if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
     if (const char *env = std::getenv("TANDEM_HOST_EXECUTION"); env && *env)
       options_.host_execution = parse_host_execution(env);
+    if (options_.allow_tf32 && options_.precision == Precision::fp32) options_.precision = Precision::tf32;
     configure(spec);
   }
   Context(const Context &) = delete;
@@ -197,10 +205,10 @@ private:
   std::unique_ptr<backend::Executor> make_executor(std::size_t logical) {
 #ifdef TANDEM_CUDA_BACKEND
     if (kind_ == backend::Kind::cuda)
-      return std::make_unique<backend::cuda::Executor>(physical(logical), logical, options_.allow_tf32,
+      return std::make_unique<backend::cuda::Executor>(physical(logical), logical, options_.precision,
                                                        options_.fuse_epilogues);
 #endif
-    return std::make_unique<backend::host::Executor>(logical);
+    return std::make_unique<backend::host::Executor>(logical, options_.precision);
   }
 
   Options options_;

@@ -491,6 +491,8 @@ private:
 
   // Whether a stage that can (small_stage) runs as one operation, by the option and the backend.
   bool fuses_small_stage(const StageState &st) const {
+    // Its sums are float32 multiply-adds of its own: reduced precision needs the products.
+    if (std::is_same_v<T, float> && ctx_->options().precision != Precision::fp32) return false;
     switch (ctx_->options().fuse_small_stages) {
     case StageFusion::always: return true;
     case StageFusion::never: return false;

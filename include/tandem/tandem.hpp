@@ -20,6 +20,7 @@
 #include "tandem/optim/sgd.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pipeline.hpp"
+#include "tandem/precision.hpp"
 #include "tandem/random.hpp"
 #include "tandem/schedule/gpipe.hpp"
 #include "tandem/schedule/naive.hpp"

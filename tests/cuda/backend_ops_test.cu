@@ -275,14 +275,14 @@ template <class T> void small_stage_case(backend::Executor &ex, bool accumulate)
 TEST_SUITE("gpu") {
   TEST_CASE("ops: Gemm matches the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     all_gemm<float>(ex);
     all_gemm<double>(ex);
   }
 
   TEST_CASE("ops: LinearForward and LinearBackward match the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     for (bool bias : {false, true})
       for (bool dx : {false, true})
         for (bool dbias : {false, true}) {
@@ -293,7 +293,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: activations forward and backward match the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     for (Activation kind : {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh,
                             Activation::gelu, Activation::gelu_tanh}) {
       activation_case<float>(ex, kind);
@@ -303,7 +303,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: SmallForward and SmallBackward match the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     for (const bool accumulate : {true, false}) {
       small_stage_case<float>(ex, accumulate);
       small_stage_case<double>(ex, accumulate);
@@ -312,7 +312,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: Fill matches the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     for (double value : {0.0, -0.0, 1.5}) {
       fill_case<float>(ex, float(value));
       fill_case<double>(ex, value);
@@ -321,7 +321,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: CrossEntropy matches the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     // 2 classes (the seed's), wide rows (more classes than a warp has lanes), and more rows
     // than one block takes (many partial sums).
     for (auto [rows, classes] : {std::pair<std::size_t, std::size_t>{64, 2}, {5, 100}, {3000, 7}}) {
@@ -334,7 +334,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: SquaredError matches the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     for (std::size_t n : {std::size_t(1), std::size_t(128), std::size_t(300000)}) {
       squared_error_case<float>(ex, n);
       squared_error_case<double>(ex, n);
@@ -343,7 +343,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: SgdStep matches the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     sgd_case<float>(ex, 0, 0, 0, false);
     sgd_case<float>(ex, 0.9f, 0.1f, 0.01f, false);
     sgd_case<float>(ex, 0.9f, 0, 0.01f, true);
@@ -353,7 +353,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: AdamStep matches the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     for (bool decoupled : {false, true})
       for (bool amsgrad : {false, true}) {
         adam_case<float>(ex, 0.01f, decoupled, amsgrad);
@@ -364,7 +364,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: AdamStep rounds its bias corrections from double as the host does") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
     adam_scalars_case(ex, false);
     adam_scalars_case(ex, true);
   }

@@ -57,7 +57,7 @@ void check_link(Executor &src, Executor &dst, backend::Link &link) {
 TEST_SUITE("gpu") {
   TEST_CASE("executor: out of memory names the bytes and the device") {
     TANDEM_SKIP_WITHOUT_GPU();
-    Executor ex(0, 3, false);
+    Executor ex(0, 3, Precision::fp32);
     const std::size_t absurd = std::size_t(1) << 52; // 4 PiB
     const std::string msg = message_of([&] { ex.allocate(absurd); });
     CHECK_MESSAGE(msg.find("out of memory") != std::string::npos, msg);
@@ -71,7 +71,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("executor: a cuBLAS failure names the call and the device and is raised by synchronize") {
     TANDEM_SKIP_WITHOUT_GPU();
-    Executor ex(0, 1, false);
+    Executor ex(0, 1, Precision::fp32);
     test::DeviceArray<float> a(ex, std::vector<float>(64, 1.0f));
     // lda smaller than a row: cuBLAS rejects the arguments.
     const backend::op::Gemm<float> bad{
@@ -86,7 +86,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("executor: events order streams and waiting on one never recorded is no wait") {
     TANDEM_SKIP_WITHOUT_GPU();
-    Executor a(0, 0, false), b(0, 1, false);
+    Executor a(0, 0, Precision::fp32), b(0, 1, Precision::fp32);
     auto never = a.make_event();
     b.wait(*never);
     CHECK_NOTHROW(b.synchronize());
@@ -109,7 +109,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("executor: upload and download round-trip small and beyond the staging area") {
     TANDEM_SKIP_WITHOUT_GPU();
-    Executor ex(0, 0, false);
+    Executor ex(0, 0, Precision::fp32);
     for (std::size_t n : {std::size_t(1), std::size_t(1000), std::size_t(5) << 20}) {
       const auto values = test::uniform<float>(n, 5);
       test::DeviceArray<float> d(ex, values);
@@ -119,7 +119,7 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("link: every copy path delivers the bytes between streams of one GPU") {
     TANDEM_SKIP_WITHOUT_GPU();
-    Executor src(0, 0, false), dst(0, 1, false);
+    Executor src(0, 0, Precision::fp32), dst(0, 1, Precision::fp32);
     auto made = src.make_link(dst);
     CHECK(static_cast<backend::cuda::Link &>(*made).path() == CopyPath::same_device);
     check_link(src, dst, *made);
@@ -136,7 +136,7 @@ TEST_SUITE("gpu") {
       MESSAGE("skipped: needs two GPUs");
       return;
     }
-    Executor g0(0, 0, false), g1(1, 1, false);
+    Executor g0(0, 0, Precision::fp32), g1(1, 1, Precision::fp32);
     for (auto [from, to] : {std::pair{&g0, &g1}, std::pair{&g1, &g0}}) {
       auto link = from->make_link(*to);
       MESSAGE("copy path ", backend::cuda::to_string(static_cast<backend::cuda::Link &>(*link).path()));
@@ -150,7 +150,7 @@ TEST_SUITE("gpu") {
       MESSAGE("skipped: needs two GPUs");
       return;
     }
-    Executor g0(0, 0, false), g1(1, 1, false);
+    Executor g0(0, 0, Precision::fp32), g1(1, 1, Precision::fp32);
     auto link = g0.make_link(g1);
     auto ready = g0.make_event(), wrong = g0.make_event();
     const std::string msg = message_of([&] { link->copy(nullptr, nullptr, 0, *ready, *wrong); });

@@ -100,8 +100,8 @@ bool run_case(backend::cuda::Executor &ex, Lt &lt, const Shape &s, bool bias, Ac
 TEST_SUITE("gpu") {
   TEST_CASE("Lt: fused Linear forward matches a float64 reference") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
-    Lt lt({ex.device(), ex.logical()}, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
     struct Case {
       Shape shape;
       bool required; // the seed's shapes and a 256-wide one must take the fused path
@@ -126,8 +126,8 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("Lt: pointers aligned only to a float") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
-    Lt lt({ex.device(), ex.logical()}, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
     for (const Shape s : {Shape{64, 10, 20}, Shape{37, 13, 5}})
       for (bool bias : {true, false})
         for (Activation act : {Activation::identity, Activation::relu})
@@ -137,8 +137,8 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("Lt: a repeated call plans nothing, allocates nothing and uses its own bias") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
-    Lt lt({ex.device(), ex.logical()}, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
     const Shape s{64, 20, 10};
     REQUIRE(run_case(ex, lt, s, true, Activation::relu, fp32_tolerance, 0, 1));
     const std::size_t plans = lt.plans(), allocations = lt.allocations();
@@ -152,8 +152,8 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("Lt: a warmed-up call can be captured into a CUDA graph") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
-    Lt lt({ex.device(), ex.logical()}, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
     const Shape s{64, 10, 20};
     const auto x = uniform<float>(s.batch * s.in, 401), w = uniform<float>(s.out * s.in, 402),
                b1 = uniform<float>(s.out, 403), b2 = uniform<float>(s.out, 404);
@@ -201,8 +201,8 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("Lt: TF32 when allowed, within TF32's rounding") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, true);
-    Lt lt({ex.device(), ex.logical()}, true);
+    backend::cuda::Executor ex(0, 0, Precision::tf32);
+    Lt lt({ex.device(), ex.logical()}, Precision::tf32);
     // TF32 keeps 10 mantissa bits of each input: about 1e-3 relative error, where FP32 has 1e-7.
     for (Activation act : {Activation::identity, Activation::relu})
       if (!run_case(ex, lt, Shape{1024, 256, 256}, true, act, 1e-2, 0, 7))
@@ -211,8 +211,8 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("Lt: what it does not fuse returns false and enqueues nothing") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
-    Lt lt({ex.device(), ex.logical()}, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
     for (Activation act : {Activation::sigmoid, Activation::tanh, Activation::gelu, Activation::gelu_tanh})
       CHECK_FALSE(run_case(ex, lt, Shape{64, 10, 20}, true, act, fp32_tolerance));
     CHECK_FALSE(run_case(ex, lt, Shape{64, 0, 20}, true, Activation::identity, fp32_tolerance)); // k = 0
@@ -224,8 +224,8 @@ TEST_SUITE("gpu") {
   // epilogue as max(x, 0), which may not. Reported rather than asserted, so the caller can decide.
   TEST_CASE("Lt: what the ReLU epilogue makes of a NaN") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, false);
-    Lt lt({ex.device(), ex.logical()}, false);
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
     const Shape s{64, 10, 20};
     auto x = uniform<float>(s.batch * s.in, 501);
     const auto w = uniform<float>(s.out * s.in, 502), b = uniform<float>(s.out, 503);

@@ -20,6 +20,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -156,8 +157,13 @@ double norm_wise_error(const std::vector<double> &got, const std::vector<double>
 // Trains Net with options `opt_options` and Loss for len(batches) steps (batch k of size
 // batches[k], fresh data each step unless `repeat`), in tandem and in PyTorch, and compares.
 template <class Net, class Loss, class OptOptions, class Sched = schedule::Naive>
-int run_case(Context &ctx, const std::string &name, const std::string &python, const std::string &script,
-             std::vector<std::size_t> batches, OptOptions opt_options, bool repeat = false, Sched sched = {}) {
+int run_case(Context &given, const std::string &name, const std::string &python, const std::string &script,
+             std::vector<std::size_t> batches, OptOptions opt_options, bool repeat = false, Sched sched = {},
+             Precision precision = Precision::fp32) {
+  // Reduced precision needs a context of its own (on the same backend: TANDEM_DEVICES applies).
+  std::optional<Context> own;
+  if (precision != Precision::fp32) own.emplace(ContextOptions{.precision = precision});
+  Context &ctx = own ? *own : given;
   using Opt =
       std::conditional_t<std::is_same_v<OptOptions, optim::SGDOptions>, optim::SGD,
                          std::conditional_t<std::is_same_v<OptOptions, optim::AdamOptions>, optim::Adam, optim::AdamW>>;
@@ -190,7 +196,8 @@ int run_case(Context &ctx, const std::string &name, const std::string &python, c
     std::ofstream js(dir / "input.json");
     js << "{\"case\":\"" << name << "\",\"in_features\":" << in << ",\"out_features\":" << out
        << ",\"stages\":" << stages_json<Net>(std::make_index_sequence<Net::num_stages>{}) << ",\"loss\":\""
-       << loss_name(loss) << "\",\"optimizer\":" << optimizer_json(opt_options) << ",\"parameters\":{";
+       << loss_name(loss) << "\",\"optimizer\":" << optimizer_json(opt_options) << ",\"precision\":\""
+       << tandem::name(precision) << "\",\"parameters\":{";
     bool first = true;
     for (const auto &p : net.parameters()) {
       js << (first ? "" : ",") << "\"" << p.name() << "\":{\"shape\":[" << p.rows();
@@ -225,7 +232,11 @@ int run_case(Context &ctx, const std::string &name, const std::string &python, c
     got["grad." + p.name()].assign(g.begin(), g.end());
   }
 
-  const double tolerance = ctx.backend() == backend::Kind::host ? 1e-5 : 1e-4;
+  // bf16: PyTorch's autocast also rounds each Linear's output (and so the next one's input and
+  // the gradients flowing back) to bfloat16, where tandem keeps float32; eight of bf16's units
+  // in the last place (2^-8 each) cover the few roundings between the two along the network.
+  const double tolerance =
+      precision == Precision::bf16 ? 8 * 0x1p-8 : (ctx.backend() == backend::Kind::host ? 1e-5 : 1e-4);
   std::vector<Comparison> results;
   bool ok = true;
   for (const auto &[key, mine] : got) {
@@ -341,6 +352,13 @@ const std::map<std::string, Run> cases = {
      [](Context &c, const std::string &n, const std::string &py, const std::string &s) {
        return run_case<ActivationsNet, CE>(c, n, py, s, {64, 37, 64}, optim::AdamOptions{.lr = 1e-2f}, false,
                                            schedule::GPipe{.micro_batches = 4});
+     }},
+    // Precision::bf16 against torch.autocast(dtype=bfloat16) on the CPU: the seed's network and
+    // data, with GPipe's micro-batches, at the tolerance bfloat16 allows.
+    {"autocast_bf16",
+     [](Context &c, const std::string &n, const std::string &py, const std::string &s) {
+       return run_case<SeedNet, CE>(c, n, py, s, {64, 64, 64, 64, 64}, optim::SGDOptions{.lr = 0.01f}, false,
+                                    schedule::GPipe{.micro_batches = 2}, Precision::bf16);
      }},
     {"one_f_one_b",
      [](Context &c, const std::string &n, const std::string &py, const std::string &s) {

@@ -8,9 +8,11 @@ with torch.optim, and writes one tensor per line: `name count v1 v2 ...`:
   output         the trained network's output on the evaluation input
   param.NAME     every parameter after the last step
   grad.NAME      every parameter's gradient of the last step
+A case with "precision": "bf16" runs its forward passes under torch.autocast (CPU, bfloat16).
 
 usage: torch_reference.py input.json output.txt
 """
+import contextlib
 import json
 import sys
 
@@ -39,6 +41,15 @@ def make_optimizer(spec, params):
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[kind]
     return cls(params, lr=spec["lr"], betas=tuple(spec["betas"]), eps=spec["eps"],
                weight_decay=spec["weight_decay"], amsgrad=spec["amsgrad"])
+
+
+def autocast(case):
+    """The case's precision: "bf16" runs the forward under CPU autocast with bfloat16, whose
+    Linear products read bfloat16 inputs and accumulate in float32 (tandem's Precision::bf16);
+    anything else, plain float32."""
+    if case.get("precision", "fp32") == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def main(input_path, output_path):
@@ -78,14 +89,16 @@ def main(input_path, output_path):
         else:
             y = torch.tensor(step["y"], dtype=torch.float32).reshape(-1, out_features)
         optimizer.zero_grad()
-        loss = criterion(model(x), y)
+        with autocast(case):
+            output = model(x)
+        loss = criterion(output.float(), y)  # the loss in float32, as autocast computes it
         loss.backward()
         optimizer.step()
         out[f"loss.{k}"] = [loss.item()]
 
-    with torch.no_grad():
+    with torch.no_grad(), autocast(case):
         eval_x = torch.tensor(case["eval_x"], dtype=torch.float32).reshape(-1, in_features)
-        out["output"] = model(eval_x).flatten().tolist()
+        out["output"] = model(eval_x).float().flatten().tolist()
     for name, p in params.items():
         out[f"param.{name}"] = p.detach().flatten().tolist()
         out[f"grad.{name}"] = p.grad.flatten().tolist()

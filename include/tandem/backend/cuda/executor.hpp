@@ -24,6 +24,7 @@
 #include "tandem/backend/cuda/pinned.hpp"
 #include "tandem/backend/executor.hpp"
 #include "tandem/error.hpp"
+#include "tandem/precision.hpp"
 
 namespace tandem::backend::cuda {
 
@@ -44,21 +45,23 @@ inline int device_count() noexcept {
 // stream is the queue).
 class Executor final : public backend::Executor {
 public:
-  Executor(int device, std::size_t logical, bool allow_tf32, bool fuse_epilogues = true) : site_{device, logical} {
+  Executor(int device, std::size_t logical, Precision precision, bool fuse_epilogues = true)
+      : site_{device, logical}, precision_(precision) {
     DeviceGuard guard(device, site_);
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", site_);
     try {
       check(cublasCreate(&blas_), "cublasCreate", site_);
       check(cublasSetStream(blas_, stream_), "cublasSetStream", site_);
-      // Without TF32, float products are plain FP32 as PyTorch's default matmul; with it, cuBLAS
-      // may round inputs to TF32 on tensor cores (faster, about 1e-3 relative error).
-      check(cublasSetMathMode(blas_, allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+      // fp32: plain float products as PyTorch's default matmul. tf32: cuBLAS may round inputs to
+      // TF32 on tensor cores (faster, about 1e-3 relative error). bf16 picks its compute type per
+      // call (kernels::gemm), so the handle stays at the default.
+      check(cublasSetMathMode(blas_, precision == Precision::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
             "cublasSetMathMode", site_);
       // A workspace of our own (after cublasSetStream, which resets it): products captured in a
       // graph then use memory that outlives the graph, and cuBLAS allocates nothing per capture.
       blas_workspace_ = allocate(blas_workspace_bytes);
       check(cublasSetWorkspace(blas_, blas_workspace_, blas_workspace_bytes), "cublasSetWorkspace", site_);
-      if (fuse_epilogues) lt_ = std::make_unique<Lt>(site_, allow_tf32);
+      if (fuse_epilogues) lt_ = std::make_unique<Lt>(site_, precision);
       partials_ = static_cast<double *>(allocate(kernels::max_blocks * sizeof(double)));
     } catch (...) {
       release();
@@ -328,7 +331,7 @@ private:
     int current = -1;
     if (cudaGetDevice(&current) != cudaSuccess || current != site_.device)
       check(cudaSetDevice(site_.device), "cudaSetDevice", site_);
-    return {stream_, blas_, site_, partials_, lt_.get()};
+    return {stream_, blas_, site_, partials_, lt_.get(), precision_};
   }
 
   void release() noexcept {
@@ -349,6 +352,7 @@ private:
   }
 
   Site site_;
+  Precision precision_ = Precision::fp32; // of float products
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   double *partials_ = nullptr; // kernels::max_blocks block partials of a loss reduction

@@ -21,6 +21,7 @@
 #include "tandem/backend/ops.hpp"
 #include "tandem/backend/small_stage.hpp"
 #include "tandem/error.hpp"
+#include "tandem/precision.hpp"
 
 // Elementwise work and reductions are small hand-written kernels rather than Thrust/CUB calls:
 // each one here fuses what would be several Thrust passes (an optimizer step updates three or
@@ -38,8 +39,9 @@ struct Launch {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   Site site{};
-  double *partials = nullptr; // max_blocks of them
-  Lt *lt = nullptr;           // fused Linear epilogues; null: plain cuBLAS and kernels
+  double *partials = nullptr;            // max_blocks of them
+  Lt *lt = nullptr;                      // fused Linear epilogues; null: plain cuBLAS and kernels
+  Precision precision = Precision::fp32; // of float products (tf32: the handle's math mode)
 };
 
 inline constexpr unsigned threads = 256;
@@ -336,12 +338,17 @@ inline int as_int(std::size_t v, const char *what, const Launch &l) {
   return static_cast<int>(v);
 }
 
-inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                           const float *alpha, const float *a, int lda, const float *b, int ldb, const float *beta,
-                           float *c, int ldc) {
+// fp32 and tf32 (the handle's math mode rounds to TF32) are cublasSgemm; bf16 is cublasGemmEx on the
+// same float32 data with a compute type that rounds the inputs to bfloat16 on tensor cores.
+inline cublasStatus_t gemm(cublasHandle_t h, Precision p, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                           int k, const float *alpha, const float *a, int lda, const float *b, int ldb,
+                           const float *beta, float *c, int ldc) {
+  if (p == Precision::bf16)
+    return cublasGemmEx(h, ta, tb, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c, CUDA_R_32F, ldc,
+                        CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT);
   return cublasSgemm(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-inline cublasStatus_t gemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+inline cublasStatus_t gemm(cublasHandle_t h, Precision, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                            const double *alpha, const double *a, int lda, const double *b, int ldb, const double *beta,
                            double *c, int ldc) {
   return cublasDgemm(h, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -359,10 +366,13 @@ template <class T> void run(const op::Gemm<T> &g, const Launch &l) {
   // row-major C = op(A) op(B) is computed as the column-major C^T = op(B)^T op(A)^T: B first,
   // each operand keeping its own transpose flag, and m and n swapped.
   const auto op_of = [](bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; };
-  check(gemm(l.blas, op_of(g.trans_b), op_of(g.trans_a), as_int(g.n, "n", l), as_int(g.m, "m", l), as_int(g.k, "k", l),
-             &g.alpha, g.b, as_int(g.ldb, "ldb", l), g.a, as_int(g.lda, "lda", l), &g.beta, g.c,
+  check(gemm(l.blas, l.precision, op_of(g.trans_b), op_of(g.trans_a), as_int(g.n, "n", l), as_int(g.m, "m", l),
+             as_int(g.k, "k", l), &g.alpha, g.b, as_int(g.ldb, "ldb", l), g.a, as_int(g.lda, "lda", l), &g.beta, g.c,
              as_int(g.ldc, "ldc", l)),
-        std::is_same_v<T, float> ? "cublasSgemm" : "cublasDgemm", l.site);
+        !std::is_same_v<T, float>        ? "cublasDgemm"
+        : l.precision == Precision::bf16 ? "cublasGemmEx"
+                                         : "cublasSgemm",
+        l.site);
 }
 
 template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {

@@ -16,6 +16,7 @@
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/error.hpp"
+#include "tandem/precision.hpp"
 
 namespace tandem::backend::cuda {
 
@@ -27,12 +28,23 @@ namespace tandem::backend::cuda {
 // first call for a shape (and pointer alignments) asks the heuristic for an algorithm, which is
 // kept, the answer "none" included: later calls query nothing and allocate nothing, so they may be
 // captured into a CUDA graph. A first call made while the stream is capturing returns false.
+// The cuBLAS compute type of a float product of precision `p`: float32 throughout, or float32
+// data whose products' inputs tensor cores round to TF32 or bfloat16 (float32 accumulation).
+inline cublasComputeType_t compute_type(Precision p) {
+  switch (p) {
+  case Precision::tf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+  case Precision::bf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+  case Precision::fp32: break;
+  }
+  return CUBLAS_COMPUTE_32F;
+}
+
 class Lt {
 public:
   // Hopper's usual choice: enough for split-K reductions of large products.
   static constexpr std::size_t workspace_bytes = std::size_t(32) << 20;
 
-  Lt(const Site &site, bool allow_tf32) : site_(site), allow_tf32_(allow_tf32) {
+  Lt(const Site &site, Precision precision) : site_(site), precision_(precision) {
     DeviceGuard guard(site_.device, site_);
     check(cublasLtCreate(&handle_), "cublasLtCreate", site_);
   }
@@ -102,7 +114,7 @@ public:
   std::size_t allocations() const { return allocations_; }
   // Shapes planned so far, those found unsupported included.
   std::size_t plans() const { return plans_.size(); }
-  bool allow_tf32() const { return allow_tf32_; }
+  Precision precision() const { return precision_; }
 
 private:
   // The pointers' alignments are part of the key: the heuristic picks an algorithm for the
@@ -199,7 +211,7 @@ private:
     Plan &p = *plan;
     const auto m = static_cast<std::uint64_t>(key.out), n = static_cast<std::uint64_t>(key.batch),
                k = static_cast<std::uint64_t>(key.in);
-    const cublasComputeType_t compute = allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const cublasComputeType_t compute = compute_type(precision_);
     const std::int32_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
     const auto epilogue = static_cast<std::uint32_t>(key.epilogue);
     const void *bias_pointer = bias;
@@ -271,7 +283,7 @@ private:
   }
 
   Site site_;
-  bool allow_tf32_ = false;
+  Precision precision_ = Precision::fp32;
   cublasLtHandle_t handle_ = nullptr;
   void *workspace_ = nullptr;
   std::size_t workspace_size_ = 0;

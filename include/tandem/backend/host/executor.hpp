@@ -21,12 +21,14 @@
 #include "tandem/backend/host/link.hpp"
 #include "tandem/backend/host/worker.hpp"
 #include "tandem/error.hpp"
+#include "tandem/precision.hpp"
 
 namespace tandem::backend::host {
 
 class Executor final : public backend::Executor {
 public:
-  explicit Executor(std::size_t index) : index_(index) {}
+  explicit Executor(std::size_t index, Precision precision = Precision::fp32)
+      : index_(index), reduced_(precision), precision_(precision) {}
 
   Kind kind() const override { return Kind::host; }
   std::string name() const override { return "host:" + std::to_string(index_); }
@@ -92,11 +94,15 @@ public:
   void run(const op::SmallForward<double> &a) override { kernels::run(a); }
   void run(const op::SmallBackward<float> &a) override { kernels::run(a); }
   void run(const op::SmallBackward<double> &a) override { kernels::run(a); }
-  void run(const op::Gemm<float> &a) override { kernels::run(a); }
+  void run(const op::Gemm<float> &a) override { precision_ == Precision::fp32 ? kernels::run(a) : reduced_.run(a); }
   void run(const op::Gemm<double> &a) override { kernels::run(a); }
-  void run(const op::LinearForward<float> &a) override { kernels::run(a); }
+  void run(const op::LinearForward<float> &a) override {
+    precision_ == Precision::fp32 ? kernels::run(a) : reduced_.run(a);
+  }
   void run(const op::LinearForward<double> &a) override { kernels::run(a); }
-  void run(const op::LinearBackward<float> &a) override { kernels::run(a); }
+  void run(const op::LinearBackward<float> &a) override {
+    precision_ == Precision::fp32 ? kernels::run(a) : reduced_.run(a);
+  }
   void run(const op::LinearBackward<double> &a) override { kernels::run(a); }
   void run(const op::ActivationForward<float> &a) override { kernels::run(a); }
   void run(const op::ActivationForward<double> &a) override { kernels::run(a); }
@@ -116,6 +122,8 @@ public:
 
 private:
   std::size_t index_;
+  kernels::ReducedProducts reduced_; // used where precision_ is not fp32
+  Precision precision_;
   bool inline_ = false;               // run_on_issuing_thread
   std::exception_ptr inline_error_{}; // the first failure of a task run inline
   Worker worker_;

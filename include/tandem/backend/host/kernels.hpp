@@ -11,9 +11,9 @@
 
 #include <Eigen/Core>
 
-#include "tandem/backend/small_stage.hpp"
-
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/small_stage.hpp"
+#include "tandem/precision.hpp"
 
 namespace tandem::backend::host::kernels {
 
@@ -74,6 +74,55 @@ template <class T> void run(const op::LinearBackward<T> &b) {
     if (b.dbias) Row<T>(b.dbias, Eigen::Index(b.out)) = dy.colwise().sum();
   }
 }
+
+// Products of reduced precision (Precision::tf32, bf16), emulated: every operand of a float
+// product is rounded (round_to) into scratch memory first, and Eigen's float32 product then sums
+// exactly the values tensor cores would be given. What is not a product (the bias, its
+// gradient, the ReLU of a fused Linear) reads the float32 values, as on a GPU.
+class ReducedProducts {
+public:
+  explicit ReducedProducts(Precision p) : precision_(p) {}
+
+  void run(const op::Gemm<float> &g) {
+    if (g.m == 0 || g.n == 0 || g.k == 0) return kernels::run(g);
+    auto r = g;
+    r.a = rounded(0, g.a, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda);
+    r.b = rounded(1, g.b, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb);
+    kernels::run(r);
+  }
+  void run(const op::LinearForward<float> &f) {
+    auto r = f;
+    r.x = rounded(0, f.x, f.batch, f.in, f.in);
+    r.weight = rounded(1, f.weight, f.out, f.in, f.in);
+    kernels::run(r);
+  }
+  void run(const op::LinearBackward<float> &b) {
+    auto r = b;
+    r.x = rounded(0, b.x, b.batch, b.in, b.in);
+    r.weight = rounded(1, b.weight, b.out, b.in, b.in);
+    r.dy = rounded(2, b.dy, b.batch, b.out, b.out);
+    r.dbias = nullptr;
+    kernels::run(r);
+    if (!b.dbias) return;
+    const auto sums = view(b.dy, b.batch, b.out, b.out).colwise().sum();
+    if (b.accumulate) Row<float>(b.dbias, Eigen::Index(b.out)) += sums;
+    else Row<float>(b.dbias, Eigen::Index(b.out)) = sums;
+  }
+
+private:
+  // A (rows, cols) matrix with leading dimension ld, rounded into scratch slot `slot` (same ld).
+  const float *rounded(std::size_t slot, const float *src, std::size_t rows, std::size_t cols, std::size_t ld) {
+    if (!src || rows == 0 || cols == 0) return src;
+    auto &dst = scratch_[slot];
+    const std::size_t n = (rows - 1) * ld + cols;
+    if (dst.size() < n) dst.resize(n); // grows to the largest operand, then stays
+    for (std::size_t i = 0; i < n; ++i) dst[i] = round_to(precision_, src[i]);
+    return dst.data();
+  }
+
+  Precision precision_;
+  std::vector<float> scratch_[3];
+};
 
 // The derivative formulas follow PyTorch's autograd (which of x and y each one reads included).
 template <class T> T gelu_tanh_inner(T x) {
