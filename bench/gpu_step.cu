@@ -7,9 +7,10 @@
 //                  [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]
 //
 // Workloads (IDs): seed (10-20-10-2, batch 64), seed_gpipe4 (the same with GPipe, 4 micro-batches),
-// mlp256 (8 Linear 256->256, ReLU between, batch 1024), mlp4096 (4 Linear 4096->4096, batch 8192)
-// mlp4096_tf32 and mlp4096_bf16 (mlp4096 with ContextOptions::precision tf32 or bf16). Every network is a Pipeline of two
-// stages, Device<0> and Device<1>, which share the GPU on a one-GPU machine.
+// mlp256 (8 Linear 256->256, ReLU between, batch 1024), mlp4096 (4 Linear 4096->4096, batch 8192),
+// mlp4096_tf32 and mlp4096_bf16 (mlp4096 with ContextOptions::precision tf32 or bf16). Every
+// network is a Pipeline of two stages, Device<0> and Device<1>, which share the GPU on a one-GPU
+// machine.
 //
 // Each step is timed on the host clock around train_step, which returns the loss and so waits for
 // the step's work: the time a user's training loop sees. After the warm-up, at most --steps steps

@@ -25,6 +25,7 @@
 #include "tandem/layers/layer.hpp"
 #include "tandem/optim/optimizer.hpp"
 #include "tandem/parameter.hpp"
+#include "tandem/pending_loss.hpp"
 #include "tandem/random.hpp"
 #include "tandem/schedule/naive.hpp"
 #include "tandem/schedule/schedule.hpp"
@@ -133,6 +134,8 @@ public:
   BasicPipeline(const BasicPipeline &) = delete;
   BasicPipeline &operator=(const BasicPipeline &) = delete;
   ~BasicPipeline() {
+    complete_pending(); // (it keeps a failure for its PendingLoss; it throws nothing)
+    in_flight_.reset(); // optimizers outliving the network find nothing to complete
     // Nothing may still use the buffers about to be freed.
     for (auto &st : stages_) {
       try {
@@ -191,22 +194,21 @@ public:
   // one's) and returns the loss. No optimizer step.
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
   T forward_backward(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, const Sched &sched = {}) {
-    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, no_optimizer());
+    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, no_optimizer()).get();
   }
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
   T forward_backward(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss & /*loss*/,
                      const Sched &sched = {}) {
     require_on(x, 0, "forward_backward", "input");
     require_on(y, num_stages - 1, "forward_backward", "target");
-    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, no_optimizer());
+    return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, no_optimizer()).get();
   }
 
   // One training step: forward, backward, and the optimizer, each stage updating as soon as its
   // backward is done. Input is checked first; a bad one throws and changes nothing.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
-  T train_step(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, Opt &opt, const Sched &sched = {}) {
-    check_owner(opt);
-    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, &opt);
+  T train_step(std::span<const T> x, targets_t<Loss> y, const Loss &loss, Opt &opt, const Sched &sched = {}) {
+    return train_step_async(x, y, loss, opt, sched).get();
   }
   // The same on device-resident data: x on the first stage's device, the targets on the last's.
   // Nothing is read back but the loss: the labels are checked on the device during the step,
@@ -215,8 +217,28 @@ public:
   // (GPUs without a common memory) or the optimizer cannot undo its step count, they are read
   // back and checked first.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
-  T train_step(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss & /*loss*/, Opt &opt,
+  T train_step(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss &loss, Opt &opt,
                const Sched &sched = {}) {
+    return train_step_async(x, y, loss, opt, sched).get();
+  }
+
+  // train_step without the wait: issues the step and returns its loss as a PendingLoss, read when
+  // asked for (get()). The calling thread goes on (preparing the next batch, say) while the
+  // devices work. At most one step is in flight: the network's next call completes it first.
+  // Host data is read before this returns and may change at once; device tensors must stay as
+  // they are until the step completes, and so must the network and the optimizer (an optimizer
+  // completes the step before it goes). Input that can be checked on the host throws here;
+  // targets on the device are checked there, and their Error comes from get(). With
+  // check_finite or the timeline on, the step completes before this returns.
+  template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
+  PendingLoss<T> train_step_async(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, Opt &opt,
+                                  const Sched &sched = {}) {
+    check_owner(opt);
+    return step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, &opt);
+  }
+  template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
+  PendingLoss<T> train_step_async(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss & /*loss*/, Opt &opt,
+                                  const Sched &sched = {}) {
     check_owner(opt);
     require_on(x, 0, "train_step", "input");
     require_on(y, num_stages - 1, "train_step", "target");
@@ -248,10 +270,7 @@ private:
   static NoOptimizer *no_optimizer() { return nullptr; }
   // The loss of a step and whether it found bad targets on the device (CrossEntropy::run's
   // `invalid`), written on the last stage's device and downloaded together.
-  struct StepResult {
-    T loss;
-    std::int32_t invalid;
-  };
+  using StepResult = detail::StepResult<T>;
   T *loss_slot() { return reinterpret_cast<T *>(result_.data() + offsetof(StepResult, loss)); }
   std::int32_t *invalid_flag() {
     return reinterpret_cast<std::int32_t *>(result_.data() + offsetof(StepResult, invalid));
@@ -269,6 +288,7 @@ private:
   }
 
   template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
+    complete_pending();
     const std::size_t batch = batch_of(x.size, "forward");
     const std::size_t m = micro_batches_of(sched, batch, "forward");
     const Sink out = make_sink(batch);
@@ -375,7 +395,7 @@ private:
       });
     }
     st.ex->synchronize();
-    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count});
+    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr, in_flight_});
   }
 
   std::size_t batch_of(std::size_t values, const char *what) const {
@@ -739,7 +759,9 @@ private:
   }
 
   template <class Loss, class Sched, class Opt>
-  T step(const Source<T> &x, const Source<typename Loss::template target_type<T>> &y, const Sched &sched, Opt *opt) {
+  PendingLoss<T> step(const Source<T> &x, const Source<typename Loss::template target_type<T>> &y, const Sched &sched,
+                      Opt *opt) {
+    complete_pending(); // the step before, if still in flight: its loss check may undo an optimizer count
     using Target = typename Loss::template target_type<T>;
     constexpr bool optimizing = !std::is_same_v<Opt, NoOptimizer>;
     // Preconditions, all checked before any work is issued. Targets on the device are checked
@@ -802,22 +824,36 @@ private:
       issue_step<Loss>(plan, orders, x, targets, opt, {.optimize = !checking});
     }
 
-    StepResult result{};
-    last.ex->download(&result, result_.data(), sizeof(StepResult));
-    synchronize_all();
-    if (result.invalid) { // the update was skipped on the device: undo its count, then say why
-      end_timeline();
-      // (Discardable, else the targets were checked on the host before; check_finite defers the
-      // update, which was then never issued.)
-      if constexpr (optim::Discardable<Opt>)
-        if (!checking) opt->discard_step();
-      validate_device_targets<Loss>(y, batch);
-      detail::fail("train_step: the targets failed the loss's check on the device, but not when read back");
+    // The step is in flight; it completes (complete_pending) when its loss is asked for, or when
+    // the network is next used.
+    auto outcome = std::make_shared<detail::StepOutcome<T>>();
+    last.ex->download(&outcome->result, result_.data(), sizeof(StepResult));
+    // Bad targets found on the device: the update was skipped there. Undo its count, then say why.
+    // (Discardable, else the targets were checked on the host before; check_finite defers the
+    // update, which was then never issued.)
+    pending_ = {outcome, [this, y, batch, checking, opt] {
+                  if constexpr (optim::Discardable<Opt>)
+                    if (!checking) opt->discard_step();
+                  validate_device_targets<Loss>(y, batch);
+                  detail::fail("train_step: the targets failed the loss's check on the device, but not when read back");
+                }};
+    outcome->complete = [this] { complete_pending(); };
+    if (!checking && !timeline_) return PendingLoss<T>(outcome);
+
+    // The timeline reads the step's events, and check_finite the loss before the update: both
+    // need the step completed here.
+    complete_pending();
+    if (!outcome->error && checking && !std::isfinite(static_cast<double>(outcome->result.loss))) {
+      try {
+        detail::fail("train_step: the loss is ", outcome->result.loss, " (check_finite is on): no optimizer step was ",
+                     "taken, parameters and optimizer state are unchanged");
+      } catch (...) {
+        outcome->error = std::current_exception();
+      }
     }
-    if (checking && !std::isfinite(static_cast<double>(result.loss))) {
+    if (outcome->error) {
       end_timeline();
-      detail::fail("train_step: the loss is ", result.loss, " (check_finite is on): no optimizer step was taken, ",
-                   "parameters and optimizer state are unchanged");
+      std::rethrow_exception(outcome->error);
     }
     if constexpr (optimizing) {
       if (checking) {
@@ -826,7 +862,30 @@ private:
       }
     }
     end_timeline();
-    return result.loss;
+    return PendingLoss<T>(outcome);
+  }
+
+  // The step in flight (train_step_async): its outcome, and what a bad target found on the device
+  // requires (undoing the optimizer's count, then the Error).
+  struct InFlightStep {
+    std::shared_ptr<detail::StepOutcome<T>> outcome;
+    std::function<void()> on_invalid;
+  };
+  // Waits for the step in flight, if any, and settles its outcome: the loss, or its failure
+  // (kept for PendingLoss::get, not thrown here).
+  void complete_pending() {
+    if (!pending_.outcome) return;
+    InFlightStep step = std::move(pending_);
+    pending_ = {};
+    auto &outcome = *step.outcome;
+    outcome.complete = nullptr;
+    try {
+      synchronize_all();
+      if (outcome.result.invalid) step.on_invalid();
+    } catch (...) {
+      outcome.error = std::current_exception();
+    }
+    outcome.done = true;
   }
 
   struct IssueOptions {
@@ -1011,6 +1070,13 @@ private:
     timeline_->close(mark, done);
   }
 
+  // Handed to optimizers (ParameterGroup::in_flight): one that goes first completes the step.
+  struct Completer final : optim::StepsInFlight {
+    explicit Completer(BasicPipeline *p) : pipeline(p) {}
+    void complete_pending() override { pipeline->complete_pending(); }
+    BasicPipeline *pipeline;
+  };
+
   void synchronize_all() {
     std::exception_ptr first;
     for (auto &st : stages_) {
@@ -1027,7 +1093,9 @@ private:
   std::array<StageState, num_stages> stages_{};
   std::vector<Parameter<T>> parameters_;
   std::vector<optim::ParameterGroup<T>> groups_;
-  std::vector<backend::Executor *> executors_; // each stage's, in stage order
+  InFlightStep pending_;
+  std::shared_ptr<Completer> in_flight_ = std::make_shared<Completer>(this); // (before groups_ are made)
+  std::vector<backend::Executor *> executors_;                               // each stage's, in stage order
   detail::Buffer<std::byte> targets_;
   detail::Buffer<std::byte> result_; // a StepResult on the last stage's device
   // Captured steps (ContextOptions::graphs), after the buffers they point into: destroyed first.

@@ -19,6 +19,7 @@
 #include "tandem/optim/adamw.hpp"
 #include "tandem/optim/sgd.hpp"
 #include "tandem/parameter.hpp"
+#include "tandem/pending_loss.hpp"
 #include "tandem/pipeline.hpp"
 #include "tandem/precision.hpp"
 #include "tandem/random.hpp"

@@ -16,6 +16,7 @@
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/optim/adam.hpp"
 #include "tandem/optim/sgd.hpp"
+#include "tandem/pending_loss.hpp"
 #include "tandem/pipeline.hpp"
 #include "tandem/schedule/gpipe.hpp"
 #include "tandem/schedule/naive.hpp"
@@ -41,8 +42,10 @@ struct Run {
 };
 
 // `steps` SGD steps (momentum, so the first differs from the rest) on fresh data each step: from
-// host memory, or written into the same device tensors each time.
-template <class Sched> Run train(Context::Options options, Sched sched, bool tensors, int steps = 8) {
+// host memory, or written into the same device tensors each time; with `async`, every step issued
+// by train_step_async and the losses read at the end.
+template <class Sched>
+Run train(Context::Options options, Sched sched, bool tensors, int steps = 8, bool async = false) {
   Context ctx(options);
   REQUIRE(ctx.backend() == backend::Kind::cuda);
   Net net(ctx, 21);
@@ -52,17 +55,22 @@ template <class Sched> Run train(Context::Options options, Sched sched, bool ten
   Tensor<float> x(ctx, 0, batch, Net::in_features);
   Tensor<std::int32_t> y(ctx, 1, batch, 1);
   Run r;
+  std::vector<PendingLoss<float>> pending;
   for (int i = 0; i < steps; ++i) {
     const auto xs = test::uniform<float>(batch * Net::in_features, 300 + static_cast<std::uint32_t>(i));
     const auto ys = labels_of(xs, batch);
     if (tensors) {
-      x.copy_from(xs);
+      x.copy_from(xs); // ordered after the step in flight, which reads x, on the same stream
       y.copy_from(ys);
-      r.losses.push_back(net.train_step(x, y, loss, opt, sched));
+      if (async) pending.push_back(net.train_step_async(x, y, loss, opt, sched));
+      else r.losses.push_back(net.train_step(x, y, loss, opt, sched));
+    } else if (async) {
+      pending.push_back(net.train_step_async(xs, ys, loss, opt, sched));
     } else {
       r.losses.push_back(net.train_step(xs, ys, loss, opt, sched));
     }
   }
+  for (const auto &p : pending) r.losses.push_back(p.get());
   for (const auto &p : net.parameters()) r.parameters.push_back(p.to_host());
   r.replayed = net.replayed_steps();
   r.transferred = net.transferred_bytes();
@@ -96,6 +104,21 @@ TEST_SUITE("gpu") {
     // Copies on link streams, four micro-batches: every stream of the step is in the graph.
     captured_equals_issued({.devices = "0,0", .force_copies = true}, schedule::GPipe{.micro_batches = 4}, false);
     captured_equals_issued({.devices = "0,0", .force_copies = true}, schedule::GPipe{.micro_batches = 4}, true);
+  }
+
+  TEST_CASE("train_step_async: the bits of train_step, captured or issued, from host data or tensors") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    for (const bool graphs : {true, false})
+      for (const bool tensors : {false, true}) {
+        CAPTURE(graphs);
+        CAPTURE(tensors);
+        const Context::Options options{.devices = "0,0", .force_copies = true, .graphs = graphs};
+        const Run sync = train(options, schedule::GPipe{.micro_batches = 2}, tensors);
+        const Run async = train(options, schedule::GPipe{.micro_batches = 2}, tensors, 8, true);
+        CHECK(async.losses == sync.losses);
+        CHECK(async.parameters == sync.parameters);
+        CHECK(async.replayed == sync.replayed);
+      }
   }
 
   TEST_CASE("graphs: a new batch size, schedule or optimizer without replay is issued, not replayed") {

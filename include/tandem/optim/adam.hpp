@@ -56,6 +56,12 @@ public:
     // The buffers must not be freed under a pending fill if this optimizer is dropped at once.
     for (auto &s : groups_) s.group.executor->synchronize();
   }
+  AdamFamily(AdamFamily &&) = default;
+  AdamFamily &operator=(AdamFamily &&) = default;
+  // A step in flight may still read and write the moments, and may have to undo its count.
+  ~AdamFamily() {
+    if (!groups_.empty()) optim::complete_step_in_flight(groups_.front().group);
+  }
 
   const Options &options() const { return options_; }
   const void *owner() const { return owner_; }

@@ -6,12 +6,24 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 
 #include "tandem/backend/executor.hpp"
 
 namespace tandem::optim {
+
+// A network's training step still in flight (train_step_async). An optimizer completes it before
+// it frees its state, which that step may still be using, and whose step count a step found
+// invalid on the device still has to undo.
+class StepsInFlight {
+public:
+  virtual void complete_pending() = 0;
+
+protected:
+  ~StepsInFlight() = default;
+};
 
 // The flat parameters and gradients of one stage, on that stage's device.
 template <class T> struct ParameterGroup {
@@ -23,7 +35,14 @@ template <class T> struct ParameterGroup {
   // bad input on the device (a label out of range), and the update must change nothing. Pass it
   // on as the optimizer op's `skip`. Null where the pipeline checks input on the host instead.
   const std::int32_t *skip = nullptr;
+  // The network's step in flight; expired once the network is gone. An optimizer's destructor
+  // calls complete_step_in_flight on one of its groups (they all share their network's).
+  std::weak_ptr<StepsInFlight> in_flight{};
 };
+
+template <class T> void complete_step_in_flight(const ParameterGroup<T> &group) noexcept {
+  if (auto in_flight = group.in_flight.lock()) in_flight->complete_pending();
+}
 
 // An optimizer is built from a network (it keeps its state beside each group, on that group's
 // device) and steps one group at a time, so that a stage can update as soon as its backward is

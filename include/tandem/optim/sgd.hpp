@@ -46,6 +46,13 @@ public:
     }
   }
 
+  SGD(SGD &&) = default;
+  SGD &operator=(SGD &&) = default;
+  // A step in flight may still use the momentum buffers, and may have to undo its count.
+  ~SGD() {
+    if (!groups_.empty()) complete_step_in_flight(groups_.front().group);
+  }
+
   const Options &options() const { return options_; }
   const void *owner() const { return owner_; }
   // Steps taken by group i (its momentum buffer is seeded on the first).

@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/event.hpp"
@@ -42,7 +43,11 @@ public:
   }
   void deallocate(void *ptr) noexcept override { std::free(ptr); }
   void upload(void *dst, const void *src, std::size_t bytes) override {
-    submit([=] { std::memcpy(dst, src, bytes); });
+    if (inline_) return submit([=] { std::memcpy(dst, src, bytes); });
+    // Read now, written when the worker gets there: the caller may change `src` at once (a step in
+    // flight must not see the next batch being filled in).
+    const auto *from = static_cast<const std::byte *>(src);
+    submit([dst, data = std::vector<std::byte>(from, from + bytes)] { std::memcpy(dst, data.data(), data.size()); });
   }
   void download(void *dst, const void *src, std::size_t bytes) override {
     submit([=] { std::memcpy(dst, src, bytes); });

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+// PendingLoss: the loss of a training step issued by train_step_async, read when asked for.
+#pragma once
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <utility>
+
+#include "tandem/error.hpp"
+
+namespace tandem {
+
+namespace detail {
+// What a step leaves on its last stage's device, downloaded in one copy: the loss, and whether
+// the targets failed the loss's check on the device (the update was then skipped there).
+template <class T> struct StepResult {
+  T loss;
+  std::int32_t invalid;
+};
+
+// Shared by the pipeline, which completes the step, and the PendingLoss that reads it.
+template <class T> struct StepOutcome {
+  StepResult<T> result{}; // the download's destination: stays put while the step is in flight
+  bool done = false;
+  std::exception_ptr error; // the step's failure, rethrown by get()
+  // Completes the step (the pipeline's); empty once done, and after the pipeline is gone.
+  std::function<void()> complete;
+};
+} // namespace detail
+
+// A step's loss, on request. A pipeline keeps at most one step in flight: its next call (another
+// step, a forward, the pipeline's destruction) first completes the step before, and get() does
+// so at once. Until then the issuing thread is free, and a GPU runs the step meanwhile.
+// Use it on the thread that issued the step.
+template <class T> class PendingLoss {
+public:
+  PendingLoss() = default;
+  explicit PendingLoss(std::shared_ptr<detail::StepOutcome<T>> outcome) : outcome_(std::move(outcome)) {}
+
+  // Whether this refers to a step at all (a default-constructed one does not).
+  bool valid() const { return outcome_ != nullptr; }
+  // Whether the step has completed, so that get() will not wait.
+  bool ready() const { return outcome_ && outcome_->done; }
+
+  // The step's loss, as train_step would have returned it; waits for the step if it is still in
+  // flight. Throws what train_step would have thrown (bad targets found on the device: Error,
+  // with parameters and optimizer state as they were), each time it is asked.
+  T get() const {
+    if (!outcome_) detail::fail("PendingLoss::get: this PendingLoss refers to no step");
+    if (!outcome_->done && outcome_->complete) outcome_->complete();
+    if (outcome_->error) std::rethrow_exception(outcome_->error);
+    return outcome_->result.loss;
+  }
+
+private:
+  std::shared_ptr<detail::StepOutcome<T>> outcome_;
+};
+
+} // namespace tandem

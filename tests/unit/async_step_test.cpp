@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: Apache-2.0
+// train_step_async and PendingLoss: the same numbers as train_step, the loss on request, at most
+// one step in flight, and errors that reach get() with nothing changed.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include <tandem/tandem.hpp>
+
+#include "../support/random_data.hpp"
+
+using namespace tandem;
+
+namespace {
+using Net = Pipeline<Stage<Device<0>, Linear<6, 14>, ReLU>, Stage<Device<1>, Linear<14, 10>, Tanh>,
+                     Stage<Device<2>, Linear<10, 3>>>;
+constexpr std::size_t batch = 21;
+
+std::vector<float> batch_x(std::uint64_t k) { return test::uniform<float>(batch * Net::in_features, 500 + k); }
+std::vector<std::int32_t> batch_y(std::uint64_t k) { return test::labels(batch, Net::out_features, 600 + k); }
+
+// Losses of 4 steps and the parameters after them, each step's loss read the way `read` says.
+template <class Step> std::vector<std::vector<float>> train(HostExecution where, Step &&step) {
+  Context ctx({.devices = "host", .host_execution = where});
+  Net net(ctx, 8);
+  optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
+  loss::CrossEntropy ce;
+  std::vector<float> losses = step(net, opt, ce);
+  auto values = test::snapshot(net);
+  values.push_back(losses);
+  return values;
+}
+} // namespace
+
+TEST_CASE("train_step_async gives train_step's losses and parameters, bit for bit") {
+  for (const auto where : {HostExecution::workers, HostExecution::calling_thread}) {
+    CAPTURE(static_cast<int>(where));
+    const auto sync = train(where, [](Net &net, optim::SGD &opt, loss::CrossEntropy &ce) {
+      std::vector<float> losses;
+      for (std::uint64_t k = 0; k < 4; ++k)
+        losses.push_back(net.train_step(batch_x(k), batch_y(k), ce, opt, schedule::GPipe{.micro_batches = 3}));
+      return losses;
+    });
+    // Issued back to back, the losses read only at the end: each call completes the step before.
+    const auto async = train(where, [](Net &net, optim::SGD &opt, loss::CrossEntropy &ce) {
+      std::vector<PendingLoss<float>> pending;
+      for (std::uint64_t k = 0; k < 4; ++k) {
+        pending.push_back(net.train_step_async(batch_x(k), batch_y(k), ce, opt, schedule::GPipe{.micro_batches = 3}));
+        if (k > 0) CHECK(pending[k - 1].ready()); // completed by this call, before it issued
+      }
+      std::vector<float> losses;
+      for (const auto &p : pending) losses.push_back(p.get());
+      CHECK(pending.back().get() == losses.back()); // get() may be asked again
+      return losses;
+    });
+    CHECK(async == sync);
+  }
+}
+
+TEST_CASE("host data may change as soon as train_step_async returns") {
+  const auto run = [](bool scribble) {
+    Context ctx({.devices = "host", .host_execution = HostExecution::workers});
+    Net net(ctx, 2);
+    optim::SGD opt(net, {.lr = 0.1f});
+    loss::CrossEntropy ce;
+    std::vector<float> losses;
+    for (std::uint64_t k = 0; k < 3; ++k) {
+      auto x = batch_x(k);
+      auto y = batch_y(k);
+      const auto pending = net.train_step_async(x, y, ce, opt);
+      if (scribble) { // the caller reuses its buffers for the next batch at once
+        std::fill(x.begin(), x.end(), std::numeric_limits<float>::quiet_NaN());
+        std::fill(y.begin(), y.end(), 99);
+      }
+      losses.push_back(pending.get());
+    }
+    auto values = test::snapshot(net);
+    values.push_back(losses);
+    return values;
+  };
+  const auto clean = run(false);
+  CHECK(std::isfinite(clean.back().front()));
+  CHECK(run(true) == clean);
+}
+
+TEST_CASE("a bad label found on the device reaches get(), and the step changes nothing") {
+  Context ctx({.devices = "host"});
+  Net net(ctx, 3);
+  optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
+  loss::CrossEntropy ce;
+  const Tensor<float> x(ctx, 0, batch, Net::in_features, batch_x(0));
+  const Tensor<std::int32_t> good(ctx, 2, batch, 1, batch_y(0));
+  auto y = batch_y(1);
+  y[4] = 3;
+  const Tensor<std::int32_t> bad(ctx, 2, batch, 1, y);
+  REQUIRE(std::isfinite(net.train_step_async(x, good, ce, opt).get()));
+  const auto before = test::snapshot(net);
+
+  // Completed by get().
+  const auto first = net.train_step_async(x, bad, ce, opt);
+  CHECK_THROWS_WITH_AS(first.get(), doctest::Contains("label 4 is 3, outside [0, 3)"), Error);
+  CHECK_THROWS_AS(first.get(), Error); // each time it is asked
+  CHECK(opt.steps(0) == 1);
+  CHECK(test::snapshot(net) == before);
+
+  // Completed by the next step, whose update then starts from the same state as the first good one.
+  const auto second = net.train_step_async(x, bad, ce, opt);
+  const auto after = net.train_step_async(x, good, ce, opt);
+  CHECK(second.ready());
+  CHECK_THROWS_AS(second.get(), Error);
+  CHECK(std::isfinite(after.get()));
+  CHECK(opt.steps(0) == 2);
+}
+
+TEST_CASE("an optimizer or a network that goes first completes the step in flight") {
+  Context ctx({.devices = "host", .host_execution = HostExecution::workers});
+  const auto x = batch_x(0);
+  const auto y = batch_y(0);
+  loss::CrossEntropy ce;
+  PendingLoss<float> from_optimizer, from_network;
+  auto net = std::make_unique<Net>(ctx, 4);
+  {
+    optim::Adam opt(*net, {.lr = 1e-2f});
+    from_optimizer = net->train_step_async(x, y, ce, opt);
+  } // Adam's moments are freed here: the step had to finish first
+  CHECK(from_optimizer.ready());
+  optim::SGD opt(*net, {.lr = 0.1f});
+  from_network = net->train_step_async(x, y, ce, opt);
+  net.reset();
+  CHECK(from_network.ready());
+  CHECK(std::isfinite(from_optimizer.get()));
+  CHECK(std::isfinite(from_network.get()));
+  CHECK_THROWS_WITH_AS(PendingLoss<float>{}.get(), doctest::Contains("refers to no step"), Error);
+}
+
+TEST_CASE("with check_finite the step completes before train_step_async returns") {
+  Context ctx({.devices = "host", .host_execution = HostExecution::workers, .check_finite = true});
+  Net net(ctx, 5);
+  optim::SGD opt(net, {.lr = 0.1f});
+  loss::CrossEntropy ce;
+  const auto pending = net.train_step_async(batch_x(0), batch_y(0), ce, opt);
+  CHECK(pending.ready());
+  CHECK(opt.steps(0) == 1);
+}
