@@ -2,27 +2,15 @@
 // Context: TANDEM_DEVICES and options map logical devices; bad specs are errors.
 #include <doctest/doctest.h>
 
-#include <cstdlib>
-#include <optional>
-#include <string>
-
 #include <tandem/tandem.hpp>
+
+#include "../support/scoped_env.hpp"
 
 using namespace tandem;
 
 namespace {
-// Sets TANDEM_DEVICES for one scope and restores what was there.
-struct ScopedDevices {
-  std::optional<std::string> old;
-  explicit ScopedDevices(const char *value) {
-    if (const char *v = std::getenv("TANDEM_DEVICES")) old = v;
-    if (value) setenv("TANDEM_DEVICES", value, 1);
-    else unsetenv("TANDEM_DEVICES");
-  }
-  ~ScopedDevices() {
-    if (old) setenv("TANDEM_DEVICES", old->c_str(), 1);
-    else unsetenv("TANDEM_DEVICES");
-  }
+struct ScopedDevices : test::ScopedEnv {
+  explicit ScopedDevices(const char *value) : ScopedEnv("TANDEM_DEVICES", value) {}
 };
 } // namespace
 

@@ -5,34 +5,22 @@
 
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
-#include <optional>
 #include <stdexcept>
-#include <string>
 #include <thread>
 #include <vector>
 
 #include <tandem/tandem.hpp>
 
 #include "../support/random_data.hpp"
+#include "../support/scoped_env.hpp"
 
 using namespace tandem;
 
 namespace {
-// Sets TANDEM_HOST_EXECUTION for one scope (null: unset) and restores what was there. The suite
-// also runs as a whole with it set to `workers` (ctest's unit.workers), so tests of the option
-// itself clear it first.
-struct ScopedHostExecution {
-  std::optional<std::string> old;
-  explicit ScopedHostExecution(const char *value) {
-    if (const char *v = std::getenv("TANDEM_HOST_EXECUTION")) old = v;
-    if (value) setenv("TANDEM_HOST_EXECUTION", value, 1);
-    else unsetenv("TANDEM_HOST_EXECUTION");
-  }
-  ~ScopedHostExecution() {
-    if (old) setenv("TANDEM_HOST_EXECUTION", old->c_str(), 1);
-    else unsetenv("TANDEM_HOST_EXECUTION");
-  }
+// The suite also runs as a whole with TANDEM_HOST_EXECUTION=workers (ctest's unit.workers), so
+// tests of the option itself clear it first.
+struct ScopedHostExecution : test::ScopedEnv {
+  explicit ScopedHostExecution(const char *value) : ScopedEnv("TANDEM_HOST_EXECUTION", value) {}
 };
 
 using Net = Pipeline<Stage<Device<0>, Linear<7, 12>, Tanh>, Stage<Device<1>, Linear<12, 9>, ReLU, Linear<9, 4>>>;

@@ -4,15 +4,9 @@
 #pragma once
 
 #include <cstddef>
-#include <math.h> // expf, tanhf, erff and their double forms: the same names on the host and in CUDA
 
+#include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/ops.hpp"
-
-#if defined(__CUDACC__)
-#define TANDEM_HOST_DEVICE __host__ __device__
-#else
-#define TANDEM_HOST_DEVICE
-#endif
 
 namespace tandem::backend::small {
 
@@ -26,50 +20,7 @@ namespace tandem::backend::small {
 // the host a loop does it. Both backends run the same arithmetic in the same order, so the host
 // backend tests this code, and a GPU gives the host's results within rounding of the sums.
 
-template <class T> TANDEM_HOST_DEVICE inline T exp_of(T x);
-template <> TANDEM_HOST_DEVICE inline float exp_of(float x) { return expf(x); }
-template <> TANDEM_HOST_DEVICE inline double exp_of(double x) { return exp(x); }
-template <class T> TANDEM_HOST_DEVICE inline T tanh_of(T x);
-template <> TANDEM_HOST_DEVICE inline float tanh_of(float x) { return tanhf(x); }
-template <> TANDEM_HOST_DEVICE inline double tanh_of(double x) { return tanh(x); }
-template <class T> TANDEM_HOST_DEVICE inline T erf_of(T x);
-template <> TANDEM_HOST_DEVICE inline float erf_of(float x) { return erff(x); }
-template <> TANDEM_HOST_DEVICE inline double erf_of(double x) { return erf(x); }
-
-// PyTorch's formulas, as in the per-layer kernels of both backends.
-template <class T> TANDEM_HOST_DEVICE inline T activate(Activation kind, T v) {
-  switch (kind) {
-  case Activation::identity: return v;
-  case Activation::relu: return v < T(0) ? T(0) : v; // NaN passes, as in torch.relu
-  case Activation::sigmoid: return T(1) / (T(1) + exp_of(-v));
-  case Activation::tanh: return tanh_of(v);
-  case Activation::gelu: return T(0.5) * v * (T(1) + erf_of(v * T(0.7071067811865476)));
-  case Activation::gelu_tanh:
-    return T(0.5) * v * (T(1) + tanh_of(T(0.7978845608028654) * (v + T(0.044715) * v * v * v)));
-  }
-  return v;
-}
-// dx for one element, from the layer's input x and output y (whichever PyTorch's autograd reads).
-template <class T> TANDEM_HOST_DEVICE inline T activate_backward(Activation kind, T x, T y, T dy) {
-  switch (kind) {
-  case Activation::identity: return dy;
-  case Activation::relu: return y > T(0) ? dy : T(0);
-  case Activation::sigmoid: return dy * (T(1) - y) * y;
-  case Activation::tanh: return dy * (T(1) - y * y);
-  case Activation::gelu: {
-    const T cdf = T(0.5) * (T(1) + erf_of(x * T(0.7071067811865476)));
-    const T pdf = T(0.3989422804014327) * exp_of(T(-0.5) * x * x);
-    return dy * (cdf + x * pdf);
-  }
-  case Activation::gelu_tanh: {
-    constexpr T k = T(0.7978845608028654), c = T(0.044715);
-    const T t = tanh_of(k * (x + c * x * x * x));
-    const T dinner = k * (T(1) + T(3) * c * x * x);
-    return dy * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dinner);
-  }
-  }
-  return dy;
-}
+// The per-element formulas are activation_math.hpp's (activate, activate_backward).
 
 // Shared memory of one block, 40 KB for float: a chunk of rows in two ping-pong buffers (a, b),
 // the chunk of a layer's saved input (x) and one layer's weight (w). Every value a thread sums

@@ -16,6 +16,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/cuda/lt.hpp"
 #include "tandem/backend/ops.hpp"
@@ -128,24 +129,12 @@ template <class T> struct ScaleStrided {
   __device__ void operator()(std::size_t i) const { c[(i / cols) * ld + i % cols] *= beta; }
 };
 
-// The formulas are the host backend's (PyTorch's autograd), which of x and y each reads included.
+// The formulas are activation_math.hpp's, as on the host and in the fused small stages.
 template <class T> struct ActivationForwardFn {
   Activation kind;
   const T *x;
   T *y;
-  __device__ void operator()(std::size_t i) const {
-    const T v = x[i];
-    switch (kind) {
-    case Activation::identity: y[i] = v; break;
-    case Activation::relu: y[i] = v < T(0) ? T(0) : v; break; // NaN passes, as in torch.relu
-    case Activation::sigmoid: y[i] = T(1) / (T(1) + math::exp(-v)); break;
-    case Activation::tanh: y[i] = math::tanh(v); break;
-    case Activation::gelu: y[i] = T(0.5) * v * (T(1) + math::erf(v * T(0.7071067811865476))); break;
-    case Activation::gelu_tanh:
-      y[i] = T(0.5) * v * (T(1) + math::tanh(T(0.7978845608028654) * (v + T(0.044715) * v * v * v)));
-      break;
-    }
-  }
+  __device__ void operator()(std::size_t i) const { y[i] = activate(kind, x[i]); }
 };
 
 template <class T> struct ActivationBackwardFn {
@@ -153,26 +142,7 @@ template <class T> struct ActivationBackwardFn {
   const T *x, *y, *dy;
   T *dx;
   __device__ void operator()(std::size_t i) const {
-    switch (kind) {
-    case Activation::identity: dx[i] = dy[i]; break;
-    case Activation::relu: dx[i] = y[i] > T(0) ? dy[i] : T(0); break;
-    case Activation::sigmoid: dx[i] = dy[i] * (T(1) - y[i]) * y[i]; break;
-    case Activation::tanh: dx[i] = dy[i] * (T(1) - y[i] * y[i]); break;
-    case Activation::gelu: {
-      const T v = x[i];
-      const T cdf = T(0.5) * (T(1) + math::erf(v * T(0.7071067811865476)));
-      const T pdf = T(0.3989422804014327) * math::exp(T(-0.5) * v * v);
-      dx[i] = dy[i] * (cdf + v * pdf);
-      break;
-    }
-    case Activation::gelu_tanh: {
-      constexpr T k = T(0.7978845608028654), c = T(0.044715);
-      const T v = x[i], t = math::tanh(k * (v + c * v * v * v));
-      const T dinner = k * (T(1) + T(3) * c * v * v);
-      dx[i] = dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * dinner);
-      break;
-    }
-    }
+    dx[i] = with_activation(kind, [&]<Activation K>() { return activate_backward_at<K>(x, y, dy, i); });
   }
 };
 

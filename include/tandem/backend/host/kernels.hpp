@@ -6,11 +6,11 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
-#include <numbers>
 #include <vector>
 
 #include <Eigen/Core>
 
+#include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/backend/small_stage.hpp"
 #include "tandem/precision.hpp"
@@ -59,8 +59,8 @@ template <class T> void run(const op::LinearForward<T> &f) {
   y.noalias() = view(f.x, f.batch, f.in, f.in)                         // (batch, in)
                 * view(f.weight, f.out, f.in, f.in).transpose();       // (in, out)
   if (f.bias) y.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
-  if (f.activation == Activation::relu)                                // as the ReLU layer computes it, NaN kept
-    for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = f.y[i] < T(0) ? T(0) : f.y[i];
+  if (f.activation == Activation::relu)                                // as the ReLU layer computes it
+    for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = activate<Activation::relu>(f.y[i]);
 }
 
 template <class T> void run(const op::LinearBackward<T> &b) {
@@ -124,69 +124,17 @@ private:
   std::vector<float> scratch_[3];
 };
 
-// The derivative formulas follow PyTorch's autograd (which of x and y each one reads included).
-template <class T> T gelu_tanh_inner(T x) {
-  constexpr T k = T(0.7978845608028654); // sqrt(2 / pi)
-  return k * (x + T(0.044715) * x * x * x);
-}
-
+// The formulas are activation_math.hpp's; the kind is chosen once per call, not per element.
 template <class T> void run(const op::ActivationForward<T> &f) {
-  const T *x = f.x;
-  T *y = f.y;
-  switch (f.kind) {
-  case Activation::identity: std::copy(x, x + f.n, y); break;
-  case Activation::relu:
-    // Written so that NaN passes through, as torch.relu (clamp_min) lets it: a NaN must reach the loss.
-    for (std::size_t i = 0; i < f.n; ++i) y[i] = x[i] < T(0) ? T(0) : x[i];
-    break;
-  case Activation::sigmoid:
-    for (std::size_t i = 0; i < f.n; ++i) y[i] = T(1) / (T(1) + std::exp(-x[i]));
-    break;
-  case Activation::tanh:
-    for (std::size_t i = 0; i < f.n; ++i) y[i] = std::tanh(x[i]);
-    break;
-  case Activation::gelu:
-    for (std::size_t i = 0; i < f.n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * T(std::numbers::sqrt2 / 2)));
-    break;
-  case Activation::gelu_tanh:
-    for (std::size_t i = 0; i < f.n; ++i) y[i] = T(0.5) * x[i] * (T(1) + std::tanh(gelu_tanh_inner(x[i])));
-    break;
-  }
+  with_activation(f.kind, [&]<Activation K>() {
+    for (std::size_t i = 0; i < f.n; ++i) f.y[i] = activate<K>(f.x[i]);
+  });
 }
 
 template <class T> void run(const op::ActivationBackward<T> &b) {
-  const T *x = b.x, *y = b.y, *dy = b.dy;
-  T *dx = b.dx;
-  switch (b.kind) {
-  case Activation::identity: std::copy(dy, dy + b.n, dx); break;
-  case Activation::relu:
-    for (std::size_t i = 0; i < b.n; ++i) dx[i] = y[i] > T(0) ? dy[i] : T(0);
-    break;
-  case Activation::sigmoid:
-    for (std::size_t i = 0; i < b.n; ++i) dx[i] = dy[i] * (T(1) - y[i]) * y[i];
-    break;
-  case Activation::tanh:
-    for (std::size_t i = 0; i < b.n; ++i) dx[i] = dy[i] * (T(1) - y[i] * y[i]);
-    break;
-  case Activation::gelu: {
-    constexpr T inv_sqrt_2pi = T(0.3989422804014327);
-    for (std::size_t i = 0; i < b.n; ++i) {
-      const T cdf = T(0.5) * (T(1) + std::erf(x[i] * T(std::numbers::sqrt2 / 2)));
-      const T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x[i] * x[i]);
-      dx[i] = dy[i] * (cdf + x[i] * pdf);
-    }
-    break;
-  }
-  case Activation::gelu_tanh: {
-    constexpr T k = T(0.7978845608028654), c = T(0.044715);
-    for (std::size_t i = 0; i < b.n; ++i) {
-      const T xi = x[i], t = std::tanh(gelu_tanh_inner(xi));
-      const T dinner = k * (T(1) + T(3) * c * xi * xi);
-      dx[i] = dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * xi * (T(1) - t * t) * dinner);
-    }
-    break;
-  }
-  }
+  with_activation(b.kind, [&]<Activation K>() {
+    for (std::size_t i = 0; i < b.n; ++i) b.dx[i] = activate_backward_at<K>(b.x, b.y, b.dy, i);
+  });
 }
 
 template <class T> void run(const op::Fill<T> &f) { std::fill(f.dst, f.dst + f.n, f.value); }
