@@ -92,9 +92,10 @@ struct ContextOptions {
   bool check_finite = false;
   // Capture a training step in a CUDA graph and replay it when a step like it comes again: same
   // batch and schedule, same device tensors (or host inputs, copied in before each launch), an
-  // optimizer whose step repeats (optim::SGD after its first step). It needs every stage on one
-  // GPU and neither the timeline nor check_finite; elsewhere steps are issued as usual. One
-  // launch replaces dozens of kernel launches, which is most of a small network's step.
+  // optimizer whose step repeats (optim::SGD after its first step; Adam and AdamW, whose step
+  // number lives on the device). It needs every stage on one GPU and neither the timeline nor
+  // check_finite; elsewhere steps are issued as usual. One launch replaces dozens of kernel
+  // launches, which is most of a small network's step.
   bool graphs = true;
 };
 

@@ -143,10 +143,34 @@ TEST_SUITE("gpu") {
     CHECK(net.replayed_steps() == 4);
     net.train_step(x, y, loss, sgd); // seen twice in a row again: captured
     CHECK(net.replayed_steps() == 5);
+    // Adam keeps its step number on the device: its steps replay too (the first is issued, the
+    // second captured and run).
     optim::Adam adam(net, {.lr = 1e-3f});
     for (int i = 0; i < 3; ++i) net.train_step(x, y, loss, adam);
-    CHECK(net.replayed_steps() == 5);
+    CHECK(net.replayed_steps() == 7);
     CHECK(net.graph_error() == "");
+  }
+
+  TEST_CASE("graphs: Adam's captured steps give the bits of its issued steps") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    const auto run = [](bool graphs) {
+      Context ctx({.devices = "0,0", .graphs = graphs});
+      Net net(ctx, 13);
+      optim::Adam opt(net, {.lr = 1e-2f, .betas = {0.8f, 0.99f}, .amsgrad = true});
+      loss::CrossEntropy loss;
+      Run r;
+      for (int i = 0; i < 6; ++i) {
+        const auto xs = test::uniform<float>(64 * Net::in_features, 700 + static_cast<std::uint32_t>(i));
+        r.losses.push_back(net.train_step(xs, labels_of(xs, 64), loss, opt));
+      }
+      r.parameters = test::snapshot(net);
+      r.replayed = net.replayed_steps();
+      return r;
+    };
+    const Run issued = run(false), captured = run(true);
+    CHECK(captured.replayed == 5); // step 1 issued, step 2 captured and run, 3 to 6 replayed
+    CHECK(captured.losses == issued.losses);
+    CHECK(captured.parameters == issued.parameters);
   }
 
   TEST_CASE("graphs: a bad label in a replayed step throws and changes nothing") {

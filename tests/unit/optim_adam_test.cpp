@@ -249,3 +249,30 @@ TEST_CASE("a rejected optim::Adam changes neither the network nor another optimi
     CHECK(net.parameters()[i].to_host() == twin.parameters()[i].to_host());
   }
 }
+
+TEST_CASE("a step skipped on the device leaves Adam's count, on the device and on the host, as it was") {
+  // Adam keeps its step number in device memory (so that graphs can replay it): a step that finds
+  // a bad label on the device must not advance it, or every later bias correction would be off.
+  using Net = Pipeline<Stage<Device<0>, Linear<6, 5>, Tanh>, Stage<Device<1>, Linear<5, 3>>>;
+  Context ctx({.devices = "host"});
+  Net net(ctx, 12), twin(ctx, 12);
+  optim::Adam opt(net, {.lr = 0.05f, .betas = {0.8f, 0.9f}}), twin_opt(twin, {.lr = 0.05f, .betas = {0.8f, 0.9f}});
+  CHECK(opt.replay_id() == opt.replay_id());
+  CHECK(opt.replay_id() != twin_opt.replay_id());
+  loss::CrossEntropy ce;
+  Random rng(4);
+  std::vector<float> x(8 * 6);
+  for (auto &v : x) v = static_cast<float>(rng.uniform(-1, 1));
+  std::vector<std::int32_t> y = {0, 1, 2, 1, 0, 2, 2, 1}, bad = y;
+  bad[5] = 3;
+  const Tensor<float> tx(ctx, 0, 8, 6, x);
+  const Tensor<std::int32_t> ty(ctx, 1, 8, 1, y), tbad(ctx, 1, 8, 1, bad);
+  net.train_step(tx, ty, ce, opt);
+  CHECK_THROWS_AS(net.train_step(tx, tbad, ce, opt), Error); // checked on the device, update skipped
+  CHECK(opt.steps(0) == 1);
+  net.train_step(tx, ty, ce, opt);
+  twin.train_step(tx, ty, ce, twin_opt);
+  twin.train_step(tx, ty, ce, twin_opt);
+  for (std::size_t i = 0; i < net.parameters().size(); ++i)
+    CHECK(net.parameters()[i].to_host() == twin.parameters()[i].to_host());
+}

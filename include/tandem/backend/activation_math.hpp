@@ -6,13 +6,8 @@
 #include <cstddef>
 #include <math.h> // expf, tanhf, erff and their double forms: the same names on the host and in CUDA
 
+#include "tandem/backend/host_device.hpp"
 #include "tandem/backend/ops.hpp"
-
-#if defined(__CUDACC__)
-#define TANDEM_HOST_DEVICE __host__ __device__
-#else
-#define TANDEM_HOST_DEVICE
-#endif
 
 namespace tandem::backend {
 

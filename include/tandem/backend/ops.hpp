@@ -9,6 +9,9 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <math.h> // pow, sqrt: the same names on the host and in CUDA
+
+#include "tandem/backend/host_device.hpp"
 
 namespace tandem::backend {
 
@@ -108,6 +111,15 @@ template <class T> struct SgdStep {
 };
 
 // torch.optim.Adam (decoupled = false) and AdamW (decoupled = true); step counts from 1.
+// Adam's step number kept in the device's memory, so that a captured step replays with the next
+// number: a step reads `steps`, updates as step steps + 1, and raises `steps` (unless skipped).
+// The scalars are that step's bias-correction terms, in double as PyTorch computes them; a
+// backend may use them as scratch between its kernels.
+struct AdamCount {
+  std::int64_t steps = 0;
+  double step_size = 0, bias2_sqrt = 0;
+};
+
 template <class T> struct AdamStep {
   std::size_t n = 0;
   T *params = nullptr;
@@ -115,9 +127,19 @@ template <class T> struct AdamStep {
   T *exp_avg = nullptr, *exp_avg_sq = nullptr, *max_exp_avg_sq = nullptr;
   T lr = 0, beta1 = 0, beta2 = 0, eps = 0, weight_decay = 0;
   bool decoupled = false, amsgrad = false;
-  std::int64_t step = 1;
+  std::int64_t step = 1;              // the step's number (PyTorch's, from 1), unless `count` is set
   const std::int32_t *skip = nullptr; // as SgdStep's
+  AdamCount *count = nullptr;         // device memory; where set, the number comes from there
 };
+
+// Adam's per-step scalars for step number `step`, in double (PyTorch's Python floats), rounded
+// to T once by the caller: beta2^t rounded to float is up to 6e-8 off, and 1 - beta2^t is small
+// early on (2e-4 at t = 2 with beta2 = 0.9999), so float scalars would move updates by 1e-5.
+TANDEM_HOST_DEVICE inline void adam_scalars(double lr, double beta1, double beta2, std::int64_t step, AdamCount &out) {
+  const double t = static_cast<double>(step);
+  out.step_size = lr / (1 - pow(beta1, t));
+  out.bias2_sqrt = sqrt(1 - pow(beta2, t));
+}
 
 // A stage of small layers (Linear and elementwise activations, every width at most small_width,
 // at most small_layers of them) that a backend runs as one operation (see small_stage.hpp): the

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -38,8 +39,11 @@ public:
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::Adam/AdamW train float networks");
     validate(options);
     for (const auto &g : net.parameter_groups()) {
-      auto &s = groups_.emplace_back(State{g, {}, {}, {}, 0});
+      auto &s = groups_.emplace_back(State{g, {}, {}, {}, {}, 0});
       if (!g.size) continue;
+      s.count = Buffer<backend::op::AdamCount>(*g.executor, 1);
+      const backend::op::AdamCount zero{};
+      g.executor->upload(s.count.data(), &zero, sizeof zero);
       s.exp_avg = Buffer<float>(*g.executor, g.size);
       s.exp_avg_sq = Buffer<float>(*g.executor, g.size);
       if (options.amsgrad) s.max_exp_avg_sq = Buffer<float>(*g.executor, g.size);
@@ -86,11 +90,17 @@ public:
                                           .decoupled = Decoupled,
                                           .amsgrad = options_.amsgrad,
                                           .step = static_cast<std::int64_t>(s.steps),
-                                          .skip = s.group.skip};
+                                          .skip = s.group.skip,
+                                          .count = s.count.data()};
     s.group.executor->submit([ex = s.group.executor, op] { ex->run(op); });
   }
 
-  // Each step's bias corrections differ, so Adam offers no replay_id: its steps are issued.
+  // The step number lives on the device (op::AdamCount): every step issues the same work, and a
+  // captured one replays with the next number. A step skipped on the device left it as it was.
+  std::optional<std::uint64_t> replay_id() const { return id_; }
+  void replayed(std::size_t i) {
+    if (groups_.at(i).group.size) ++groups_[i].steps;
+  }
   void discard_step() {
     for (auto &s : groups_)
       if (s.group.size && s.steps) --s.steps;
@@ -122,11 +132,13 @@ private:
 
   struct State {
     optim::ParameterGroup<float> group;
+    Buffer<backend::op::AdamCount> count; // the device's count of steps taken
     Buffer<float> exp_avg, exp_avg_sq, max_exp_avg_sq;
-    std::size_t steps;
+    std::size_t steps; // the same count, kept on the host for steps(i)
   };
   Options options_;
   const void *owner_;
+  std::uint64_t id_ = detail::next_optimizer_id();
   std::vector<State> groups_;
 };
 

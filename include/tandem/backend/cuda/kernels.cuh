@@ -166,9 +166,11 @@ template <class T> struct SgdFn {
 // computed once on the host, as the host backend computes them.
 template <class T> struct AdamFn {
   op::AdamStep<T> a;
-  T step_size, bias2_sqrt, decay;
+  T step_size, bias2_sqrt, decay; // where a.count is set, read from there instead
   __device__ void operator()(std::size_t i) const {
     if (a.skip && *a.skip) return;
+    const T step_size = a.count ? static_cast<T>(a.count->step_size) : this->step_size;
+    const T bias2_sqrt = a.count ? static_cast<T>(a.count->bias2_sqrt) : this->bias2_sqrt;
     T g = a.grads[i];
     T &p = a.params[i];
     if (a.weight_decay != T(0)) {
@@ -462,16 +464,29 @@ template <class T> void run(const op::SmallBackward<T> &g, const Launch &l) {
   check_launch("small_backward", l);
 }
 
+// One thread: the step's number and scalars from the count in device memory, ahead of the update.
+template <class T> __global__ void adam_count(op::AdamStep<T> a) {
+  if (a.skip && *a.skip) return;
+  op::AdamCount next;
+  op::adam_scalars(a.lr, a.beta1, a.beta2, a.count->steps + 1, next);
+  next.steps = a.count->steps + 1;
+  *a.count = next;
+}
+
 template <class T> void run(const op::AdamStep<T> &a, const Launch &l) {
-  // In double and rounded to T once, exactly as the host backend (and PyTorch, whose Python floats
-  // are doubles) does: beta2^t rounded to float is up to 6e-8 off, and 1 - beta2^t is small early
-  // on (2e-4 at t = 2 with beta2 = 0.9999), so float scalars moved float updates by 1e-5.
-  const double step = static_cast<double>(a.step);
-  const double bias1 = 1 - std::pow(static_cast<double>(a.beta1), step);
-  const T bias2_sqrt = static_cast<T>(std::sqrt(1 - std::pow(static_cast<double>(a.beta2), step)));
-  const T step_size = static_cast<T>(static_cast<double>(a.lr) / bias1);
+  // The scalars in double and rounded to T once, as the host backend (and PyTorch) computes them.
+  // With a count in device memory they are computed there, so that a captured step replays with
+  // the next step's numbers.
+  op::AdamCount host_scalars;
+  if (a.count) {
+    adam_count<<<1, 1, 0, l.stream>>>(a);
+    check_launch("AdamCount", l);
+  } else {
+    op::adam_scalars(a.lr, a.beta1, a.beta2, a.step, host_scalars);
+  }
   const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
-  launch_each(a.n, AdamFn<T>{a, step_size, bias2_sqrt, decay}, "AdamStep", l);
+  launch_each(a.n, AdamFn<T>{a, static_cast<T>(host_scalars.step_size), static_cast<T>(host_scalars.bias2_sqrt), decay},
+              "AdamStep", l);
 }
 
 } // namespace tandem::backend::cuda::kernels

@@ -192,12 +192,14 @@ template <class T> void run(const op::SgdStep<T> &s) {
 
 template <class T> void run(const op::AdamStep<T> &a) {
   if (a.skip && *a.skip) return;
-  // PyTorch computes the per-step scalars in Python floats (double) and hands them to the tensor
-  // kernels, which round them to T: 1 - beta2^t rounded in float would be off by 1e-5 of itself.
-  const double step = static_cast<double>(a.step);
-  const double bias1 = 1 - std::pow(static_cast<double>(a.beta1), step);
-  const T bias2_sqrt = static_cast<T>(std::sqrt(1 - std::pow(static_cast<double>(a.beta2), step)));
-  const T step_size = static_cast<T>(static_cast<double>(a.lr) / bias1);
+  const std::int64_t step = a.count ? a.count->steps + 1 : a.step;
+  op::AdamCount scalars;
+  op::adam_scalars(a.lr, a.beta1, a.beta2, step, scalars);
+  if (a.count) {
+    scalars.steps = step;
+    *a.count = scalars;
+  }
+  const T bias2_sqrt = static_cast<T>(scalars.bias2_sqrt), step_size = static_cast<T>(scalars.step_size);
   const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
   for (std::size_t i = 0; i < a.n; ++i) {
     T g = a.grads[i];
