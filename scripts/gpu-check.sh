@@ -275,6 +275,30 @@ if ((built)); then
     "$build/bench/bench_host_seed_step" -- bench/torch_seed_step.py
 fi
 
+# --- where the seed step's time goes (issue 6 asks for the profile) -------------------------------
+# Nsight Systems, where the GPU machine has it: every kernel of the captured seed step (graph nodes
+# traced one by one) with its time, and the CUDA API calls around them. Best effort: a missing
+# profiler is a row, not a failure.
+profiler=""
+for candidate in "$(command -v nsys 2>/dev/null)" /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys; do
+  if [[ -n $candidate && -x $candidate ]]; then
+    profiler=$candidate
+    break
+  fi
+done
+if ((built)) && [[ -n $profiler && -x $build/bench/bench_gpu_step ]]; then
+  if step profile-seed 120 "$profiler" profile --stats=true --force-overwrite=true --cuda-graph-trace=node \
+    --output "$logs/profile-seed" "$build/bench/bench_gpu_step" --only seed --steps 500 --seconds 2; then
+    # The kernel summary (its name changed across nsys versions), at most 25 lines of it.
+    awk '/cuda_gpu_kern_sum|gpukernsum/ {on = 1} on && n++ < 25' "$logs/profile-seed.log"
+    row "profile seed (nsys)" "kernel summary above; $logs/profile-seed.log, $logs/profile-seed.nsys-rep"
+  else
+    row "profile seed (nsys)" "did not finish (see $logs/profile-seed.log)"
+  fi
+elif ((built)); then
+  row "profile seed" "no nsys on this machine: no profile"
+fi
+
 # --- compute-sanitizer ---------------------------------------------------------------------------
 # API errors are not reported (--report-api-errors no): the tests provoke some on purpose (an
 # out-of-memory cudaMalloc, peer access already enabled), and the library turns every unexpected
@@ -318,7 +342,8 @@ fi
 benches=()
 if [[ -d $build ]]; then
   while IFS= read -r bench; do benches+=("$bench"); done < <(find "$build" -maxdepth 2 -type f -perm -u+x -name 'bench_*' \
-    ! -name bench_gpu_step ! -name bench_host_seed_step | sort) # those two ran beside PyTorch above
+    ! -name bench_gpu_step ! -name bench_host_seed_step ! -name bench_host_execution | sort)
+  # (the first two ran beside PyTorch above; bench_host_execution is a host-only sweep)
 fi
 if ((built)) && ((${#benches[@]} > 0)); then
   ran=0

@@ -49,7 +49,10 @@ public:
   // with parameters and optimizer state as they were), each time it is asked.
   T get() const {
     if (!outcome_) detail::fail("PendingLoss::get: this PendingLoss refers to no step");
-    if (!outcome_->done && outcome_->complete) outcome_->complete();
+    if (!outcome_->done && outcome_->complete) {
+      auto complete = std::move(outcome_->complete); // (it clears the slot it would run from)
+      complete();
+    }
     if (outcome_->error) std::rethrow_exception(outcome_->error);
     return outcome_->result.loss;
   }
