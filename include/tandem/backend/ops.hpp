@@ -132,13 +132,12 @@ template <class T> struct AdamStep {
   AdamCount *count = nullptr;         // device memory; where set, the number comes from there
 };
 
-// Adam's per-step scalars for step number `step`, in double (PyTorch's Python floats), rounded
-// to T once by the caller: beta2^t rounded to float is up to 6e-8 off, and 1 - beta2^t is small
+// Adam's count after step number `step`: the step's scalars in double (PyTorch's Python floats),
+// rounded to T once by the caller: beta2^t rounded to float is up to 6e-8 off, and 1 - beta2^t is small
 // early on (2e-4 at t = 2 with beta2 = 0.9999), so float scalars would move updates by 1e-5.
-TANDEM_HOST_DEVICE inline void adam_scalars(double lr, double beta1, double beta2, std::int64_t step, AdamCount &out) {
+TANDEM_HOST_DEVICE inline AdamCount adam_scalars(double lr, double beta1, double beta2, std::int64_t step) {
   const double t = static_cast<double>(step);
-  out.step_size = lr / (1 - pow(beta1, t));
-  out.bias2_sqrt = sqrt(1 - pow(beta2, t));
+  return {step, lr / (1 - pow(beta1, t)), sqrt(1 - pow(beta2, t))};
 }
 
 // A stage of small layers (Linear and elementwise activations, every width at most small_width,

@@ -98,13 +98,8 @@ public:
   // The step number lives on the device (op::AdamCount): every step issues the same work, and a
   // captured one replays with the next number. A step skipped on the device left it as it was.
   std::optional<std::uint64_t> replay_id() const { return id_; }
-  void replayed(std::size_t i) {
-    if (groups_.at(i).group.size) ++groups_[i].steps;
-  }
-  void discard_step() {
-    for (auto &s : groups_)
-      if (s.group.size && s.steps) --s.steps;
-  }
+  void replayed(std::size_t i) { optim::count_replayed(groups_, i); }
+  void discard_step() { optim::discard_counts(groups_); }
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
   void step() {

@@ -40,6 +40,17 @@ template <class T> struct ParameterGroup {
   std::weak_ptr<StepsInFlight> in_flight{};
 };
 
+// The step-count bookkeeping of the library's optimizers, whose per-group states each hold a
+// `group` and a `steps` count (Replayable::replayed, Discardable::discard_step).
+template <class States> void count_replayed(States &states, std::size_t i) {
+  auto &s = states.at(i);
+  if (s.group.size) ++s.steps;
+}
+template <class States> void discard_counts(States &states) {
+  for (auto &s : states)
+    if (s.group.size && s.steps) --s.steps;
+}
+
 template <class T> void complete_step_in_flight(const ParameterGroup<T> &group) noexcept {
   if (auto in_flight = group.in_flight.lock()) in_flight->complete_pending();
 }

@@ -82,13 +82,8 @@ public:
       if (s.group.size && s.steps == 0 && options_.momentum != 0) return std::nullopt;
     return id_;
   }
-  void replayed(std::size_t i) {
-    if (groups_.at(i).group.size) ++groups_[i].steps;
-  }
-  void discard_step() {
-    for (auto &s : groups_)
-      if (s.group.size && s.steps) --s.steps;
-  }
+  void replayed(std::size_t i) { count_replayed(groups_, i); }
+  void discard_step() { discard_counts(groups_); }
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
   void step() {

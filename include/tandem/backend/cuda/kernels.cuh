@@ -467,22 +467,19 @@ template <class T> void run(const op::SmallBackward<T> &g, const Launch &l) {
 // One thread: the step's number and scalars from the count in device memory, ahead of the update.
 template <class T> __global__ void adam_count(op::AdamStep<T> a) {
   if (a.skip && *a.skip) return;
-  op::AdamCount next;
-  op::adam_scalars(a.lr, a.beta1, a.beta2, a.count->steps + 1, next);
-  next.steps = a.count->steps + 1;
-  *a.count = next;
+  *a.count = op::adam_scalars(a.lr, a.beta1, a.beta2, a.count->steps + 1);
 }
 
 template <class T> void run(const op::AdamStep<T> &a, const Launch &l) {
   // The scalars in double and rounded to T once, as the host backend (and PyTorch) computes them.
   // With a count in device memory they are computed there, so that a captured step replays with
   // the next step's numbers.
-  op::AdamCount host_scalars;
+  op::AdamCount host_scalars; // unused where the count is on the device
   if (a.count) {
     adam_count<<<1, 1, 0, l.stream>>>(a);
     check_launch("AdamCount", l);
   } else {
-    op::adam_scalars(a.lr, a.beta1, a.beta2, a.step, host_scalars);
+    host_scalars = op::adam_scalars(a.lr, a.beta1, a.beta2, a.step);
   }
   const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
   launch_each(a.n, AdamFn<T>{a, static_cast<T>(host_scalars.step_size), static_cast<T>(host_scalars.bias2_sqrt), decay},

@@ -63,16 +63,20 @@ template <class T> void run(const op::LinearForward<T> &f) {
     for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = activate<Activation::relu>(f.y[i]);
 }
 
+// dbias (out) = (or +=, with `accumulate`) the column sums of dy (batch, out).
+template <class T> void bias_gradient(const op::LinearBackward<T> &b) {
+  if (!b.dbias) return;
+  const auto sums = view(b.dy, b.batch, b.out, b.out).colwise().sum();
+  if (b.accumulate) Row<T>(b.dbias, Eigen::Index(b.out)) += sums;
+  else Row<T>(b.dbias, Eigen::Index(b.out)) = sums;
+}
+
 template <class T> void run(const op::LinearBackward<T> &b) {
   const auto dy = view(b.dy, b.batch, b.out, b.out); // (batch, out)
   if (b.dx) view(b.dx, b.batch, b.in, b.in).noalias() = dy * view(b.weight, b.out, b.in, b.in);
-  if (b.accumulate) {
-    view(b.dweight, b.out, b.in, b.in).noalias() += dy.transpose() * view(b.x, b.batch, b.in, b.in);
-    if (b.dbias) Row<T>(b.dbias, Eigen::Index(b.out)) += dy.colwise().sum();
-  } else {
-    view(b.dweight, b.out, b.in, b.in).noalias() = dy.transpose() * view(b.x, b.batch, b.in, b.in);
-    if (b.dbias) Row<T>(b.dbias, Eigen::Index(b.out)) = dy.colwise().sum();
-  }
+  if (b.accumulate) view(b.dweight, b.out, b.in, b.in).noalias() += dy.transpose() * view(b.x, b.batch, b.in, b.in);
+  else view(b.dweight, b.out, b.in, b.in).noalias() = dy.transpose() * view(b.x, b.batch, b.in, b.in);
+  bias_gradient(b);
 }
 
 // Products of reduced precision (Precision::tf32, bf16), emulated: every operand of a float
@@ -103,10 +107,7 @@ public:
     r.dy = rounded(2, b.dy, b.batch, b.out, b.out);
     r.dbias = nullptr;
     kernels::run(r);
-    if (!b.dbias) return;
-    const auto sums = view(b.dy, b.batch, b.out, b.out).colwise().sum();
-    if (b.accumulate) Row<float>(b.dbias, Eigen::Index(b.out)) += sums;
-    else Row<float>(b.dbias, Eigen::Index(b.out)) = sums;
+    bias_gradient(b); // from the unrounded dy
   }
 
 private:
@@ -192,13 +193,8 @@ template <class T> void run(const op::SgdStep<T> &s) {
 
 template <class T> void run(const op::AdamStep<T> &a) {
   if (a.skip && *a.skip) return;
-  const std::int64_t step = a.count ? a.count->steps + 1 : a.step;
-  op::AdamCount scalars;
-  op::adam_scalars(a.lr, a.beta1, a.beta2, step, scalars);
-  if (a.count) {
-    scalars.steps = step;
-    *a.count = scalars;
-  }
+  const op::AdamCount scalars = op::adam_scalars(a.lr, a.beta1, a.beta2, a.count ? a.count->steps + 1 : a.step);
+  if (a.count) *a.count = scalars;
   const T bias2_sqrt = static_cast<T>(scalars.bias2_sqrt), step_size = static_cast<T>(scalars.step_size);
   const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
   for (std::size_t i = 0; i < a.n; ++i) {
