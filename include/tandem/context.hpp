@@ -31,7 +31,7 @@ namespace tandem {
 enum class StageFusion {
   automatic, // where the backend gains from it: on GPUs (one kernel, not a chain of launches), not
              // on the host, whose per-layer Eigen products are about 3x faster for the seed model
-  always,
+  always,    // also on the host, where a network of small stages then takes whole-network steps
   never,
 };
 
@@ -79,7 +79,10 @@ struct ContextOptions {
   // off, or where cuBLASLt has no such algorithm: a cuBLAS product and a bias kernel.
   bool fuse_epilogues = true;
   // Run a stage whose layers are all small (Linear and activations, widths at most 64) as one
-  // operation, forward and backward: one kernel instead of several per layer on a GPU.
+  // operation, forward and backward: one kernel instead of several per layer on a GPU. Where every
+  // stage is small and all share one device's memory (one GPU, copies not forced), a training
+  // step goes further: forward, loss and backward of the whole network are one operation per
+  // micro-batch (op::SmallNetwork; CrossEntropy and MSE), and nothing crosses a boundary.
   StageFusion fuse_small_stages = StageFusion::automatic;
   // The host backend only: whether stages run on worker threads or on the calling thread.
   // TANDEM_HOST_EXECUTION (automatic, workers or calling_thread), when set, wins.

@@ -23,6 +23,7 @@
 #include "tandem/detail/buffer.hpp"
 #include "tandem/error.hpp"
 #include "tandem/layers/layer.hpp"
+#include "tandem/loss/loss.hpp"
 #include "tandem/optim/optimizer.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pending_loss.hpp"
@@ -252,7 +253,8 @@ public:
   std::size_t replayed_steps() const { return replayed_; }
   const std::string &graph_error() const { return graph_error_; }
   // The most micro-batches whose activations stage s held at once in the last step: the number of
-  // stash entries (sets of the stage's inner activations) its schedule needed.
+  // stash entries (sets of the stage's inner activations) its schedule needed; 1 where the step
+  // ran as one whole-network operation per micro-batch (ContextOptions::fuse_small_stages).
   std::size_t peak_live_micro_batches(std::size_t s) const { return stages_.at(s).peak; }
 
 private:
@@ -534,6 +536,29 @@ private:
     bool small = stage<I>::num_layers <= backend::op::small_layers && library_layers_only<I>();
     for (const std::size_t width : stage<I>::widths(widths_[I])) small = small && width <= backend::op::small_width;
     return small;
+  }
+  // The whole network is small: every stage is, and all their layers fit one op::SmallNetwork.
+  static constexpr bool small_network() {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (small_stage<I>() && ...) && (stage<I>::num_layers + ...) <= backend::op::small_network_layers;
+    }
+    (std::make_index_sequence<num_stages>{});
+  }
+  // Whether a training step runs as one op::SmallNetwork per micro-batch: a small network whose
+  // stages would each be fused, all on one device's memory with no copies forced between them, and
+  // micro-batches one block can take (op::small_rows). On one GPU that is the default; on the host
+  // only with fuse_small_stages = always, and then nothing crosses its workers' boundaries. The
+  // timeline, which shows each stage's own tasks, turns it off.
+  template <class Loss> bool fuses_network(const Plan &plan) const {
+    if constexpr (!small_network() || !loss::FusableLoss<Loss>) {
+      return false;
+    } else {
+      if (ctx_->options().force_copies || ctx_->timeline().enabled()) return false;
+      for (const auto &st : stages_)
+        if (!fuses_small_stage(st)) return false;
+      if (*std::max_element(plan.rows.begin(), plan.rows.end()) > backend::op::small_rows) return false;
+      return stages_.front().ex->shares_memory_with(executors_);
+    }
   }
   template <std::size_t I, class Op>
   static Op small_op(std::size_t rows, const T *params, T *grads, const T *const *xs, T *const *ys) {
@@ -897,6 +922,12 @@ private:
   void issue_step(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
                   const typename Loss::template target_type<T> *targets, Opt *opt, IssueOptions how) {
     constexpr bool optimizing = !std::is_same_v<Opt, NoOptimizer>;
+    if constexpr (small_network() && loss::FusableLoss<Loss>) {
+      if (fuses_network<Loss>(plan)) {
+        issue_network_step<Loss>(plan, x, targets, opt, how);
+        return;
+      }
+    }
     auto &last = stages_.back();
     for (std::size_t s = 0; s < num_stages; ++s) {
       auto &st = stages_[s];
@@ -928,6 +959,58 @@ private:
           });
         },
         optimizing && how.optimize ? &after : nullptr);
+  }
+
+  // The step as fuses_network() allows: one op::SmallNetwork per micro-batch on the first stage's
+  // device, in order (the first sets the gradients and the step's result, the rest add), reading
+  // every stage's parameters and writing its gradients and activations in place; then each
+  // stage's update, after it.
+  template <class Loss, class Opt>
+  void issue_network_step(const Plan &plan, const Source<T> &x, const typename Loss::template target_type<T> *targets,
+                          Opt *opt, IssueOptions how) {
+    auto &first = stages_.front();
+    // It reads what the other stages' streams were given before it: the targets, uploaded on the
+    // last one's.
+    for (std::size_t s = 1; s < num_stages; ++s) {
+      backend::Event &issued = *stages_[s].slots[0].forward_done;
+      stages_[s].ex->record(issued);
+      first.ex->wait(issued);
+    }
+    const T scale = Loss::template scale<T>(plan.batch, out_features);
+    const std::size_t per_sample = Loss::targets_per_sample(out_features);
+    for (std::size_t k = 0; k < plan.m; ++k) {
+      const std::size_t rows = plan.rows[k];
+      backend::op::SmallNetwork<T> net{.rows = rows, .first = k == 0};
+      net.loss =
+          Loss::template small_loss<T>(targets + plan.offset[k] * per_sample, scale, loss_slot(), invalid_flag());
+      for_each_stage([&]<std::size_t I>() {
+        constexpr std::size_t L = stage<I>::num_layers;
+        auto &st = stages_[I];
+        Slot &slot = st.slots[k];
+        std::array<const T *, L> xs{};
+        std::array<T *, L> ys{};
+        for (std::size_t j = 0; j < L; ++j) {
+          xs[j] = j > 0      ? activation(st, slot, j - 1)
+                  : I > 0    ? stages_[I - 1].slots[k].out.data() // the boundary, read in place
+                  : x.device ? x.device + plan.offset[k] * in_features
+                             : slot.input;
+          ys[j] = activation(st, slot, j);
+        }
+        const auto op =
+            small_op<I, backend::op::SmallForward<T>>(rows, st.params.data(), st.grads.data(), xs.data(), ys.data());
+        for (std::size_t j = 0; j < L; ++j) net.layers[net.count++] = op.layers[j];
+        st.live = 0;
+        st.peak = 1; // a micro-batch's activations are used up before the next one's are made
+      });
+      first.ex->submit([ex = first.ex, net] { ex->run(net); });
+    }
+    // The other stages' updates, and the loss's download on the last, come after it.
+    backend::Event &done = *first.slots[0].backward_done;
+    first.ex->record(done);
+    for (std::size_t s = 1; s < num_stages; ++s) stages_[s].ex->wait(done);
+    if constexpr (!std::is_same_v<Opt, NoOptimizer>)
+      if (how.optimize)
+        for (std::size_t s = 0; s < num_stages; ++s) opt->step_group(s);
   }
 
   // On the host backend, a step with nothing for the stages to overlap, or too little work per

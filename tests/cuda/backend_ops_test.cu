@@ -270,6 +270,90 @@ template <class T> void small_stage_case(backend::Executor &ex, bool accumulate)
   check_close(d_dx.to_host(), dx, tolerance<T>, what + " dx");
 }
 
+// A whole-network step (Linear 13 -> 40, Tanh, Linear 40 -> 64, GELU, Linear 64 -> 9, ReLU,
+// Linear 9 -> 5) on 150 rows, 64 wide: five passes of one block in float. Either loss, first
+// micro-batch or not; with one bad target, the status word and a loss that is not finite.
+template <class T> void small_network_case(backend::Executor &ex, op::LossKind kind, bool first, bool bad) {
+  struct Shape {
+    bool linear;
+    Activation kind;
+    std::size_t in, out;
+  };
+  const Shape shapes[] = {{true, Activation::identity, 13, 40}, {false, Activation::tanh, 40, 40},
+                          {true, Activation::identity, 40, 64}, {false, Activation::gelu, 64, 64},
+                          {true, Activation::identity, 64, 9},  {false, Activation::relu, 9, 9},
+                          {true, Activation::identity, 9, 5}};
+  const std::size_t rows = 150, count = std::size(shapes), classes = 5;
+  const auto x = uniform<T>(rows * 13, 90);
+  auto labels = test::labels(rows, classes, 91);
+  auto targets = uniform<T>(rows * classes, 92);
+  if (bad) {
+    labels[77] = -3;
+    targets[301] = T(NAN);
+  }
+  std::vector<std::vector<T>> w, b, dw, db, y;
+  std::vector<std::unique_ptr<DeviceArray<T>>> dev;
+  auto on_device = [&](const std::vector<T> &v) -> DeviceArray<T> & {
+    dev.push_back(std::make_unique<DeviceArray<T>>(ex, v));
+    return *dev.back();
+  };
+  for (std::size_t j = 0; j < count; ++j) {
+    const auto &s = shapes[j];
+    w.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 100 + j, -0.4, 0.4));
+    b.push_back(uniform<T>(s.linear ? s.out : 1, 110 + j));
+    dw.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 120 + j));
+    db.push_back(uniform<T>(s.linear ? s.out : 1, 130 + j));
+    y.push_back(std::vector<T>(rows * s.out, T(-7)));
+  }
+  std::vector<T> loss{T(0.25)}; // a later micro-batch adds to it
+  std::vector<std::int32_t> invalid{first ? 1 : 0};
+  const T scale = kind == op::LossKind::cross_entropy ? T(1) / T(200) : T(1) / T(200 * classes);
+  op::SmallNetwork<T> hn{.rows = rows, .count = count, .first = first}, dn = hn;
+  hn.loss = {kind, labels.data(), targets.data(), scale, loss.data(), invalid.data()};
+  DeviceArray<T> &d_loss = on_device(loss);
+  DeviceArray<std::int32_t> d_invalid(ex, invalid), d_labels(ex, labels);
+  dn.loss = {kind, d_labels.get(), on_device(targets).get(), scale, d_loss.get(), d_invalid.get()};
+  const T *d_x = on_device(x).get();
+  std::vector<DeviceArray<T> *> d_y, d_dw, d_db;
+  for (std::size_t j = 0; j < count; ++j) {
+    const auto &s = shapes[j];
+    d_y.push_back(&on_device(y[j]));
+    d_dw.push_back(&on_device(dw[j]));
+    d_db.push_back(&on_device(db[j]));
+    hn.layers[j] = {s.linear,     s.kind,       s.in,
+                    s.out,        w[j].data(),  b[j].data(),
+                    dw[j].data(), db[j].data(), j ? y[j - 1].data() : x.data(),
+                    y[j].data()};
+    dn.layers[j] = {s.linear,
+                    s.kind,
+                    s.in,
+                    s.out,
+                    on_device(w[j]).get(),
+                    on_device(b[j]).get(),
+                    d_dw[j]->get(),
+                    d_db[j]->get(),
+                    j ? d_y[j - 1]->get() : d_x,
+                    d_y[j]->get()};
+    if (!s.linear) hn.layers[j].weight = hn.layers[j].bias = dn.layers[j].weight = dn.layers[j].bias = nullptr;
+    if (!s.linear) hn.layers[j].dweight = hn.layers[j].dbias = dn.layers[j].dweight = dn.layers[j].dbias = nullptr;
+  }
+  host::run(hn);
+  run_on(ex, dn);
+  const std::string what = std::string("SmallNetwork<") + type_name(T{}) + "> loss " +
+                           std::to_string(static_cast<int>(kind)) + " first " + std::to_string(first) + " bad " +
+                           std::to_string(bad);
+  CHECK_MESSAGE(d_invalid.to_host() == invalid, what);
+  CHECK_MESSAGE(invalid[0] == (bad ? 1 : 0), what);
+  check_close(d_loss.to_host(), loss, tolerance<T>, what + " loss");
+  if (bad) return; // a bad label's row: its gradient differs by design (host zeroes it, as its loss op)
+  for (std::size_t j = 0; j < count; ++j) {
+    check_close(d_y[j]->to_host(), y[j], tolerance<T>, what + " y" + std::to_string(j));
+    if (!shapes[j].linear) continue;
+    check_close(d_dw[j]->to_host(), dw[j], tolerance<T>, what + " dweight" + std::to_string(j));
+    check_close(d_db[j]->to_host(), db[j], tolerance<T>, what + " dbias" + std::to_string(j));
+  }
+}
+
 } // namespace
 
 TEST_SUITE("gpu") {
@@ -308,6 +392,17 @@ TEST_SUITE("gpu") {
       small_stage_case<float>(ex, accumulate);
       small_stage_case<double>(ex, accumulate);
     }
+  }
+
+  TEST_CASE("ops: SmallNetwork matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    for (const auto kind : {op::LossKind::cross_entropy, op::LossKind::squared_error})
+      for (const bool first : {true, false})
+        for (const bool bad : {false, true}) {
+          small_network_case<float>(ex, kind, first, bad);
+          small_network_case<double>(ex, kind, first, bad);
+        }
   }
 
   TEST_CASE("ops: Fill matches the host kernels") {

@@ -4,7 +4,7 @@
 #pragma once
 
 #include <cstddef>
-#include <math.h> // expf, tanhf, erff and their double forms: the same names on the host and in CUDA
+#include <math.h> // expf, tanhf, erff, logf and their double forms: the same names on the host and in CUDA
 
 #include "tandem/backend/host_device.hpp"
 #include "tandem/backend/ops.hpp"
@@ -20,6 +20,11 @@ template <> TANDEM_HOST_DEVICE inline double tanh_of(double x) { return tanh(x);
 template <class T> TANDEM_HOST_DEVICE inline T erf_of(T x);
 template <> TANDEM_HOST_DEVICE inline float erf_of(float x) { return erff(x); }
 template <> TANDEM_HOST_DEVICE inline double erf_of(double x) { return erf(x); }
+// (and the losses' in small_network.hpp)
+template <class T> TANDEM_HOST_DEVICE inline T log_of(T x);
+template <> TANDEM_HOST_DEVICE inline float log_of(float x) { return logf(x); }
+template <> TANDEM_HOST_DEVICE inline double log_of(double x) { return log(x); }
+template <class T> TANDEM_HOST_DEVICE inline bool finite(T x) { return isfinite(x); }
 
 // PyTorch's formulas (its autograd's, for the derivatives: which of the input x and the output y
 // each one reads included). A kind known at compile time lets a loop over many elements keep the

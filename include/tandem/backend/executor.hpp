@@ -64,8 +64,8 @@ public:
   // runs it all at each launch(). If the work cannot be captured, capture() throws Error and
   // leaves every executor as it was, with nothing issued, so the caller can issue it normally.
   virtual bool can_capture(std::span<Executor *const> /*executors*/) const { return false; }
-  // Whether op::SmallForward / SmallBackward beat one operation per layer here (GPUs: one
-  // launch instead of many; the host: no, its per-layer products are faster).
+  // Whether op::SmallForward / SmallBackward (and SmallNetwork) beat one operation per layer here
+  // (GPUs: one launch instead of many; the host: no, its per-layer products are faster).
   virtual bool prefers_small_stages() const { return false; }
   // Whether this device's work runs on the issuing thread, at once and in issue order, instead of
   // on a thread of its own: the host backend's choice for steps too small to repay a hand-off
@@ -99,6 +99,8 @@ public:
   virtual void run(const op::SmallForward<double> &) = 0;
   virtual void run(const op::SmallBackward<float> &) = 0;
   virtual void run(const op::SmallBackward<double> &) = 0;
+  virtual void run(const op::SmallNetwork<float> &) = 0;
+  virtual void run(const op::SmallNetwork<double> &) = 0;
   // Same-device copy.
   virtual void copy(void *dst, const void *src, std::size_t bytes) = 0;
 };

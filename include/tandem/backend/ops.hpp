@@ -171,5 +171,30 @@ template <class T> struct SmallBackward {
   // zeroing them beforehand.
   bool accumulate = true;
 };
+
+// A whole training step of a network whose stages are all small and share one device's memory
+// (see small_network.hpp): every layer of every stage forward, the loss, every layer backward, as
+// one operation. `layers` is the stages' layers in order; each layer's x is the previous one's y
+// (the stage boundaries are read in place), and layers[0].x is the network's input.
+inline constexpr std::size_t small_network_layers = 16;
+enum class LossKind { cross_entropy, squared_error };
+// The loss of an op::SmallNetwork: CrossEntropy's (labels, one per row) or SquaredError's
+// (targets, as wide as the output), with their formulas, scale and status word.
+template <class T> struct SmallLoss {
+  LossKind kind = LossKind::cross_entropy;
+  const std::int32_t *labels = nullptr;
+  const T *targets = nullptr;
+  T scale = 1;
+  T *loss = nullptr;               // the step's loss: set by the first micro-batch, then added to
+  std::int32_t *invalid = nullptr; // set to 1 by a bad label or target (0 first, by the first)
+};
+template <class T> struct SmallNetwork {
+  std::size_t rows = 0, count = 0;
+  std::array<SmallLayer<T>, small_network_layers> layers{};
+  SmallLoss<T> loss{};
+  // The step's first micro-batch: sets the gradients, the loss and the status word, which later
+  // ones add to. (A step has no zeroing to do then.)
+  bool first = true;
+};
 } // namespace op
 } // namespace tandem::backend

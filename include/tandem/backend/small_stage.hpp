@@ -17,8 +17,9 @@ namespace tandem::backend::small {
 //
 // The body is written against a Block, which runs `each(n, f)` as f(0) ... f(n - 1) and returns
 // when all have run: on a GPU the block's threads stride over [0, n) and meet at a barrier; on
-// the host a loop does it. Both backends run the same arithmetic in the same order, so the host
-// backend tests this code, and a GPU gives the host's results within rounding of the sums.
+// the host a loop does it (small_network.hpp also asks for `single` and `sum`; see HostBlock).
+// Both backends run the same arithmetic in the same order, so the host backend tests this code,
+// and a GPU gives the host's results within rounding of the sums.
 
 // The per-element formulas are activation_math.hpp's (activate, activate_backward).
 
@@ -40,18 +41,17 @@ TANDEM_HOST_DEVICE const T *stage_weight(const op::SmallLayer<T> &l, T *w, Block
   return w;
 }
 
-// Rows [first, first + n) through every layer: x from layers[0].x, each layer's output written to
-// its y (the stash and the stage output, which the backward reads).
+// Rows [first, first + n) through layers [0, count): their input in s.a, each layer's output
+// written to its y (the stash and the stage output, which the backward reads). Returns with the
+// last layer's output in s.a (the buffers swap as the layers go).
 template <class T, class Block>
-TANDEM_HOST_DEVICE void forward_chunk(const op::SmallForward<T> &f, std::size_t first, std::size_t n, Scratch<T> s,
-                                      Block &block) {
-  T *a = s.a, *b = s.b;
-  const std::size_t in0 = f.layers[0].in;
-  const T *x = f.layers[0].x + first * in0;
-  block.each(n * in0, [&](std::size_t i) { a[i] = x[i]; });
-  for (std::size_t j = 0; j < f.count; ++j) {
-    const op::SmallLayer<T> &l = f.layers[j];
+TANDEM_HOST_DEVICE void forward_layers(const op::SmallLayer<T> *layers, std::size_t count, std::size_t first,
+                                       std::size_t n, Scratch<T> &s, Block &block) {
+  for (std::size_t j = 0; j < count; ++j) {
+    const op::SmallLayer<T> &l = layers[j];
     T *y = l.y + first * l.out;
+    const T *a = s.a;
+    T *b = s.b;
     if (l.linear) {
       const T *w = stage_weight(l, s.w, block);
       // y = x W^T + b: the product first, then the bias, as addmm's result rounds.
@@ -71,28 +71,24 @@ TANDEM_HOST_DEVICE void forward_chunk(const op::SmallForward<T> &f, std::size_t 
         y[i] = v;
       });
     }
-    T *t = a;
-    a = b;
-    b = t;
+    s.a = b;
+    s.b = const_cast<T *>(a);
   }
 }
 
-// Rows [first, first + n) backwards through every layer: dy (rows, last out) in, gradients of
-// the weights and biases accumulated (+=, so micro-batches add up; the first chunk sets them
-// where g.accumulate is off), dx (rows, first in) out where asked for. One block must run all
-// chunks of a step in turn: chunks add to the same gradients.
+// Rows [first, first + n) backwards through layers [0, count), last first: the gradient of the
+// last layer's output in s.a; each Linear's weight and bias gradients set (`set`) or added to
+// (micro-batches and chunks add up). Returns with the gradient of layer 0's input in s.a, where
+// `dx_first` asks for it (the network's input needs none).
 template <class T, class Block>
-TANDEM_HOST_DEVICE void backward_chunk(const op::SmallBackward<T> &g, std::size_t first, std::size_t n, Scratch<T> s,
-                                       Block &block) {
-  T *a = s.a, *b = s.b;
-  const std::size_t out_last = g.layers[g.count - 1].out;
-  const bool set = !g.accumulate && first == 0; // the first chunk sets the gradients, the rest add
-  const T *dy = g.dy + first * out_last;
-  block.each(n * out_last, [&](std::size_t i) { a[i] = dy[i]; });
-  for (std::size_t jj = g.count; jj-- > 0;) {
-    const op::SmallLayer<T> &l = g.layers[jj];
-    const bool need_dx = jj > 0 || g.dx;
+TANDEM_HOST_DEVICE void backward_layers(const op::SmallLayer<T> *layers, std::size_t count, std::size_t first,
+                                        std::size_t n, bool set, bool dx_first, Scratch<T> &s, Block &block) {
+  for (std::size_t jj = count; jj-- > 0;) {
+    const op::SmallLayer<T> &l = layers[jj];
+    const bool need_dx = jj > 0 || dx_first;
     const T *x = l.x + first * l.in;
+    const T *a = s.a;
+    T *b = s.b;
     if (l.linear) {
       const T *w = need_dx ? stage_weight(l, s.w, block) : l.weight;
       T *xs = s.x;
@@ -121,20 +117,51 @@ TANDEM_HOST_DEVICE void backward_chunk(const op::SmallBackward<T> &g, std::size_
       const T *y = l.y + first * l.out;
       block.each(n * l.in, [&](std::size_t i) { b[i] = activate_backward(l.kind, x[i], y[i], a[i]); });
     }
-    T *t = a;
-    a = b;
-    b = t;
+    s.a = b;
+    s.b = const_cast<T *>(a);
   }
+}
+
+// op::SmallForward on rows [first, first + n): x from layers[0].x.
+template <class T, class Block>
+TANDEM_HOST_DEVICE void forward_chunk(const op::SmallForward<T> &f, std::size_t first, std::size_t n, Scratch<T> s,
+                                      Block &block) {
+  const std::size_t in0 = f.layers[0].in;
+  const T *x = f.layers[0].x + first * in0;
+  T *a = s.a;
+  block.each(n * in0, [&](std::size_t i) { a[i] = x[i]; });
+  forward_layers(&f.layers[0], f.count, first, n, s, block);
+}
+
+// op::SmallBackward on rows [first, first + n): dy (rows, last out) in, dx (rows, first in) out
+// where asked for. One block must run all chunks of a step in turn: chunks add to the same
+// gradients (the first chunk sets them where g.accumulate is off).
+template <class T, class Block>
+TANDEM_HOST_DEVICE void backward_chunk(const op::SmallBackward<T> &g, std::size_t first, std::size_t n, Scratch<T> s,
+                                       Block &block) {
+  const std::size_t out_last = g.layers[g.count - 1].out;
+  const T *dy = g.dy + first * out_last;
+  T *a = s.a;
+  block.each(n * out_last, [&](std::size_t i) { a[i] = dy[i]; });
+  backward_layers(&g.layers[0], g.count, first, n, !g.accumulate && first == 0, g.dx != nullptr, s, block);
   if (g.dx) {
     T *dx = g.dx + first * g.layers[0].in;
-    block.each(n * g.layers[0].in, [&](std::size_t i) { dx[i] = a[i]; });
+    const T *d = s.a;
+    block.each(n * g.layers[0].in, [&](std::size_t i) { dx[i] = d[i]; });
   }
 }
 
 // The host's Block: a loop. Marked like the body (under nvcc too) though it only runs on the host.
+// Beside each: single(f) runs f once; sum(n, f) returns f(0) + ... + f(n - 1) in double.
 struct HostBlock {
   template <class F> TANDEM_HOST_DEVICE void each(std::size_t n, F &&f) {
     for (std::size_t i = 0; i < n; ++i) f(i);
+  }
+  template <class F> TANDEM_HOST_DEVICE void single(F &&f) { f(); }
+  template <class F> TANDEM_HOST_DEVICE double sum(std::size_t n, F &&f) {
+    double total = 0;
+    for (std::size_t i = 0; i < n; ++i) total += f(i);
+    return total;
   }
 };
 

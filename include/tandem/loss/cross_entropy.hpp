@@ -40,6 +40,16 @@ struct CrossEntropy {
                                         .dlogits = dlogits,
                                         .invalid = invalid});
   }
+
+  // The same, inside a whole-network step (op::SmallNetwork; see FusableLoss).
+  template <class T>
+  static backend::op::SmallLoss<T> small_loss(const std::int32_t *labels, T scale, T *loss, std::int32_t *invalid) {
+    return {.kind = backend::op::LossKind::cross_entropy,
+            .labels = labels,
+            .scale = scale,
+            .loss = loss,
+            .invalid = invalid};
+  }
 };
 
 } // namespace tandem::loss

@@ -38,6 +38,16 @@ struct MSE {
                                         .dpred = dpred,
                                         .invalid = invalid});
   }
+
+  // The same, inside a whole-network step (op::SmallNetwork; see FusableLoss).
+  template <class T>
+  static backend::op::SmallLoss<T> small_loss(const T *targets, T scale, T *loss, std::int32_t *invalid) {
+    return {.kind = backend::op::LossKind::squared_error,
+            .targets = targets,
+            .scale = scale,
+            .loss = loss,
+            .invalid = invalid};
+  }
 };
 
 } // namespace tandem::loss

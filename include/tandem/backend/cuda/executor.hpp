@@ -282,6 +282,8 @@ public:
   void run(const op::SmallForward<double> &a) override { kernels::run(a, launch()); }
   void run(const op::SmallBackward<float> &a) override { kernels::run(a, launch()); }
   void run(const op::SmallBackward<double> &a) override { kernels::run(a, launch()); }
+  void run(const op::SmallNetwork<float> &a) override { kernels::run(a, launch()); }
+  void run(const op::SmallNetwork<double> &a) override { kernels::run(a, launch()); }
   void copy(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
     DeviceGuard guard(site_.device, site_);

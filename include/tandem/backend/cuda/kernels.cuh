@@ -20,6 +20,7 @@
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/cuda/lt.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/small_network.hpp"
 #include "tandem/backend/small_stage.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
@@ -276,10 +277,28 @@ template <class T> __global__ void add_partials(unsigned count, const double *pa
 // --- small stages (backend/small_stage.hpp) ----------------------------------------------------
 
 // A block's threads stride over [0, n), then meet, so the next step reads what this one wrote.
+// single: thread 0 runs f, then all meet. sum: each thread adds its stride in double, then the
+// warps' and the block's sums in a fixed order; every thread gets the total.
 struct DeviceBlock {
   template <class F> __device__ void each(std::size_t n, F &&f) {
     for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
     __syncthreads();
+  }
+  template <class F> __device__ void single(F &&f) {
+    if (threadIdx.x == 0) f();
+    __syncthreads();
+  }
+  template <class F> __device__ double sum(std::size_t n, F &&f) {
+    __shared__ double per_warp[warps];
+    double v = 0;
+    for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) v += f(i);
+    v = math::warp_sum(v);
+    if (threadIdx.x % 32 == 0) per_warp[threadIdx.x / 32] = v;
+    __syncthreads();
+    double total = 0;
+    for (unsigned w = 0; w < warps; ++w) total += per_warp[w];
+    __syncthreads(); // per_warp is read before a next sum writes it
+    return total;
   }
 };
 
@@ -300,6 +319,15 @@ template <class T> __global__ void small_backward(op::SmallBackward<T> g) {
     const std::size_t n = g.rows - first < small::chunk_rows<T> ? g.rows - first : small::chunk_rows<T>;
     small::backward_chunk(g, first, n, small::Scratch<T>{a, b, x, w}, block);
   }
+}
+// The whole step of a network of small stages (small_network.hpp): one block, since every chunk
+// adds to the same gradients and loss. __grid_constant__: the layers are read where the launch
+// put them, not copied to each thread's local memory first (the op is over a kilobyte).
+template <class T> __global__ void small_network(const __grid_constant__ op::SmallNetwork<T> net) {
+  __shared__ T a[small::buffer_values<T>], b[small::buffer_values<T>], x[small::buffer_values<T>],
+      w[small::weight_values<T>];
+  DeviceBlock block;
+  small::network_step(net, small::Scratch<T>{a, b, x, w}, block);
 }
 
 // --- the operations ------------------------------------------------------------------------------
@@ -462,6 +490,14 @@ template <class T> void run(const op::SmallBackward<T> &g, const Launch &l) {
     detail::fail("SmallBackward on ", l.site, ": ", g.rows, " rows, more than op::small_rows = ", op::small_rows);
   small_backward<<<1, threads, 0, l.stream>>>(g);
   check_launch("small_backward", l);
+}
+
+template <class T> void run(const op::SmallNetwork<T> &n, const Launch &l) {
+  if (n.rows == 0 || n.count == 0) return;
+  if (n.rows > op::small_rows)
+    detail::fail("SmallNetwork on ", l.site, ": ", n.rows, " rows, more than op::small_rows = ", op::small_rows);
+  small_network<<<1, threads, 0, l.stream>>>(n);
+  check_launch("small_network", l);
 }
 
 // One thread: the step's number and scalars from the count in device memory, ahead of the update.

@@ -99,6 +99,8 @@ public:
   void run(const op::SmallForward<double> &a) override { kernels::run(a); }
   void run(const op::SmallBackward<float> &a) override { kernels::run(a); }
   void run(const op::SmallBackward<double> &a) override { kernels::run(a); }
+  void run(const op::SmallNetwork<float> &a) override { kernels::run(a); }
+  void run(const op::SmallNetwork<double> &a) override { kernels::run(a); }
   void run(const op::Gemm<float> &a) override { precision_ == Precision::fp32 ? kernels::run(a) : reduced_.run(a); }
   void run(const op::Gemm<double> &a) override { kernels::run(a); }
   void run(const op::LinearForward<float> &a) override {

@@ -12,6 +12,7 @@
 
 #include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/small_network.hpp"
 #include "tandem/backend/small_stage.hpp"
 #include "tandem/precision.hpp"
 
@@ -237,6 +238,12 @@ template <class T> void run(const op::SmallBackward<T> &g) {
   small::HostBlock block;
   for (std::size_t first = 0; first < g.rows; first += small::chunk_rows<T>)
     small::backward_chunk(g, first, std::min(small::chunk_rows<T>, g.rows - first), scratch, block);
+}
+
+template <class T> void run(const op::SmallNetwork<T> &n) {
+  if (n.rows == 0 || n.count == 0) return;
+  small::HostBlock block;
+  small::network_step(n, small_scratch<T>(), block);
 }
 
 } // namespace tandem::backend::host::kernels

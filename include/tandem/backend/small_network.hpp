@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+// A training step of a whole network of small stages in one pass: the body both backends run for
+// op::SmallNetwork, forward through every stage, the loss, and backward, one CUDA block (or a
+// host loop) for all of it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+
+#include "tandem/backend/activation_math.hpp"
+#include "tandem/backend/ops.hpp"
+#include "tandem/backend/small_stage.hpp"
+
+namespace tandem::backend::small {
+
+// Why: with every stage fused (small_stage.hpp), the seed model's step on one GPU is still a chain
+// of about eight launches (zeroing, two forwards, the loss, two backwards, two updates), each
+// waiting for the last, and the work in each is a few microseconds of one block. When all stages
+// live on one device, nothing crosses a boundary: one block can carry a chunk of rows forward
+// through every stage, take the loss's gradient of it in shared memory, and carry that back. The
+// step becomes one launch and the optimizers'.
+//
+// The arithmetic is small_stage.hpp's, layer by layer, and the loss's is that of the
+// CrossEntropy and SquaredError operations; only the order of the loss's sum differs.
+
+// Rows one pass takes: as many as the widest layer leaves room for in a ping-pong buffer (the
+// seed model, 20 wide: 102 rows of float, so a batch of 64 is one pass).
+template <class T> TANDEM_HOST_DEVICE inline std::size_t network_chunk_rows(const op::SmallNetwork<T> &net) {
+  std::size_t widest = 1;
+  for (std::size_t j = 0; j < net.count; ++j) {
+    widest = net.layers[j].in > widest ? net.layers[j].in : widest;
+    widest = net.layers[j].out > widest ? net.layers[j].out : widest;
+  }
+  return buffer_values<T> / widest;
+}
+
+// The loss of rows [first, first + n), whose `width` outputs are in s.a: leaves their gradient
+// (scale included) in s.a and returns the sum of their losses, unscaled, in double as the loss
+// operations add them. A bad label (outside [0, width)) or a target that is not finite sets
+// *invalid; a bad label's row adds NaN and gets a zero gradient, as the host's CrossEntropy does.
+template <class T, class Block>
+TANDEM_HOST_DEVICE double loss_chunk(const op::SmallLoss<T> &loss, std::size_t width, std::size_t first, std::size_t n,
+                                     Scratch<T> &s, Block &block) {
+  const T *out = s.a;
+  T *d = s.b;
+  double total = 0;
+  if (loss.kind == op::LossKind::cross_entropy) {
+    total = block.sum(n, [&](std::size_t r) -> double {
+      const T *row = out + r * width;
+      T *dr = d + r * width;
+      T max = row[0];
+      for (std::size_t j = 1; j < width; ++j) max = row[j] > max ? row[j] : max;
+      T sum = 0;
+      for (std::size_t j = 0; j < width; ++j) sum += exp_of(row[j] - max);
+      const T log_sum = log_of(sum);
+      const std::int32_t label = loss.labels[first + r];
+      if (label < 0 || static_cast<std::size_t>(label) >= width) {
+        if (loss.invalid) *loss.invalid = 1;
+        for (std::size_t j = 0; j < width; ++j) dr[j] = T(0);
+        return std::numeric_limits<double>::quiet_NaN();
+      }
+      const auto at = static_cast<std::size_t>(label);
+      for (std::size_t j = 0; j < width; ++j)
+        dr[j] = loss.scale * (exp_of(row[j] - max - log_sum) - (j == at ? T(1) : T(0)));
+      return static_cast<double>(log_sum - (row[at] - max));
+    });
+  } else {
+    const T two_scale = T(2) * loss.scale;
+    const T *t = loss.targets + first * width;
+    total = block.sum(n * width, [&](std::size_t i) -> double {
+      if (loss.invalid && !finite(t[i])) *loss.invalid = 1;
+      const T diff = out[i] - t[i];
+      d[i] = two_scale * diff;
+      return static_cast<double>(diff) * static_cast<double>(diff);
+    });
+  }
+  s.a = d;
+  s.b = const_cast<T *>(out);
+  return total;
+}
+
+// op::SmallNetwork: chunk by chunk, forward through every layer, the loss, backward through every
+// layer. One block must run all chunks in turn: they add to the same gradients and loss.
+template <class T, class Block>
+TANDEM_HOST_DEVICE void network_step(const op::SmallNetwork<T> &net, Scratch<T> s, Block &block) {
+  const std::size_t chunk = network_chunk_rows(net);
+  const std::size_t in = net.layers[0].in, out = net.layers[net.count - 1].out;
+  // Before any thread can find a bad label (every later write follows a barrier).
+  if (net.first && net.loss.invalid) block.single([&] { *net.loss.invalid = 0; });
+  double total = 0;
+  for (std::size_t first = 0; first < net.rows; first += chunk) {
+    const std::size_t n = net.rows - first < chunk ? net.rows - first : chunk;
+    const T *x = net.layers[0].x + first * in;
+    T *a = s.a;
+    block.each(n * in, [&](std::size_t i) { a[i] = x[i]; });
+    forward_layers(&net.layers[0], net.count, first, n, s, block);
+    total += loss_chunk(net.loss, out, first, n, s, block);
+    backward_layers(&net.layers[0], net.count, first, n, net.first && first == 0, false, s, block);
+  }
+  if (net.loss.loss)
+    block.single([&] {
+      // scale * sum rounded once, as the loss operations do
+      const T v = static_cast<T>(static_cast<double>(net.loss.scale) * total);
+      *net.loss.loss = net.first ? v : *net.loss.loss + v;
+    });
+}
+
+} // namespace tandem::backend::small
