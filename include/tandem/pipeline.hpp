@@ -964,7 +964,7 @@ private:
   // The step as fuses_network() allows: one op::SmallNetwork per micro-batch on the first stage's
   // device, in order (the first sets the gradients and the step's result, the rest add), reading
   // every stage's parameters and writing its gradients and activations in place; then each
-  // stage's update, after it.
+  // stage's update, inside the last one where the optimizer is Fusable, else after it.
   template <class Loss, class Opt>
   void issue_network_step(const Plan &plan, const Source<T> &x, const typename Loss::template target_type<T> *targets,
                           Opt *opt, IssueOptions how) {
@@ -978,9 +978,16 @@ private:
     }
     const T scale = Loss::template scale<T>(plan.batch, out_features);
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
+    // The updates go into the last micro-batch's operation where the optimizer can describe them.
+    constexpr bool optimizing = !std::is_same_v<Opt, NoOptimizer>;
+    constexpr bool fuses_updates =
+        std::is_same_v<T, float> && optim::Fusable<Opt> && num_stages <= backend::op::small_network_updates;
     for (std::size_t k = 0; k < plan.m; ++k) {
       const std::size_t rows = plan.rows[k];
       backend::op::SmallNetwork<T> net{.rows = rows, .first = k == 0};
+      if constexpr (fuses_updates)
+        if (how.optimize && k + 1 == plan.m)
+          for (std::size_t s = 0; s < num_stages; ++s) net.updates[net.update_count++] = opt->fused_step_group(s);
       net.loss =
           Loss::template small_loss<T>(targets + plan.offset[k] * per_sample, scale, loss_slot(), invalid_flag());
       for_each_stage([&]<std::size_t I>() {
@@ -1004,11 +1011,12 @@ private:
       });
       first.ex->submit([ex = first.ex, net] { ex->run(net); });
     }
-    // The other stages' updates, and the loss's download on the last, come after it.
+    // What the other stages do next (their updates, where not fused; the loss's download on the
+    // last) comes after it.
     backend::Event &done = *first.slots[0].backward_done;
     first.ex->record(done);
     for (std::size_t s = 1; s < num_stages; ++s) stages_[s].ex->wait(done);
-    if constexpr (!std::is_same_v<Opt, NoOptimizer>)
+    if constexpr (optimizing && !fuses_updates)
       if (how.optimize)
         for (std::size_t s = 0; s < num_stages; ++s) opt->step_group(s);
   }

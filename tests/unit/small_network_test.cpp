@@ -244,22 +244,24 @@ TEST_CASE("a pipeline of small stages takes whole-network steps as it takes them
                        Stage<Device<1>, Linear<40, 24>, Tanh, Linear<24, 5>>>;
   // never: one operation per layer (the host's default); per stage: a fused operation per stage
   // and copies at the boundary (force_copies keeps the network from fusing); network: one
-  // op::SmallNetwork per micro-batch, reading the boundary in place.
+  // op::SmallNetwork per micro-batch, reading the boundary in place and updating in it too.
   enum Path { never, per_stage, network };
-  const auto train = [](Path path, auto loss, const auto &targets_of) {
+  const auto train = [](Path path, auto loss, const auto &targets_of, bool adam) {
     Context ctx({.devices = "host",
                  .force_copies = path == per_stage,
                  .fuse_small_stages = path == never ? StageFusion::never : StageFusion::always});
     Net net(ctx, 77);
-    optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
+    optim::SGD sgd(net, {.lr = 0.1f, .momentum = 0.9f});
+    optim::AdamW adamw(net, {.lr = 0.01f, .weight_decay = 0.1f, .amsgrad = true});
     std::vector<float> losses;
     for (std::uint64_t step = 0; step < 4; ++step) {
       const auto x = test::uniform<float>(70 * Net::in_features, 90 + step);
       const auto y = targets_of(step);
       // GPipe m = 3 (uneven: 24, 23, 23), then the whole batch
       const std::size_t m = step < 2 ? 3 : 1;
-      losses.push_back(
-          net.train_step(std::span<const float>(x), std::span(y), loss, opt, schedule::GPipe{.micro_batches = m}));
+      const schedule::GPipe sched{.micro_batches = m};
+      losses.push_back(adam ? net.train_step(std::span<const float>(x), std::span(y), loss, adamw, sched)
+                            : net.train_step(std::span<const float>(x), std::span(y), loss, sgd, sched));
     }
     const bool fused = path == network;
     CHECK((net.transferred_bytes() == 0) == fused); // the boundary read in place: proof of the path
@@ -268,10 +270,11 @@ TEST_CASE("a pipeline of small stages takes whole-network steps as it takes them
   };
   const auto labels = [](std::uint64_t step) { return test::labels(70, Net::out_features, 95 + step); };
   const auto targets = [](std::uint64_t step) { return test::uniform<float>(70 * Net::out_features, 95 + step); };
-  for (const int which : {0, 1}) {
+  // CrossEntropy with SGD (momentum), MSE with SGD, CrossEntropy with AdamW (weight decay, amsgrad)
+  for (const int which : {0, 1, 2}) {
     CAPTURE(which);
     const auto run = [&](Path p) {
-      return which == 0 ? train(p, loss::CrossEntropy{}, labels) : train(p, loss::MSE{}, targets);
+      return which == 1 ? train(p, loss::MSE{}, targets, false) : train(p, loss::CrossEntropy{}, labels, which == 2);
     };
     const auto want = run(never);
     for (const Path p : {per_stage, network}) {

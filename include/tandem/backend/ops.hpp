@@ -188,10 +188,24 @@ template <class T> struct SmallLoss {
   T *loss = nullptr;               // the step's loss: set by the first micro-batch, then added to
   std::int32_t *invalid = nullptr; // set to 1 by a bad label or target (0 first, by the first)
 };
+// An optimizer's update of one parameter group, described rather than run (SgdStep's or
+// AdamStep's, as `kind` says), for a SmallNetwork to apply at its end: the step's last launch
+// then also updates every stage.
+enum class UpdateKind { none, sgd, adam };
+template <class T> struct Update {
+  UpdateKind kind = UpdateKind::none;
+  SgdStep<T> sgd{};
+  AdamStep<T> adam{};
+};
+inline constexpr std::size_t small_network_updates = 8;
 template <class T> struct SmallNetwork {
   std::size_t rows = 0, count = 0;
   std::array<SmallLayer<T>, small_network_layers> layers{};
   SmallLoss<T> loss{};
+  // Applied in order after the backward (a step's last micro-batch), each one skipped where its
+  // `skip` says the step found a bad target.
+  std::array<Update<T>, small_network_updates> updates{};
+  std::size_t update_count = 0;
   // The step's first micro-batch: sets the gradients, the loss and the status word, which later
   // ones add to. (A step has no zeroing to do then.)
   bool first = true;

@@ -10,6 +10,7 @@
 
 #include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/optimizer_math.hpp"
 #include "tandem/backend/small_stage.hpp"
 
 namespace tandem::backend::small {
@@ -18,11 +19,12 @@ namespace tandem::backend::small {
 // of about eight launches (zeroing, two forwards, the loss, two backwards, two updates), each
 // waiting for the last, and the work in each is a few microseconds of one block. When all stages
 // live on one device, nothing crosses a boundary: one block can carry a chunk of rows forward
-// through every stage, take the loss's gradient of it in shared memory, and carry that back. The
-// step becomes one launch and the optimizers'.
+// through every stage, take the loss's gradient of it in shared memory, and carry that back, and
+// then apply the optimizer's updates. The step becomes one launch.
 //
-// The arithmetic is small_stage.hpp's, layer by layer, and the loss's is that of the
-// CrossEntropy and SquaredError operations; only the order of the loss's sum differs.
+// The arithmetic is small_stage.hpp's, layer by layer, the loss's that of the CrossEntropy and
+// SquaredError operations (only the order of the loss's sum differs), and the updates'
+// optimizer_math.hpp's.
 
 // Rows one pass takes: as many as the widest layer leaves room for in a ping-pong buffer (the
 // seed model, 20 wide: 102 rows of float, so a batch of 64 is one pass).
@@ -80,8 +82,26 @@ TANDEM_HOST_DEVICE double loss_chunk(const op::SmallLoss<T> &loss, std::size_t w
   return total;
 }
 
+// One op::Update over its group, as the optimizer's own operation computes it.
+template <class T, class Block> TANDEM_HOST_DEVICE void apply_update(const op::Update<T> &u, Block &block) {
+  if (u.kind == op::UpdateKind::sgd) {
+    const op::SgdStep<T> &s = u.sgd;
+    if (s.skip && *s.skip) return; // (the same word for every thread: they all return)
+    block.each(s.n, [&](std::size_t i) { sgd_update(s, i); });
+  } else if (u.kind == op::UpdateKind::adam) {
+    const op::AdamStep<T> &a = u.adam;
+    if (a.skip && *a.skip) return;
+    const op::AdamCount c = op::adam_scalars(a.lr, a.beta1, a.beta2, a.count ? a.count->steps + 1 : a.step);
+    const AdamScalars<T> k = adam_scalars_of(a, c);
+    block.each(a.n, [&](std::size_t i) { adam_update(a, k, i); });
+    // After the barrier that every thread's read of the count came before.
+    if (a.count) block.single([&] { *a.count = c; });
+  }
+}
+
 // op::SmallNetwork: chunk by chunk, forward through every layer, the loss, backward through every
-// layer. One block must run all chunks in turn: they add to the same gradients and loss.
+// layer; then the updates. One block must run all chunks in turn: they add to the same gradients
+// and loss.
 template <class T, class Block>
 TANDEM_HOST_DEVICE void network_step(const op::SmallNetwork<T> &net, Scratch<T> s, Block &block) {
   const std::size_t chunk = network_chunk_rows(net);
@@ -104,6 +124,7 @@ TANDEM_HOST_DEVICE void network_step(const op::SmallNetwork<T> &net, Scratch<T> 
       const T v = static_cast<T>(static_cast<double>(net.loss.scale) * total);
       *net.loss.loss = net.first ? v : *net.loss.loss + v;
     });
+  for (std::size_t u = 0; u < net.update_count; ++u) apply_update(net.updates[u], block);
 }
 
 } // namespace tandem::backend::small

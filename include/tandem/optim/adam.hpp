@@ -75,24 +75,13 @@ public:
   void step_group(std::size_t i) {
     auto &s = groups_.at(i);
     if (!s.group.size) return;
-    ++s.steps; // PyTorch counts from 1: the first step's bias correction is 1 - beta^1
-    const backend::op::AdamStep<float> op{.n = s.group.size,
-                                          .params = s.group.params,
-                                          .grads = s.group.grads,
-                                          .exp_avg = s.exp_avg.data(),
-                                          .exp_avg_sq = s.exp_avg_sq.data(),
-                                          .max_exp_avg_sq = s.max_exp_avg_sq.data(),
-                                          .lr = options_.lr,
-                                          .beta1 = options_.betas.first,
-                                          .beta2 = options_.betas.second,
-                                          .eps = options_.eps,
-                                          .weight_decay = options_.weight_decay,
-                                          .decoupled = Decoupled,
-                                          .amsgrad = options_.amsgrad,
-                                          .step = static_cast<std::int64_t>(s.steps),
-                                          .skip = s.group.skip,
-                                          .count = s.count.data()};
-    s.group.executor->submit([ex = s.group.executor, op] { ex->run(op); });
+    s.group.executor->submit([ex = s.group.executor, op = take_step(s)] { ex->run(op); });
+  }
+  // step_group's update, described for the network to run inside its own operation (Fusable).
+  backend::op::Update<float> fused_step_group(std::size_t i) {
+    auto &s = groups_.at(i);
+    if (!s.group.size) return {};
+    return {.kind = backend::op::UpdateKind::adam, .adam = take_step(s)};
   }
 
   // The step number lives on the device (op::AdamCount): every step issues the same work, and a
@@ -131,6 +120,29 @@ private:
     Buffer<float> exp_avg, exp_avg_sq, max_exp_avg_sq;
     std::size_t steps; // the same count, kept on the host for steps(i)
   };
+  // The next step of a group, counted. PyTorch counts from 1: the first step's bias correction
+  // is 1 - beta^1.
+  backend::op::AdamStep<float> take_step(State &s) {
+    ++s.steps;
+    const backend::op::AdamStep<float> op{.n = s.group.size,
+                                          .params = s.group.params,
+                                          .grads = s.group.grads,
+                                          .exp_avg = s.exp_avg.data(),
+                                          .exp_avg_sq = s.exp_avg_sq.data(),
+                                          .max_exp_avg_sq = s.max_exp_avg_sq.data(),
+                                          .lr = options_.lr,
+                                          .beta1 = options_.betas.first,
+                                          .beta2 = options_.betas.second,
+                                          .eps = options_.eps,
+                                          .weight_decay = options_.weight_decay,
+                                          .decoupled = Decoupled,
+                                          .amsgrad = options_.amsgrad,
+                                          .step = static_cast<std::int64_t>(s.steps),
+                                          .skip = s.group.skip,
+                                          .count = s.count.data()};
+    return op;
+  }
+
   Options options_;
   const void *owner_;
   std::uint64_t id_ = detail::next_optimizer_id();

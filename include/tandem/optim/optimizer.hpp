@@ -84,6 +84,15 @@ concept Replayable = Optimizer<O> && requires(O &o, const O &c, std::size_t i) {
   o.replayed(i);
 };
 
+// Optional: fused_step_group(i) takes group i's step as step_group(i) does (the same bookkeeping),
+// but returns the update as a description (op::Update) instead of issuing it, for the pipeline to
+// run inside its own operation: a whole-network step (op::SmallNetwork) then also updates every
+// stage, in the same launch.
+template <class O>
+concept Fusable = Optimizer<O> && requires(O &o, std::size_t i) {
+  { o.fused_step_group(i) } -> std::same_as<backend::op::Update<float>>;
+};
+
 } // namespace tandem::optim
 
 namespace tandem::detail {

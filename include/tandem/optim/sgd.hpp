@@ -61,19 +61,13 @@ public:
   void step_group(std::size_t i) {
     auto &s = groups_.at(i);
     if (!s.group.size) return;
-    const backend::op::SgdStep<float> op{.n = s.group.size,
-                                         .params = s.group.params,
-                                         .grads = s.group.grads,
-                                         .momentum_buffer = s.momentum.data(),
-                                         .lr = options_.lr,
-                                         .momentum = options_.momentum,
-                                         .dampening = options_.dampening,
-                                         .weight_decay = options_.weight_decay,
-                                         .nesterov = options_.nesterov,
-                                         .first = s.steps == 0,
-                                         .skip = s.group.skip};
-    s.group.executor->submit([ex = s.group.executor, op] { ex->run(op); });
-    ++s.steps;
+    s.group.executor->submit([ex = s.group.executor, op = take_step(s)] { ex->run(op); });
+  }
+  // step_group's update, described for the network to run inside its own operation (Fusable).
+  backend::op::Update<float> fused_step_group(std::size_t i) {
+    auto &s = groups_.at(i);
+    if (!s.group.size) return {};
+    return {.kind = backend::op::UpdateKind::sgd, .sgd = take_step(s)};
   }
 
   // The step of a group that has momentum differs only on its first (which seeds the buffer).
@@ -97,6 +91,22 @@ private:
     detail::Buffer<float> momentum;
     std::size_t steps;
   };
+  // The next step of a group, counted.
+  backend::op::SgdStep<float> take_step(State &s) {
+    const backend::op::SgdStep<float> op{.n = s.group.size,
+                                         .params = s.group.params,
+                                         .grads = s.group.grads,
+                                         .momentum_buffer = s.momentum.data(),
+                                         .lr = options_.lr,
+                                         .momentum = options_.momentum,
+                                         .dampening = options_.dampening,
+                                         .weight_decay = options_.weight_decay,
+                                         .nesterov = options_.nesterov,
+                                         .first = s.steps == 0,
+                                         .skip = s.group.skip};
+    ++s.steps;
+    return op;
+  }
   Options options_;
   const void *owner_;
   std::uint64_t id_;

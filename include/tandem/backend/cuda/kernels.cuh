@@ -20,6 +20,7 @@
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/cuda/lt.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/optimizer_math.hpp"
 #include "tandem/backend/small_network.hpp"
 #include "tandem/backend/small_stage.hpp"
 #include "tandem/error.hpp"
@@ -152,44 +153,23 @@ template <class T> struct SgdFn {
   op::SgdStep<T> s;
   __device__ void operator()(std::size_t i) const {
     if (s.skip && *s.skip) return;
-    T d = s.grads[i];
-    if (s.weight_decay != T(0)) d += s.weight_decay * s.params[i];
-    if (s.momentum != T(0)) {
-      T &buf = s.momentum_buffer[i];
-      buf = s.first ? d : s.momentum * buf + (T(1) - s.dampening) * d;
-      d = s.nesterov ? d + s.momentum * buf : buf;
-    }
-    s.params[i] -= s.lr * d;
+    sgd_update(s, i);
   }
 };
 
-// torch.optim.Adam / AdamW; the per-step scalars (bias corrections, AdamW's decay factor) are
-// computed once on the host, as the host backend computes them.
+// torch.optim.Adam / AdamW, with the step's scalars computed once on the host (or, where a.count
+// is set, read from the device's count, which adam_count has just written).
 template <class T> struct AdamFn {
   op::AdamStep<T> a;
-  T step_size, bias2_sqrt, decay; // where a.count is set, read from there instead
+  AdamScalars<T> k;
   __device__ void operator()(std::size_t i) const {
     if (a.skip && *a.skip) return;
-    const T step_size = a.count ? static_cast<T>(a.count->step_size) : this->step_size;
-    const T bias2_sqrt = a.count ? static_cast<T>(a.count->bias2_sqrt) : this->bias2_sqrt;
-    T g = a.grads[i];
-    T &p = a.params[i];
-    if (a.weight_decay != T(0)) {
-      if (a.decoupled) p *= decay;
-      else g += a.weight_decay * p;
+    AdamScalars<T> scalars = k;
+    if (a.count) {
+      scalars.step_size = static_cast<T>(a.count->step_size);
+      scalars.bias2_sqrt = static_cast<T>(a.count->bias2_sqrt);
     }
-    T &m = a.exp_avg[i];
-    T &v = a.exp_avg_sq[i];
-    m += (g - m) * (T(1) - a.beta1); // lerp, as PyTorch writes it
-    v = a.beta2 * v + (T(1) - a.beta2) * g * g;
-    T second = v;
-    if (a.amsgrad) {
-      T &max = a.max_exp_avg_sq[i];
-      max = v > max ? v : max;
-      second = max;
-    }
-    const T denom = math::sqrt(second) / bias2_sqrt + a.eps;
-    p -= step_size * m / denom;
+    adam_update(a, scalars, i);
   }
 };
 
@@ -517,9 +497,7 @@ template <class T> void run(const op::AdamStep<T> &a, const Launch &l) {
   } else {
     host_scalars = op::adam_scalars(a.lr, a.beta1, a.beta2, a.step);
   }
-  const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
-  launch_each(a.n, AdamFn<T>{a, static_cast<T>(host_scalars.step_size), static_cast<T>(host_scalars.bias2_sqrt), decay},
-              "AdamStep", l);
+  launch_each(a.n, AdamFn<T>{a, adam_scalars_of(a, host_scalars)}, "AdamStep", l);
 }
 
 } // namespace tandem::backend::cuda::kernels

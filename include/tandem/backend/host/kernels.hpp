@@ -12,6 +12,7 @@
 
 #include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/optimizer_math.hpp"
 #include "tandem/backend/small_network.hpp"
 #include "tandem/backend/small_stage.hpp"
 #include "tandem/precision.hpp"
@@ -180,43 +181,15 @@ template <class T> void run(const op::SquaredError<T> &s) {
 
 template <class T> void run(const op::SgdStep<T> &s) {
   if (s.skip && *s.skip) return;
-  for (std::size_t i = 0; i < s.n; ++i) {
-    T d = s.grads[i];
-    if (s.weight_decay != T(0)) d += s.weight_decay * s.params[i];
-    if (s.momentum != T(0)) {
-      T &buf = s.momentum_buffer[i];
-      buf = s.first ? d : s.momentum * buf + (T(1) - s.dampening) * d;
-      d = s.nesterov ? d + s.momentum * buf : buf;
-    }
-    s.params[i] -= s.lr * d;
-  }
+  for (std::size_t i = 0; i < s.n; ++i) sgd_update(s, i);
 }
 
 template <class T> void run(const op::AdamStep<T> &a) {
   if (a.skip && *a.skip) return;
   const op::AdamCount scalars = op::adam_scalars(a.lr, a.beta1, a.beta2, a.count ? a.count->steps + 1 : a.step);
   if (a.count) *a.count = scalars;
-  const T bias2_sqrt = static_cast<T>(scalars.bias2_sqrt), step_size = static_cast<T>(scalars.step_size);
-  const T decay = static_cast<T>(1 - static_cast<double>(a.lr) * static_cast<double>(a.weight_decay));
-  for (std::size_t i = 0; i < a.n; ++i) {
-    T g = a.grads[i];
-    T &p = a.params[i];
-    if (a.weight_decay != T(0)) {
-      if (a.decoupled) p *= decay;  // AdamW: decay the weight itself, before the moments
-      else g += a.weight_decay * p; // Adam: L2 penalty folded into the gradient
-    }
-    T &m = a.exp_avg[i];
-    T &v = a.exp_avg_sq[i];
-    m += (g - m) * (T(1) - a.beta1); // lerp, as PyTorch writes it
-    v = a.beta2 * v + (T(1) - a.beta2) * g * g;
-    T second = v;
-    if (a.amsgrad) {
-      a.max_exp_avg_sq[i] = std::max(a.max_exp_avg_sq[i], v);
-      second = a.max_exp_avg_sq[i];
-    }
-    const T denom = std::sqrt(second) / bias2_sqrt + a.eps;
-    p -= step_size * m / denom;
-  }
+  const AdamScalars<T> k = adam_scalars_of(a, scalars);
+  for (std::size_t i = 0; i < a.n; ++i) adam_update(a, k, i);
 }
 
 // The chunk buffers stay with the worker thread: no allocation per call.
