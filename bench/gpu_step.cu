@@ -4,10 +4,12 @@
 // bench/compare.py puts the two side by side).
 //
 //   bench_gpu_step [--json PATH] [--only ID,ID] [--steps N] [--warmup N] [--seconds S]
-//                  [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]
+//                  [--repeat N] [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]
 //
-// Workloads (IDs): seed (10-20-10-2, batch 64), seed_gpipe4 (the same with GPipe, 4 micro-batches),
-// mlp256 (8 Linear 256->256, ReLU between, batch 1024), mlp4096 (4 Linear 4096->4096, batch 8192),
+// Workloads (IDs): seed (10-20-10-2, batch 64), seed_stages (the same with copies forced at the
+// boundary, so each stage runs its own kernels instead of one whole-network step; tandem only),
+// seed_gpipe4 (the seed with GPipe, 4 micro-batches), mlp256 (8 Linear 256->256, ReLU between,
+// batch 1024), mlp4096 (4 Linear 4096->4096, batch 8192),
 // mlp4096_tf32 and mlp4096_bf16 (mlp4096 with ContextOptions::precision tf32 or bf16). Every
 // network is a Pipeline of two stages, Device<0> and Device<1>, which share the GPU on a one-GPU
 // machine.
@@ -15,8 +17,10 @@
 // Each step is timed on the host clock around train_step, which returns the loss and so waits for
 // the step's work: the time a user's training loop sees. After the warm-up, at most --steps steps
 // are timed, but no more than --seconds of them (at least 5), so a slow build cannot blow the
-// caller's time limit; the median is reported with the 10th and 90th percentiles. --batch-div
-// divides every batch (a cheap smoke run); the widths are compile-time and cannot shrink.
+// caller's time limit; the median is reported with the 10th and 90th percentiles. --repeat N runs
+// each variant N times (variants taking turns) and reports the run with the median median, every
+// run's median beside it, so run-to-run spread is visible in one process. --batch-div divides
+// every batch (a cheap smoke run); the widths are compile-time and cannot shrink.
 //
 // With no GPU (or TANDEM_DEVICES=host) the CUDA backend is not in use: the program says so, writes
 // a JSON file with no results (if asked) and exits 0, so scripts can run it anywhere. --allow-host
@@ -66,6 +70,7 @@ struct Options {
   int steps = 0;   // 0: each workload's own default
   int warmup = -1; // -1: each workload's own default
   double seconds = 15;
+  int repeat = 1; // runs of each variant, taking turns; the median run is reported
   std::size_t batch_div = 1;
   bool host_input = false;
   bool allow_host = false; // time the host backend too: checks this harness on a machine without a GPU
@@ -77,6 +82,7 @@ struct Result {
   std::size_t batch = 0;
   int steps = 0, warmup = 0;
   double median_us = 0, p10_us = 0, p90_us = 0;
+  std::vector<double> run_medians_us; // every run's median, in run order (--repeat)
   double flop = 0; // nominal: 6 * batch * sum of in*out over the Linear layers (forward 2, backward 4)
   float loss = 0;  // of the last step, to show the step computed something finite
 };
@@ -122,8 +128,10 @@ template <class Net> constexpr double nominal_flop(std::size_t batch) {
 
 template <class Net, class Sched>
 Result measure(const char *id, const char *label, std::size_t nominal_batch, int default_steps, int default_warmup,
-               Precision precision, bool graphs, const Sched &sched, const Options &o) {
-  Context ctx({.devices = o.devices, .precision = precision, .graphs = graphs});
+               ContextOptions options, bool graphs, const Sched &sched, const Options &o) {
+  options.devices = o.devices;
+  options.graphs = graphs;
+  Context ctx(options);
   Net net(ctx, 42);
   optim::SGD opt(net, {.lr = 0.01f});
   loss::CrossEntropy loss;
@@ -186,6 +194,19 @@ Result measure(const char *id, const char *label, std::size_t nominal_batch, int
   return r;
 }
 
+// Of several runs of one variant: the run with the median median (its percentiles with it), and
+// every run's median beside it. A failed run is the result.
+Result median_run(std::vector<Result> runs) {
+  for (const auto &r : runs)
+    if (!r.error.empty()) return r;
+  std::vector<double> medians;
+  for (const auto &r : runs) medians.push_back(r.median_us);
+  std::sort(runs.begin(), runs.end(), [](const Result &a, const Result &b) { return a.median_us < b.median_us; });
+  Result r = runs[runs.size() / 2];
+  r.run_medians_us = medians;
+  return r;
+}
+
 std::string escape(const std::string &s) {
   std::string out;
   for (const char c : s) {
@@ -226,7 +247,13 @@ bool write_json(const std::string &path, const std::string &device, const std::s
     f << (i ? "," : "") << "\n    {\"workload\": \"" << escape(r.id) << "\", \"label\": \"" << escape(r.label)
       << "\", \"variant\": \"" << escape(r.variant) << "\", \"input\": \"" << escape(r.input) << "\", " << nums;
     if (!r.error.empty()) f << ", \"error\": \"" << escape(r.error) << '"';
-    f << '}';
+    f << ", \"run_medians_us\": [";
+    for (std::size_t k = 0; k < r.run_medians_us.size(); ++k) {
+      char num[32];
+      std::snprintf(num, sizeof num, "%s%.3f", k ? ", " : "", r.run_medians_us[k]);
+      f << num;
+    }
+    f << "]}";
   }
   f << "\n  ]\n}\n";
   return static_cast<bool>(f);
@@ -234,8 +261,8 @@ bool write_json(const std::string &path, const std::string &device, const std::s
 
 void usage(std::FILE *to) {
   std::fputs("usage: bench_gpu_step [--json PATH] [--only ID,ID] [--steps N] [--warmup N] [--seconds S]\n"
-             "                      [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]\n"
-             "IDs: seed seed_gpipe4 mlp256 mlp4096 mlp4096_tf32 mlp4096_bf16\n",
+             "                      [--repeat N] [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]\n"
+             "IDs: seed seed_stages seed_gpipe4 mlp256 mlp4096 mlp4096_tf32 mlp4096_bf16\n",
              to);
 }
 
@@ -257,6 +284,7 @@ std::optional<Options> parse(int argc, char **argv) {
     else if (a == "--steps") o.steps = std::atoi(v);
     else if (a == "--warmup") o.warmup = std::atoi(v);
     else if (a == "--seconds") o.seconds = std::atof(v);
+    else if (a == "--repeat") o.repeat = std::max(1, std::atoi(v));
     else if (a == "--batch-div") o.batch_div = static_cast<std::size_t>(std::max(1, std::atoi(v)));
     else return std::nullopt;
   }
@@ -314,50 +342,73 @@ int main(int argc, char **argv) {
 
   std::vector<Result> results;
   int failed = 0;
+  // Each variant runs --repeat times, the variants taking turns, so that a drift of the machine
+  // (clocks, a neighbour) shows as spread rather than as a difference between variants.
   auto add = [&](const char *id, const char *label, auto &&run) {
     if (!selected(o, id)) return;
-    for (const bool graphs : {false, true}) try {
-        results.push_back(run(id, label, graphs));
-      } catch (const std::exception &e) {
-        // One workload failing (out of memory on a small card, say) should not cost the others; the
-        // JSON says which failed and why.
-        std::fprintf(stderr, "bench_gpu_step: %s failed: %s\n", id, e.what());
-        Result failure;
-        failure.id = id;
-        failure.label = label;
-        failure.variant = graphs ? "tandem graph" : "tandem";
-        failure.error = e.what();
-        results.push_back(failure);
-        ++failed;
+    std::vector<Result> runs[2];
+    for (int rep = 0; rep < o.repeat; ++rep)
+      for (const bool graphs : {false, true}) {
+        if (!runs[graphs].empty() && !runs[graphs].back().error.empty()) continue; // failed once: not again
+        try {
+          runs[graphs].push_back(run(id, label, graphs));
+        } catch (const std::exception &e) {
+          // One workload failing (out of memory on a small card, say) should not cost the others;
+          // the JSON says which failed and why.
+          std::fprintf(stderr, "bench_gpu_step: %s failed: %s\n", id, e.what());
+          Result failure;
+          failure.id = id;
+          failure.label = label;
+          failure.variant = graphs ? "tandem graph" : "tandem";
+          failure.error = e.what();
+          runs[graphs].push_back(failure);
+          ++failed;
+        }
       }
+    for (auto &r : runs) results.push_back(median_run(r));
   };
   // id, label, nominal batch, default timed steps and warm-up steps, precision, schedule.
   add("seed", "seed model 10-20-10-2", [&](const char *id, const char *label, bool graphs) {
-    return measure<Seed>(id, label, 64, 2000, 200, Precision::fp32, graphs, schedule::Naive{}, o);
+    return measure<Seed>(id, label, 64, 2000, 200, {}, graphs, schedule::Naive{}, o);
+  });
+  // The seed step as two GPUs would take it: each stage's fused kernels and a copy at the boundary,
+  // instead of one whole-network kernel (beside "seed", it shows what that fusion buys).
+  add("seed_stages", "seed model, stage by stage (copies forced)", [&](const char *id, const char *label, bool graphs) {
+    return measure<Seed>(id, label, 64, 2000, 200, {.force_copies = true}, graphs, schedule::Naive{}, o);
   });
   add("seed_gpipe4", "seed model 10-20-10-2, GPipe m=4", [&](const char *id, const char *label, bool graphs) {
-    return measure<Seed>(id, label, 64, 2000, 200, Precision::fp32, graphs, schedule::GPipe{.micro_batches = 4}, o);
+    return measure<Seed>(id, label, 64, 2000, 200, {}, graphs, schedule::GPipe{.micro_batches = 4}, o);
   });
   add("mlp256", "MLP 256 wide, 8 Linear", [&](const char *id, const char *label, bool graphs) {
-    return measure<Mlp256>(id, label, 1024, 1000, 100, Precision::fp32, graphs, schedule::Naive{}, o);
+    return measure<Mlp256>(id, label, 1024, 1000, 100, {}, graphs, schedule::Naive{}, o);
   });
   add("mlp4096", "MLP 4096 wide, 4 Linear", [&](const char *id, const char *label, bool graphs) {
-    return measure<Mlp4096>(id, label, 8192, 100, 5, Precision::fp32, graphs, schedule::Naive{}, o);
+    return measure<Mlp4096>(id, label, 8192, 100, 5, {}, graphs, schedule::Naive{}, o);
   });
   add("mlp4096_tf32", "MLP 4096 wide, 4 Linear, TF32", [&](const char *id, const char *label, bool graphs) {
-    return measure<Mlp4096>(id, label, 8192, 100, 5, Precision::tf32, graphs, schedule::Naive{}, o);
+    return measure<Mlp4096>(id, label, 8192, 100, 5, {.precision = Precision::tf32}, graphs, schedule::Naive{}, o);
   });
   add("mlp4096_bf16", "MLP 4096 wide, 4 Linear, bf16", [&](const char *id, const char *label, bool graphs) {
-    return measure<Mlp4096>(id, label, 8192, 100, 5, Precision::bf16, graphs, schedule::Naive{}, o);
+    return measure<Mlp4096>(id, label, 8192, 100, 5, {.precision = Precision::bf16}, graphs, schedule::Naive{}, o);
   });
 
-  std::printf("%-44s %6s %6s %11s %10s %10s %8s %11s\n", "workload (tandem)", "batch", "steps", "median us", "p10",
-              "p90", "TFLOP/s", "loss");
-  for (const auto &r : results)
-    if (!r.error.empty()) std::printf("%-44s FAILED: %s\n", r.label.c_str(), r.error.c_str());
-    else
-      std::printf("%-44s %6zu %6d %11.1f %10.1f %10.1f %8.2f %11.5g\n", r.label.c_str(), r.batch, r.steps, r.median_us,
-                  r.p10_us, r.p90_us, r.median_us > 0 ? r.flop / r.median_us / 1e6 : 0.0, static_cast<double>(r.loss));
+  std::printf("%-44s %-12s %6s %6s %11s %10s %10s %8s %11s %s\n", "workload", "variant", "batch", "steps", "median us",
+              "p10", "p90", "TFLOP/s", "loss", "run medians (us)");
+  for (const auto &r : results) {
+    if (!r.error.empty()) {
+      std::printf("%-44s %-12s FAILED: %s\n", r.label.c_str(), r.variant.c_str(), r.error.c_str());
+      continue;
+    }
+    std::string medians;
+    for (const double m : r.run_medians_us) {
+      char num[32];
+      std::snprintf(num, sizeof num, "%s%.1f", medians.empty() ? "" : " ", m);
+      medians += num;
+    }
+    std::printf("%-44s %-12s %6zu %6d %11.1f %10.1f %10.1f %8.2f %11.5g %s\n", r.label.c_str(), r.variant.c_str(),
+                r.batch, r.steps, r.median_us, r.p10_us, r.p90_us, r.median_us > 0 ? r.flop / r.median_us / 1e6 : 0.0,
+                static_cast<double>(r.loss), medians.c_str());
+  }
   for (const auto &r : results)
     if (!r.input.empty()) {
       std::printf("input: %s\n", r.input.c_str());

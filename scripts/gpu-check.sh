@@ -14,7 +14,10 @@
 #   GPU_CHECK_TIME_SCALE=N   multiply every time limit by N (a machine slower than 16 cores)
 #   GPU_CHECK_USE_DEBS=1     unpack .deb/ even where Eigen and doctest are installed
 #   GPU_CHECK_BUDGET=S       seconds for the whole run (default 540)
-#   GPU_CHECK_BENCH_SECONDS=S  cap on each benchmark workload's timed steps (default 10)
+#   GPU_CHECK_BENCH_SECONDS=S  cap on each benchmark workload's timed steps (default 10), shared by
+#                            its runs
+#   GPU_CHECK_BENCH_REPEAT=N runs of each GPU workload, taking turns (default 3): the table shows the
+#                            median run and every run's median
 #   GPU_CHECK_SANITIZERS="memcheck racecheck"  the compute-sanitizer tools to run (default both)
 #   GPU_CHECK_PREBUILT=1     the build folder was built elsewhere (scripts/gpu-prebuild.sh, on a machine
 #                            without a GPU) and carried here: skip configure and build, run its gpu tests,
@@ -31,6 +34,8 @@ jobs=$(nproc 2>/dev/null || echo 4)
 scale=${GPU_CHECK_TIME_SCALE:-1}
 budget=$((${GPU_CHECK_BUDGET:-540} * scale)) # seconds for the whole run
 bench_seconds=${GPU_CHECK_BENCH_SECONDS:-10}
+bench_repeat=${GPU_CHECK_BENCH_REPEAT:-3}
+bench_run_seconds=$(awk -v s="$bench_seconds" -v r="$bench_repeat" 'BEGIN { printf "%.3g", s / (r > 0 ? r : 1) }')
 declare -a rows=()
 status=0
 
@@ -270,7 +275,8 @@ if ((built)); then
     row "bench $name vs torch" "${note:-both ran;} table above the summary; $logs/bench-$name.md (and .png)"
   }
   pair gpu "one training step on the GPU ($device): tandem vs PyTorch" \
-    "$build/bench/bench_gpu_step" --seconds "$bench_seconds" -- bench/torch_gpu_step.py --seconds "$bench_seconds"
+    "$build/bench/bench_gpu_step" --seconds "$bench_run_seconds" --repeat "$bench_repeat" -- \
+    bench/torch_gpu_step.py --seconds "$bench_seconds"
   pair host "one training step on the host ($jobs cores): tandem's host backend vs PyTorch on the CPU" \
     "$build/bench/bench_host_seed_step" -- bench/torch_seed_step.py
 fi

@@ -151,7 +151,7 @@ public:
           break;
         }
       }
-      if (kind_ == backend::Kind::host) os << " (worker thread)";
+      if (kind_ == backend::Kind::host) os << " (" << host_execution_words() << ")";
       os << '\n';
     }
     return os.str();
@@ -191,6 +191,16 @@ private:
     if (value == "workers") return HostExecution::workers;
     if (value == "calling_thread") return HostExecution::calling_thread;
     detail::fail("TANDEM_HOST_EXECUTION is '", value, "', but must be one of automatic, workers, calling_thread");
+  }
+
+  // Where the host backend's work runs, as describe() says it.
+  const char *host_execution_words() const {
+    switch (options_.host_execution) {
+    case HostExecution::workers: return "worker thread";
+    case HostExecution::calling_thread: return "calling thread";
+    case HostExecution::automatic: break;
+    }
+    return "worker thread; steps too small for one on the calling thread";
   }
 
   // The seed's CPU fallback: said once per process, since every Context would say the same.

@@ -33,5 +33,6 @@ TEST_CASE("each stage's parameters and activations live on its own device") {
   CHECK(net.parameter("stage0.0.weight").executor().name() == "host:0");
   CHECK(net.parameter("stage1.0.bias").executor().name() == "host:1");
   CHECK(&net.parameter("stage1.0.bias").executor() == &ctx.executor(1));
-  CHECK(ctx.describe() == "Device<0> -> host:0 (worker thread)\nDevice<1> -> host:1 (worker thread)\n");
+  CHECK(ctx.describe().find("Device<0> -> host:0 (worker thread") == 0);
+  CHECK(ctx.describe().find("\nDevice<1> -> host:1 (worker thread") != std::string::npos);
 }
