@@ -48,7 +48,9 @@ template <class T> void gemm_case(backend::Executor &ex, bool ta, bool tb, T bet
                   std::to_string(tb) + " beta " + std::to_string(double(beta)) + " k " + std::to_string(k));
 }
 
-template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, bool dbias) {
+// accumulate off: the gradients are set (a step's first micro-batch), where float takes cuBLASLt's
+// weight gradient with the bias gradient in its epilogue (BGRADB) when the executor fuses.
+template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, bool dbias, bool accumulate) {
   const std::size_t batch = 33, in = 17, out = 9;
   auto x = uniform<T>(batch * in, 10), w = uniform<T>(out * in, 11), b = uniform<T>(out, 12);
   auto dy = uniform<T>(batch * out, 13), dw = uniform<T>(out * in, 14), db = uniform<T>(out, 15);
@@ -62,10 +64,11 @@ template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, b
               std::string("LinearForward<") + type_name(T{}) + "> bias " + std::to_string(bias));
 
   host::run(op::LinearBackward<T>{batch, in, out, x.data(), w.data(), dy.data(), dx ? dxs.data() : nullptr, dw.data(),
-                                  dbias ? db.data() : nullptr});
+                                  dbias ? db.data() : nullptr, accumulate});
   run_on(ex, op::LinearBackward<T>{batch, in, out, d_x.get(), d_w.get(), d_dy.get(), dx ? d_dx.get() : nullptr,
-                                   d_dw.get(), dbias ? d_db.get() : nullptr});
-  const std::string what = std::string("LinearBackward<") + type_name(T{}) + "> ";
+                                   d_dw.get(), dbias ? d_db.get() : nullptr, accumulate});
+  const std::string what = std::string("LinearBackward<") + type_name(T{}) + "> accumulate " +
+                           std::to_string(accumulate) + " dbias " + std::to_string(dbias) + " ";
   if (dx) check_close(d_dx.to_host(), dxs, tolerance<T>, what + "dx");
   check_close(d_dw.to_host(), dw, tolerance<T>, what + "dweight");
   check_close(d_db.to_host(), db, tolerance<T>, what + "dbias");
@@ -366,13 +369,16 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: LinearForward and LinearBackward match the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    // Fused epilogues (cuBLASLt) and the plain cuBLAS path.
+    backend::cuda::Executor ex(0, 0, Precision::fp32), plain(0, 1, Precision::fp32, false);
     for (bool bias : {false, true})
       for (bool dx : {false, true})
-        for (bool dbias : {false, true}) {
-          linear_case<float>(ex, bias, dx, dbias);
-          linear_case<double>(ex, bias, dx, dbias);
-        }
+        for (bool dbias : {false, true})
+          for (bool accumulate : {true, false}) {
+            linear_case<float>(ex, bias, dx, dbias, accumulate);
+            linear_case<double>(ex, bias, dx, dbias, accumulate);
+            linear_case<float>(plain, bias, dx, dbias, accumulate);
+          }
   }
 
   TEST_CASE("ops: activations forward and backward match the host kernels") {

@@ -394,6 +394,10 @@ template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
                     .c = b.dx,
                     .ldc = b.in},
         l);
+  // The weight and bias gradients in one cuBLASLt call where it can (float, set rather than
+  // added to: a step's first micro-batch).
+  if constexpr (std::is_same_v<T, float>)
+    if (l.lt && l.lt->weight_gradient(l.stream, b)) return;
   run(op::Gemm<T>{.trans_a = true,
                   .m = b.out, // dweight (out, in) += dy^T (out, batch) * x (batch, in)
                   .n = b.in,

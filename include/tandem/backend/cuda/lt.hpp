@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// cuda::Lt: a Linear layer's forward product with its bias (and ReLU) fused into one cuBLASLt call.
+// cuda::Lt: a Linear layer's forward product with its bias (and ReLU) fused into one cuBLASLt call,
+// and its weight gradient with the bias gradient.
 #pragma once
 
 #include <array>
@@ -20,14 +21,6 @@
 
 namespace tandem::backend::cuda {
 
-// One per executor, used on that executor's stream only: every call shares one workspace, which
-// two streams running at once would overwrite under each other.
-//
-// linear_forward() returns false, having enqueued nothing, where cuBLASLt cannot do the product
-// (the caller then takes its plain cuBLAS path), and throws tandem::Error where a call fails. The
-// first call for a shape (and pointer alignments) asks the heuristic for an algorithm, which is
-// kept, the answer "none" included: later calls query nothing and allocate nothing, so they may be
-// captured into a CUDA graph. A first call made while the stream is capturing returns false.
 // The cuBLAS compute type of a float product of precision `p`: float32 throughout, or float32
 // data whose products' inputs tensor cores round to TF32 or bfloat16 (float32 accumulation).
 inline cublasComputeType_t compute_type(Precision p) {
@@ -39,6 +32,15 @@ inline cublasComputeType_t compute_type(Precision p) {
   return CUBLAS_COMPUTE_32F;
 }
 
+// One per executor, used on that executor's stream only: every call shares one workspace, which
+// two streams running at once would overwrite under each other.
+//
+// linear_forward() and weight_gradient() return false, having enqueued nothing, where cuBLASLt
+// cannot do the product (the caller then takes its plain cuBLAS path), and throw tandem::Error
+// where a call fails. The first call for a shape (and pointer alignments) asks the heuristic for an
+// algorithm, which is kept, the answer "none" included: later calls query nothing and allocate
+// nothing, so they may be captured into a CUDA graph. A first call made while the stream is
+// capturing returns false.
 class Lt {
 public:
   // Hopper's usual choice: enough for split-K reductions of large products.
@@ -56,14 +58,10 @@ public:
   // PyTorch, bias (out) or null; act is identity or relu (anything else returns false).
   bool linear_forward(cudaStream_t stream, const op::LinearForward<float> &f, Activation act) {
     if (act != Activation::identity && act != Activation::relu) return false;
-    // Empty products and the k == 0 case (y = bias) stay with the plain path, which handles them.
-    if (f.batch == 0 || f.in == 0 || f.out == 0) return false;
     if (!f.x || !f.weight || !f.y) return false;
-    const auto limit = static_cast<std::size_t>(INT_MAX);
-    if (f.batch > limit || f.in > limit || f.out > limit) return false;
-
     const bool relu = act == Activation::relu, bias = f.bias != nullptr;
-    const Key key{f.batch,
+    const Key key{Product::linear_forward,
+                  f.batch,
                   f.in,
                   f.out,
                   relu ? (bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
@@ -73,41 +71,30 @@ public:
                   alignment(f.x),
                   alignment(f.y),
                   bias ? alignment(f.bias) : 0u};
-    if (key.align_a < sizeof(float) || key.align_b < sizeof(float) || key.align_d < sizeof(float) ||
-        (bias && key.align_bias < sizeof(float)))
-      return false;
+    return matmul(stream, key, f.weight, f.x, f.y, f.bias);
+  }
 
-    DeviceGuard guard(site_.device, site_); // the heuristic and the launch use the current device
-    Plan *plan = find(key);
-    if (!plan) {
-      // Planning may allocate the workspace (cudaMalloc is not allowed while a stream captures).
-      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-      check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing", site_);
-      if (capture != cudaStreamCaptureStatusNone) return false;
-      ensure_workspace();
-      plan = make_plan(key, f.bias);
-    }
-    if (!plan->supported) return false;
-
-    // The descriptor keeps the pointer that the last call set; each call sets its own. A host-only
-    // call: the launch below reads it, nothing later does.
-    if (bias) {
-      const void *b = f.bias;
-      check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof(b)),
-            "cublasLtMatmulDescSetAttribute (bias pointer)", site_);
-    }
-    // Host scalars (the default pointer mode) are read before cublasLtMatmul returns.
-    const float alpha = 1.0f, beta = 0.0f;
-    const cublasStatus_t status =
-        cublasLtMatmul(handle_, plan->desc, &alpha, f.weight, plan->a, f.x, plan->b, &beta, f.y, plan->d, f.y, plan->d,
-                       &plan->algo, workspace_, workspace_size_, stream);
-    // These two are refusals found before anything is launched: remember them and fall back.
-    if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH) {
-      plan->supported = false;
-      return false;
-    }
-    check(status, "cublasLtMatmul", site_);
-    return true;
+  // A Linear layer's weight gradient and bias gradient in one call (the BGRADB epilogue sums dy's
+  // rows as the product reads them): dweight (out, in) = dy^T (out, batch) * x (batch, in) and
+  // dbias (out) = the column sums of dy (batch, out), all row-major. Both are set, not added to:
+  // for a step's first micro-batch (b.accumulate off); later ones take the plain path. Returns
+  // false, having enqueued nothing, where it cannot. fp32 only: under TF32 or bf16 the bias
+  // gradient must stay a float32 sum of dy (as on the host and in PyTorch), and whether the
+  // epilogue sums the rounded operand instead is not documented.
+  bool weight_gradient(cudaStream_t stream, const op::LinearBackward<float> &b) {
+    if (precision_ != Precision::fp32) return false;
+    if (b.accumulate || !b.x || !b.dy || !b.dweight || !b.dbias) return false;
+    const Key key{Product::weight_gradient,
+                  b.batch,
+                  b.in,
+                  b.out,
+                  CUBLASLT_EPILOGUE_BGRADB,
+                  true,
+                  alignment(b.x),
+                  alignment(b.dy),
+                  alignment(b.dweight),
+                  alignment(b.dbias)};
+    return matmul(stream, key, b.x, b.dy, b.dweight, b.dbias);
   }
 
   // Device allocations made so far (the workspace, once): a steady state adds none.
@@ -117,10 +104,13 @@ public:
   Precision precision() const { return precision_; }
 
 private:
+  // The products Lt makes (the matrices of each in make_plan).
+  enum class Product { linear_forward, weight_gradient };
   // The pointers' alignments are part of the key: the heuristic picks an algorithm for the
   // alignments it is told (A, B, C, D through the preference, the bias from the pointer it finds
   // in the descriptor), and that algorithm may need them on every later call.
   struct Key {
+    Product product;
     std::size_t batch, in, out;
     cublasLtEpilogue_t epilogue;
     bool bias;
@@ -163,6 +153,49 @@ private:
     return lowest == 0 || lowest >= 256 ? 256u : static_cast<std::uint32_t>(lowest);
   }
 
+  // D = op(A) op(B) with key's epilogue (bias: its vector, read or written); see make_plan for
+  // which matrix is which. False, with nothing enqueued, where cuBLASLt cannot.
+  bool matmul(cudaStream_t stream, const Key &key, const float *a, const float *b, float *d, const float *bias) {
+    // Empty products and the k == 0 case (y = bias) stay with the plain path, which handles them.
+    if (key.batch == 0 || key.in == 0 || key.out == 0) return false;
+    const auto limit = static_cast<std::size_t>(INT_MAX);
+    if (key.batch > limit || key.in > limit || key.out > limit) return false;
+    if (key.align_a < sizeof(float) || key.align_b < sizeof(float) || key.align_d < sizeof(float) ||
+        (key.bias && key.align_bias < sizeof(float)))
+      return false;
+
+    DeviceGuard guard(site_.device, site_); // the heuristic and the launch use the current device
+    Plan *plan = find(key);
+    if (!plan) {
+      // Planning may allocate the workspace (cudaMalloc is not allowed while a stream captures).
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing", site_);
+      if (capture != cudaStreamCaptureStatusNone) return false;
+      ensure_workspace();
+      plan = make_plan(key, bias);
+    }
+    if (!plan->supported) return false;
+
+    // The descriptor keeps the pointer that the last call set; each call sets its own. A host-only
+    // call: the launch below reads it, nothing later does.
+    if (key.bias) {
+      const void *p = bias;
+      check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p, sizeof(p)),
+            "cublasLtMatmulDescSetAttribute (bias pointer)", site_);
+    }
+    // Host scalars (the default pointer mode) are read before cublasLtMatmul returns.
+    const float alpha = 1.0f, beta = 0.0f;
+    const cublasStatus_t status = cublasLtMatmul(handle_, plan->desc, &alpha, a, plan->a, b, plan->b, &beta, d, plan->d,
+                                                 d, plan->d, &plan->algo, workspace_, workspace_size_, stream);
+    // These two are refusals found before anything is launched: remember them and fall back.
+    if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH) {
+      plan->supported = false;
+      return false;
+    }
+    check(status, "cublasLtMatmul", site_);
+    return true;
+  }
+
   Plan *find(const Key &key) const {
     for (const auto &p : plans_)
       if (p->key == key) return p.get();
@@ -200,19 +233,31 @@ private:
 
   // cuBLASLt is column-major, and a row-major (r, c) matrix is, in the same memory, the column-major
   // (c, r) matrix: its transpose. So, with every matrix column-major:
+  // linear_forward:
   //   y (batch, out) row-major  = Y^T (out, batch), ld out    -> D, m = out, n = batch
   //   x (batch, in) row-major   = X^T (in, batch), ld in      -> B as stored, op N: (k = in, n = batch)
   //   w (out, in) row-major     = W^T (in, out), ld in        -> A as stored, op T gives W (m = out, k = in)
   // and Y = X W^T is the same as Y^T = W X^T = op(A) op(B). D's rows are the output features, and
   // the bias epilogue adds a vector of D's row count (m = out) to every column: bias[o] to each
   // y[r][o], as Linear needs, with no transposed copy.
+  // weight_gradient:
+  //   dw (out, in) row-major    = dW^T (in, out), ld in       -> D, m = in, n = out
+  //   x (batch, in) row-major   = X^T (in, batch), ld in      -> A as stored, op N: (m = in, k = batch)
+  //   dy (batch, out) row-major = dY^T (out, batch), ld out   -> B as stored, op T gives dY (k = batch, n = out)
+  // and dW = dY^T X is the same as dW^T = X^T dY = op(A) op(B). BGRADB sums op(B) over k, one value
+  // per column of D (n = out): dbias[o] = the sum over rows of dy[r][o].
   Plan *make_plan(const Key &key, const float *bias) {
     auto plan = std::make_unique<Plan>(key);
     Plan &p = *plan;
-    const auto m = static_cast<std::uint64_t>(key.out), n = static_cast<std::uint64_t>(key.batch),
-               k = static_cast<std::uint64_t>(key.in);
+    const bool forward = key.product == Product::linear_forward;
+    const auto batch = static_cast<std::uint64_t>(key.batch), in = static_cast<std::uint64_t>(key.in),
+               out = static_cast<std::uint64_t>(key.out);
+    const std::uint64_t m = forward ? out : in, n = forward ? batch : out;
+    // A and B as stored: (rows, columns, leading dimension = rows).
+    const std::uint64_t a_rows = in, a_cols = forward ? out : batch;
+    const std::uint64_t b_rows = forward ? in : out, b_cols = batch;
     const cublasComputeType_t compute = compute_type(precision_);
-    const std::int32_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
+    const std::int32_t trans_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = forward ? CUBLAS_OP_N : CUBLAS_OP_T;
     const auto epilogue = static_cast<std::uint32_t>(key.epilogue);
     const void *bias_pointer = bias;
     const std::uint64_t max_workspace = workspace_size_;
@@ -232,12 +277,12 @@ private:
         (!key.bias || accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer,
                                                               sizeof(bias_pointer)),
                                "cublasLtMatmulDescSetAttribute (bias pointer)")) &&
-        accepted(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, k, m, static_cast<std::int64_t>(k)),
-                 "cublasLtMatrixLayoutCreate (weight)") &&
-        accepted(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, k, n, static_cast<std::int64_t>(k)),
-                 "cublasLtMatrixLayoutCreate (x)") &&
+        accepted(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, a_rows, a_cols, static_cast<std::int64_t>(a_rows)),
+                 "cublasLtMatrixLayoutCreate (A)") &&
+        accepted(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, b_rows, b_cols, static_cast<std::int64_t>(b_rows)),
+                 "cublasLtMatrixLayoutCreate (B)") &&
         accepted(cublasLtMatrixLayoutCreate(&p.d, CUDA_R_32F, m, n, static_cast<std::int64_t>(m)),
-                 "cublasLtMatrixLayoutCreate (y)") &&
+                 "cublasLtMatrixLayoutCreate (D)") &&
         accepted(cublasLtMatmulPreferenceCreate(&pref.p), "cublasLtMatmulPreferenceCreate") &&
         accepted(cublasLtMatmulPreferenceSetAttribute(pref.p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace,
                                                       sizeof(max_workspace)),
