@@ -87,41 +87,47 @@ TEST_CASE("MSE: gradient matches central differences (double)") {
 TEST_CASE("a 3-stage pipeline: every parameter's gradient matches central differences (double)") {
   using Net = BasicPipeline<double, Stage<Device<0>, Linear<4, 6>, ReLU>, Stage<Device<1>, Linear<6, 5>, Tanh>,
                             Stage<Device<2>, Linear<5, 3>, Sigmoid, Linear<3, 3>>>;
-  Context ctx({.devices = "host"});
-  Net net(ctx, 5);
-  const std::size_t batch = 7;
-  const auto x = test::uniform<double>(batch * Net::in_features, 31, -2, 2);
-  const auto y = test::labels(batch, Net::out_features, 32);
-  loss::CrossEntropy ce;
+  // Layer by layer (the host's default), and as one whole-network operation (op::SmallNetwork,
+  // the GPU's default for a network this small; `always` makes the host take it).
+  for (const StageFusion fusion : {StageFusion::automatic, StageFusion::always}) {
+    CAPTURE(static_cast<int>(fusion));
+    Context ctx({.devices = "host", .fuse_small_stages = fusion});
+    Net net(ctx, 5);
+    const std::size_t batch = 7;
+    const auto x = test::uniform<double>(batch * Net::in_features, 31, -2, 2);
+    const auto y = test::labels(batch, Net::out_features, 32);
+    loss::CrossEntropy ce;
 
-  net.forward_backward(x, y, ce);
-  // All analytic gradients first: every finite-difference evaluation below overwrites them.
-  std::vector<std::vector<double>> grads;
-  for (const auto &p : net.parameters()) grads.push_back(p.grad_to_host());
-  const double h = 1e-6;
-  std::size_t checked = 0, t = 0;
-  for (const auto &p : net.parameters()) {
-    const auto &grad = grads[t++];
-    auto values = p.to_host();
-    double worst = 0, scale = 1e-12;
-    for (std::size_t i = 0; i < values.size(); ++i) {
-      const double keep = values[i];
-      values[i] = keep + h;
-      p.copy_from(values);
-      const double up = net.forward_backward(x, y, ce);
-      values[i] = keep - h;
-      p.copy_from(values);
-      const double down = net.forward_backward(x, y, ce);
-      values[i] = keep;
-      p.copy_from(values);
-      worst = std::max(worst, std::abs((up - down) / (2 * h) - grad[i]));
-      scale = std::max(scale, std::abs(grad[i]));
-      ++checked;
+    net.forward_backward(x, y, ce);
+    CHECK((net.transferred_bytes() == 0) == (fusion == StageFusion::always)); // which path ran
+    // All analytic gradients first: every finite-difference evaluation below overwrites them.
+    std::vector<std::vector<double>> grads;
+    for (const auto &p : net.parameters()) grads.push_back(p.grad_to_host());
+    const double h = 1e-6;
+    std::size_t checked = 0, t = 0;
+    for (const auto &p : net.parameters()) {
+      const auto &grad = grads[t++];
+      auto values = p.to_host();
+      double worst = 0, scale = 1e-12;
+      for (std::size_t i = 0; i < values.size(); ++i) {
+        const double keep = values[i];
+        values[i] = keep + h;
+        p.copy_from(values);
+        const double up = net.forward_backward(x, y, ce);
+        values[i] = keep - h;
+        p.copy_from(values);
+        const double down = net.forward_backward(x, y, ce);
+        values[i] = keep;
+        p.copy_from(values);
+        worst = std::max(worst, std::abs((up - down) / (2 * h) - grad[i]));
+        scale = std::max(scale, std::abs(grad[i]));
+        ++checked;
+      }
+      INFO(p.name(), ": worst difference ", worst, ", largest gradient ", scale);
+      // Central differences carry about 1e-16 * |loss| / h = 1e-10 of rounding noise (the floor),
+      // and h^2 * f''' of truncation error, far below 1e-6 of the gradient's scale.
+      CHECK(worst < 1e-6 * scale + 1e-9);
     }
-    INFO(p.name(), ": worst difference ", worst, ", largest gradient ", scale);
-    // Central differences carry about 1e-16 * |loss| / h = 1e-10 of rounding noise (the floor),
-    // and h^2 * f''' of truncation error, far below 1e-6 of the gradient's scale.
-    CHECK(worst < 1e-6 * scale + 1e-9);
+    CHECK(checked == Net::parameter_count);
   }
-  CHECK(checked == Net::parameter_count);
 }
