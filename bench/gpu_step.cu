@@ -5,6 +5,7 @@
 //
 //   bench_gpu_step [--json PATH] [--only ID,ID] [--steps N] [--warmup N] [--seconds S]
 //                  [--repeat N] [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]
+//                  [--profile]
 //
 // Workloads (IDs): seed (10-20-10-2, batch 64), seed_stages (the same with copies forced at the
 // boundary, so each stage runs its own kernels instead of one whole-network step; tandem only),
@@ -31,6 +32,9 @@
 // Each workload runs twice: "tandem", every step issued (ContextOptions::graphs off), and "tandem
 // graph", the default, where train_step captures the step once and replays it (issue 6, item 4);
 // bench/compare.py prints a row per variant.
+//
+// --profile also prints where an issued seed step's time goes, task by task, from tandem's own
+// timeline (see profile()): a profile that needs no Nsight tools.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -70,7 +74,8 @@ struct Options {
   int steps = 0;   // 0: each workload's own default
   int warmup = -1; // -1: each workload's own default
   double seconds = 15;
-  int repeat = 1; // runs of each variant, taking turns; the median run is reported
+  int repeat = 1;       // runs of each variant, taking turns; the median run is reported
+  bool profile = false; // also time the seed workloads' tasks (profile())
   std::size_t batch_div = 1;
   bool host_input = false;
   bool allow_host = false; // time the host backend too: checks this harness on a machine without a GPU
@@ -207,6 +212,56 @@ Result median_run(std::vector<Result> runs) {
   return r;
 }
 
+// --profile: where an issued step's time goes, from tandem's own timeline (events around every
+// task on its stream, so GPU time, not issue time): each task's median duration and how often it
+// runs per step, beside the median wall time of the whole step (the rest is launch and wait).
+// Captured steps cannot be timed task by task: these steps are issued.
+template <class Net, class Sched>
+void profile(const char *label, std::size_t nominal_batch, ContextOptions options, const Sched &sched,
+             const Options &o) {
+  options.devices = o.devices;
+  options.timeline = true;
+  Context ctx(options);
+  Net net(ctx, 42);
+  optim::SGD opt(net, {.lr = 0.01f});
+  loss::CrossEntropy loss;
+  const std::size_t batch = std::max<std::size_t>(nominal_batch / std::max<std::size_t>(o.batch_div, 1), 8);
+  Random rng(3);
+  std::vector<float> xs(batch * Net::in_features);
+  std::vector<std::int32_t> ys(batch);
+  for (auto &v : xs) v = static_cast<float>(rng.uniform(-1, 1));
+  for (auto &v : ys) v = static_cast<std::int32_t>(rng.next() % Net::out_features);
+  constexpr std::size_t first = Net::template stage<0>::device_index;
+  constexpr std::size_t last = Net::template stage<Net::num_stages - 1>::device_index;
+  const Tensor<float> x(ctx, first, batch, Net::in_features, std::span<const float>(xs));
+  const Tensor<std::int32_t> y(ctx, last, batch, std::size_t{1}, std::span<const std::int32_t>(ys));
+  for (int i = 0; i < 20; ++i) net.train_step(x, y, loss, opt, sched);
+  ctx.timeline().clear();
+  const int steps = 200;
+  std::vector<double> wall;
+  for (int i = 0; i < steps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    net.train_step(x, y, loss, opt, sched);
+    wall.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::sort(wall.begin(), wall.end());
+  std::printf("profile: %s, batch %zu, issued steps with the timeline on: step %.1f us (median wall time)\n", label,
+              batch, wall[wall.size() / 2]);
+  // Per task: its track and kind (micro-batches together).
+  std::vector<std::pair<std::string, std::vector<double>>> tasks;
+  for (const auto &span : ctx.timeline().spans()) {
+    const std::string name = ctx.timeline().tracks().at(span.track) + " " + to_string(span.kind);
+    auto it = std::find_if(tasks.begin(), tasks.end(), [&](const auto &t) { return t.first == name; });
+    if (it == tasks.end()) it = tasks.insert(tasks.end(), {name, {}});
+    it->second.push_back(span.duration_us);
+  }
+  for (auto &[name, us] : tasks) {
+    const double per_step = static_cast<double>(us.size()) / steps;
+    std::sort(us.begin(), us.end());
+    std::printf("  %-36s %8.1f us median  x %.1f per step\n", name.c_str(), us[us.size() / 2], per_step);
+  }
+}
+
 std::string escape(const std::string &s) {
   std::string out;
   for (const char c : s) {
@@ -262,6 +317,7 @@ bool write_json(const std::string &path, const std::string &device, const std::s
 void usage(std::FILE *to) {
   std::fputs("usage: bench_gpu_step [--json PATH] [--only ID,ID] [--steps N] [--warmup N] [--seconds S]\n"
              "                      [--repeat N] [--batch-div D] [--devices SPEC] [--host-input] [--allow-host]\n"
+             "                      [--profile]\n"
              "IDs: seed seed_stages seed_gpipe4 mlp256 mlp4096 mlp4096_tf32 mlp4096_bf16\n",
              to);
 }
@@ -273,6 +329,7 @@ std::optional<Options> parse(int argc, char **argv) {
     auto value = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
     const char *v = nullptr;
     if (a == "--host-input") o.host_input = true;
+    else if (a == "--profile") o.profile = true;
     else if (a == "--allow-host") o.allow_host = true;
     else if (a == "-h" || a == "--help") {
       usage(stdout);
@@ -391,6 +448,14 @@ int main(int argc, char **argv) {
   add("mlp4096_bf16", "MLP 4096 wide, 4 Linear, bf16", [&](const char *id, const char *label, bool graphs) {
     return measure<Mlp4096>(id, label, 8192, 100, 5, {.precision = Precision::bf16}, graphs, schedule::Naive{}, o);
   });
+
+  if (o.profile) {
+    if (selected(o, "seed")) profile<Seed>("seed model 10-20-10-2", 64, {}, schedule::Naive{}, o);
+    if (selected(o, "seed_stages"))
+      profile<Seed>("seed model, stage by stage (copies forced)", 64, {.force_copies = true}, schedule::Naive{}, o);
+    if (selected(o, "seed_gpipe4"))
+      profile<Seed>("seed model 10-20-10-2, GPipe m=4", 64, {}, schedule::GPipe{.micro_batches = 4}, o);
+  }
 
   std::printf("%-44s %-12s %6s %6s %11s %10s %10s %8s %11s %s\n", "workload", "variant", "batch", "steps", "median us",
               "p10", "p90", "TFLOP/s", "loss", "run medians (us)");

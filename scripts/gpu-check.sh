@@ -302,7 +302,18 @@ if ((built)) && [[ -n $profiler && -x $build/bench/bench_gpu_step ]]; then
     row "profile seed (nsys)" "did not finish (see $logs/profile-seed.log)"
   fi
 elif ((built)); then
-  row "profile seed" "no nsys on this machine: no profile"
+  row "profile seed" "no nsys on this machine (tandem's own task timings: profile-seed-timeline)"
+fi
+# tandem's own: every task of an issued seed step timed by events on its stream (bench_gpu_step
+# --profile), beside the step's wall time. Needs no Nsight tools.
+if ((built)) && [[ -x $build/bench/bench_gpu_step ]]; then
+  if step profile-seed-timeline 60 "$build/bench/bench_gpu_step" --only seed,seed_stages,seed_gpipe4 --profile \
+    --steps 200 --seconds 1; then
+    grep -A12 '^profile:' "$logs/profile-seed-timeline.log" | grep -v '^--$' | head -40
+    row "profile seed (timeline)" "task timings above; $logs/profile-seed-timeline.log"
+  else
+    row "profile seed (timeline)" "did not finish (see $logs/profile-seed-timeline.log)"
+  fi
 fi
 
 # --- compute-sanitizer ---------------------------------------------------------------------------

@@ -548,12 +548,12 @@ private:
   // stages would each be fused, all on one device's memory with no copies forced between them, and
   // micro-batches one block can take (op::small_rows). On one GPU that is the default; on the host
   // only with fuse_small_stages = always, and then nothing crosses its workers' boundaries. The
-  // timeline, which shows each stage's own tasks, turns it off.
+  // timeline shows each such operation as one `network` task on the first stage.
   template <class Loss> bool fuses_network(const Plan &plan) const {
     if constexpr (!small_network() || !loss::FusableLoss<Loss>) {
       return false;
     } else {
-      if (ctx_->options().force_copies || ctx_->timeline().enabled()) return false;
+      if (ctx_->options().force_copies) return false;
       for (const auto &st : stages_)
         if (!fuses_small_stage(st)) return false;
       if (*std::max_element(plan.rows.begin(), plan.rows.end()) > backend::op::small_rows) return false;
@@ -1009,7 +1009,8 @@ private:
         st.live = 0;
         st.peak = 1; // a micro-batch's activations are used up before the next one's are made
       });
-      first.ex->submit([ex = first.ex, net] { ex->run(net); });
+      timed(0, TaskKind::network, static_cast<std::ptrdiff_t>(k),
+            [&] { first.ex->submit([ex = first.ex, net] { ex->run(net); }); });
     }
     // What the other stages do next (their updates, where not fused; the loss's download on the
     // last) comes after it.
@@ -1018,7 +1019,7 @@ private:
     for (std::size_t s = 1; s < num_stages; ++s) stages_[s].ex->wait(done);
     if constexpr (optimizing && !fuses_updates)
       if (how.optimize)
-        for (std::size_t s = 0; s < num_stages; ++s) opt->step_group(s);
+        for (std::size_t s = 0; s < num_stages; ++s) timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
   }
 
   // On the host backend, a step with nothing for the stages to overlap, or too little work per

@@ -20,8 +20,9 @@
 
 namespace tandem {
 
-// What a timed task did.
-enum class TaskKind { forward, backward, loss, copy, optimizer };
+// What a timed task did. `network`: a whole-network step of one micro-batch (op::SmallNetwork:
+// every stage's forward and backward, the loss, and the updates where they are fused into it).
+enum class TaskKind { forward, backward, loss, copy, optimizer, network };
 
 inline const char *to_string(TaskKind k) {
   switch (k) {
@@ -30,6 +31,7 @@ inline const char *to_string(TaskKind k) {
   case TaskKind::loss: return "loss";
   case TaskKind::copy: return "copy";
   case TaskKind::optimizer: return "optimizer";
+  case TaskKind::network: return "network";
   }
   return "task";
 }

@@ -318,3 +318,28 @@ TEST_CASE("a whole-network step with a bad label on the device changes nothing a
   CHECK(net.train_step(x, good, ce, opt) == twin.train_step(tx, tgood, ce, twin_opt));
   CHECK(test::snapshot(net) == test::snapshot(twin));
 }
+
+TEST_CASE("the timeline shows a whole-network step as one `network` task per micro-batch") {
+  using Net = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
+  loss::CrossEntropy ce;
+  const auto x = test::uniform<float>(64 * Net::in_features, 11);
+  const auto y = test::labels(64, Net::out_features, 12);
+  float losses[2];
+  for (const bool timeline : {false, true}) {
+    Context ctx({.devices = "host", .fuse_small_stages = StageFusion::always, .timeline = timeline});
+    Net net(ctx, 9);
+    optim::SGD opt(net, {.lr = 0.05f, .momentum = 0.9f});
+    net.train_step(x, y, ce, opt);
+    losses[timeline] = net.train_step(x, y, ce, opt, schedule::GPipe{.micro_batches = 3});
+    if (!timeline) continue;
+    std::size_t network = 0, other = 0;
+    for (const auto &span : ctx.timeline().spans()) {
+      (span.kind == TaskKind::network ? network : other) += 1;
+      if (span.kind == TaskKind::network) CHECK(span.stage == 0);
+      CHECK(span.duration_us >= 0);
+    }
+    CHECK(network == 1 + 3); // the whole batch, then three micro-batches
+    CHECK(other == 0);       // the updates run inside the last one; nothing crosses a boundary
+  }
+  CHECK(losses[1] == losses[0]); // timing changes nothing
+}
