@@ -200,7 +200,7 @@ private:
     case HostExecution::calling_thread: return "calling thread";
     case HostExecution::automatic: break;
     }
-    return "worker thread; steps too small for one on the calling thread";
+    return "worker thread, or the calling thread for small steps";
   }
 
   // The seed's CPU fallback: said once per process, since every Context would say the same.

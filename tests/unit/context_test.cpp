@@ -47,7 +47,7 @@ TEST_CASE("describe() names every logical device made so far, one line each") {
   // (unit.workers runs this suite again with TANDEM_HOST_EXECUTION=workers)
   const std::string where = ctx.options().host_execution == HostExecution::workers
                                 ? "worker thread"
-                                : "worker thread; steps too small for one on the calling thread";
+                                : "worker thread, or the calling thread for small steps";
   CHECK(ctx.describe() == "Device<0> -> host:0 (" + where + ")\nDevice<2> -> host:2 (" + where + ")\n");
   Context inline_ctx({.devices = "host", .host_execution = HostExecution::calling_thread});
   inline_ctx.executor(0);
