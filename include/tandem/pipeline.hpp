@@ -339,6 +339,9 @@ private:
     detail::Buffer<T> scratch[2];
     std::size_t capacity = 0;   // rows each buffer holds
     bool set_gradients = false; // this step's first backward sets the gradients (library_layers_only)
+    // Whole-network steps (issue_network_step): the first stage's marks the step's end; each
+    // other stage's what it was given before the step.
+    std::unique_ptr<backend::Event> mark;
     std::size_t live = 0, peak = 0;
     std::size_t track = 0, next_track = 0, prev_track = 0; // timeline tracks: device, links out
   };
@@ -368,6 +371,7 @@ private:
     auto &st = stages_[I];
     st.device = St::device_index;
     st.ex = &ctx_->executor(St::device_index);
+    st.mark = st.ex->make_event();
     st.widths.assign(w.begin(), w.end());
     st.params = detail::Buffer<T>(*st.ex, St::parameter_count);
     st.grads = detail::Buffer<T>(*st.ex, St::parameter_count);
@@ -600,16 +604,30 @@ private:
     else return fuses_relu<I, J - 1>();
   }
 
+  // Where each layer of stage I reads its input and writes its output for one micro-batch: the
+  // first layer reads `input`, each other one its predecessor's output (a stash entry), and the
+  // last writes the stage's output.
+  template <std::size_t I> struct LayerIo {
+    std::array<const T *, stage<I>::num_layers> x{};
+    std::array<T *, stage<I>::num_layers> y{};
+  };
+  template <std::size_t I> LayerIo<I> layer_io(Slot &slot, const T *input) {
+    auto &st = stages_[I];
+    LayerIo<I> io;
+    for (std::size_t j = 0; j < stage<I>::num_layers; ++j) {
+      io.x[j] = j == 0 ? input : activation(st, slot, j - 1);
+      io.y[j] = activation(st, slot, j);
+    }
+    return io;
+  }
+
   template <std::size_t I> void issue_forward(Slot &slot, std::size_t rows) {
     using St = stage<I>;
     static constexpr auto w = St::widths(widths_[I]);
     auto &st = stages_[I];
-    std::array<const T *, St::num_layers> xs{};
-    std::array<T *, St::num_layers> ys{};
-    for (std::size_t j = 0; j < St::num_layers; ++j) {
-      xs[j] = j == 0 ? slot.input : activation(st, slot, j - 1);
-      ys[j] = activation(st, slot, j);
-    }
+    const auto io = layer_io<I>(slot, slot.input);
+    const auto &xs = io.x;
+    const auto &ys = io.y;
     if constexpr (small_stage<I>()) {
       if (fuses_small_stage(st)) {
         st.ex->submit([ex = st.ex, op = small_op<I, backend::op::SmallForward<T>>(
@@ -649,21 +667,20 @@ private:
     static constexpr auto w = St::widths(widths_[I]);
     constexpr std::size_t L = St::num_layers;
     auto &st = stages_[I];
-    std::array<const T *, L> xs{}, ys{}, dys{};
+    const auto io = layer_io<I>(slot, slot.input);
+    const auto &xs = io.x;
+    const auto &ys = io.y;
+    std::array<const T *, L> dys{};
     std::array<T *, L> dxs{};
     for (std::size_t j = 0; j < L; ++j) {
-      xs[j] = j == 0 ? slot.input : activation(st, slot, j - 1);
-      ys[j] = activation(st, slot, j);
       dys[j] = j + 1 == L ? slot.dy : st.scratch[(j + 1) % 2].data();
       // The network's input needs no gradient: the first layer of stage 0 skips it.
       dxs[j] = j > 0 ? st.scratch[j % 2].data() : I > 0 ? slot.dx.data() : nullptr;
     }
     if constexpr (small_stage<I>()) {
       if (fuses_small_stage(st) && rows <= backend::op::small_rows) {
-        std::array<T *, L> outs{};
-        for (std::size_t j = 0; j < L; ++j) outs[j] = const_cast<T *>(ys[j]);
         auto op =
-            small_op<I, backend::op::SmallBackward<T>>(rows, st.params.data(), st.grads.data(), xs.data(), outs.data());
+            small_op<I, backend::op::SmallBackward<T>>(rows, st.params.data(), st.grads.data(), xs.data(), ys.data());
         op.dy = slot.dy;
         op.dx = dxs[0];
         op.accumulate = !(first && stages_[I].set_gradients);
@@ -972,9 +989,8 @@ private:
     // It reads what the other stages' streams were given before it: the targets, uploaded on the
     // last one's.
     for (std::size_t s = 1; s < num_stages; ++s) {
-      backend::Event &issued = *stages_[s].slots[0].forward_done;
-      stages_[s].ex->record(issued);
-      first.ex->wait(issued);
+      stages_[s].ex->record(*stages_[s].mark);
+      first.ex->wait(*stages_[s].mark);
     }
     const T scale = Loss::template scale<T>(plan.batch, out_features);
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
@@ -991,21 +1007,15 @@ private:
       net.loss =
           Loss::template small_loss<T>(targets + plan.offset[k] * per_sample, scale, loss_slot(), invalid_flag());
       for_each_stage([&]<std::size_t I>() {
-        constexpr std::size_t L = stage<I>::num_layers;
         auto &st = stages_[I];
         Slot &slot = st.slots[k];
-        std::array<const T *, L> xs{};
-        std::array<T *, L> ys{};
-        for (std::size_t j = 0; j < L; ++j) {
-          xs[j] = j > 0      ? activation(st, slot, j - 1)
-                  : I > 0    ? stages_[I - 1].slots[k].out.data() // the boundary, read in place
-                  : x.device ? x.device + plan.offset[k] * in_features
-                             : slot.input;
-          ys[j] = activation(st, slot, j);
-        }
-        const auto op =
-            small_op<I, backend::op::SmallForward<T>>(rows, st.params.data(), st.grads.data(), xs.data(), ys.data());
-        for (std::size_t j = 0; j < L; ++j) net.layers[net.count++] = op.layers[j];
+        const T *input = I > 0      ? stages_[I - 1].slots[k].out.data() // the boundary, read in place
+                         : x.device ? x.device + plan.offset[k] * in_features
+                                    : slot.input;
+        const auto io = layer_io<I>(slot, input);
+        const auto op = small_op<I, backend::op::SmallForward<T>>(rows, st.params.data(), st.grads.data(), io.x.data(),
+                                                                  io.y.data());
+        for (std::size_t j = 0; j < stage<I>::num_layers; ++j) net.layers[net.count++] = op.layers[j];
         st.live = 0;
         st.peak = 1; // a micro-batch's activations are used up before the next one's are made
       });
@@ -1014,9 +1024,8 @@ private:
     }
     // What the other stages do next (their updates, where not fused; the loss's download on the
     // last) comes after it.
-    backend::Event &done = *first.slots[0].backward_done;
-    first.ex->record(done);
-    for (std::size_t s = 1; s < num_stages; ++s) stages_[s].ex->wait(done);
+    first.ex->record(*first.mark);
+    for (std::size_t s = 1; s < num_stages; ++s) stages_[s].ex->wait(*first.mark);
     if constexpr (optimizing && !fuses_updates)
       if (how.optimize)
         for (std::size_t s = 0; s < num_stages; ++s) timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });

@@ -6,9 +6,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 
 #include "tandem/backend/activation_math.hpp"
+#include "tandem/backend/loss_math.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/backend/optimizer_math.hpp"
 #include "tandem/backend/small_stage.hpp"
@@ -22,9 +22,9 @@ namespace tandem::backend::small {
 // through every stage, take the loss's gradient of it in shared memory, and carry that back, and
 // then apply the optimizer's updates. The step becomes one launch.
 //
-// The arithmetic is small_stage.hpp's, layer by layer, the loss's that of the CrossEntropy and
-// SquaredError operations (only the order of the loss's sum differs), and the updates'
-// optimizer_math.hpp's.
+// The arithmetic is small_stage.hpp's, layer by layer, the loss's loss_math.hpp's (as the host's
+// CrossEntropy and SquaredError operations; only the order of the loss's sum differs), and the
+// updates' optimizer_math.hpp's.
 
 // Rows one pass takes: as many as the widest layer leaves room for in a ping-pong buffer (the
 // seed model, 20 wide: 102 rows of float, so a batch of 64 is one pass).
@@ -49,32 +49,16 @@ TANDEM_HOST_DEVICE double loss_chunk(const op::SmallLoss<T> &loss, std::size_t w
   double total = 0;
   if (loss.kind == op::LossKind::cross_entropy) {
     total = block.sum(n, [&](std::size_t r) -> double {
-      const T *row = out + r * width;
-      T *dr = d + r * width;
-      T max = row[0];
-      for (std::size_t j = 1; j < width; ++j) max = row[j] > max ? row[j] : max;
-      T sum = 0;
-      for (std::size_t j = 0; j < width; ++j) sum += exp_of(row[j] - max);
-      const T log_sum = log_of(sum);
       const std::int32_t label = loss.labels[first + r];
-      if (label < 0 || static_cast<std::size_t>(label) >= width) {
-        if (loss.invalid) *loss.invalid = 1;
-        for (std::size_t j = 0; j < width; ++j) dr[j] = T(0);
-        return std::numeric_limits<double>::quiet_NaN();
-      }
-      const auto at = static_cast<std::size_t>(label);
-      for (std::size_t j = 0; j < width; ++j)
-        dr[j] = loss.scale * (exp_of(row[j] - max - log_sum) - (j == at ? T(1) : T(0)));
-      return static_cast<double>(log_sum - (row[at] - max));
+      if (loss.invalid && (label < 0 || static_cast<std::size_t>(label) >= width)) *loss.invalid = 1;
+      return cross_entropy_row(out + r * width, width, label, loss.scale, d + r * width);
     });
   } else {
     const T two_scale = T(2) * loss.scale;
     const T *t = loss.targets + first * width;
     total = block.sum(n * width, [&](std::size_t i) -> double {
       if (loss.invalid && !finite(t[i])) *loss.invalid = 1;
-      const T diff = out[i] - t[i];
-      d[i] = two_scale * diff;
-      return static_cast<double>(diff) * static_cast<double>(diff);
+      return squared_error_at(out[i], t[i], two_scale, d + i);
     });
   }
   s.a = d;

@@ -19,6 +19,7 @@
 #include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/cuda/lt.hpp"
+#include "tandem/backend/loss_math.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/backend/optimizer_math.hpp"
 #include "tandem/backend/small_network.hpp"
@@ -83,15 +84,16 @@ template <class T> __device__ T warp_max(T v) {
   }
   return v;
 }
-// Sum over a block of `threads` threads; the result is valid in thread 0.
+// Sum over a block of `threads` threads, in a fixed order; every thread gets the total. Every
+// thread must call it (it meets the others twice), and may call it again at once.
 __device__ inline double block_sum(double v) {
   __shared__ double per_warp[warps];
   v = warp_sum(v);
   if (threadIdx.x % 32 == 0) per_warp[threadIdx.x / 32] = v;
   __syncthreads();
   double total = 0;
-  if (threadIdx.x == 0)
-    for (unsigned w = 0; w < warps; ++w) total += per_warp[w];
+  for (unsigned w = 0; w < warps; ++w) total += per_warp[w];
+  __syncthreads(); // every thread has read per_warp before a next call writes it
   return total;
 }
 } // namespace math
@@ -237,9 +239,7 @@ __global__ void squared_error(std::size_t n, const T *pred, const T *target, T t
   const std::size_t stride = std::size_t(gridDim.x) * blockDim.x;
   for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
     if (invalid && !isfinite(target[i])) *invalid = 1;
-    const T diff = pred[i] - target[i];
-    sum += static_cast<double>(diff) * static_cast<double>(diff);
-    if (dpred) dpred[i] = two_scale * diff;
+    sum += squared_error_at(pred[i], target[i], two_scale, dpred ? dpred + i : nullptr);
   }
   if (!partials) return;
   sum = math::block_sum(sum);
@@ -257,8 +257,8 @@ template <class T> __global__ void add_partials(unsigned count, const double *pa
 // --- small stages (backend/small_stage.hpp) ----------------------------------------------------
 
 // A block's threads stride over [0, n), then meet, so the next step reads what this one wrote.
-// single: thread 0 runs f, then all meet. sum: each thread adds its stride in double, then the
-// warps' and the block's sums in a fixed order; every thread gets the total.
+// single: thread 0 runs f, then all meet. sum: each thread adds its stride in double, then
+// math::block_sum adds those in a fixed order; every thread gets the total.
 struct DeviceBlock {
   template <class F> __device__ void each(std::size_t n, F &&f) {
     for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) f(i);
@@ -269,16 +269,9 @@ struct DeviceBlock {
     __syncthreads();
   }
   template <class F> __device__ double sum(std::size_t n, F &&f) {
-    __shared__ double per_warp[warps];
     double v = 0;
     for (std::size_t i = threadIdx.x; i < n; i += blockDim.x) v += f(i);
-    v = math::warp_sum(v);
-    if (threadIdx.x % 32 == 0) per_warp[threadIdx.x / 32] = v;
-    __syncthreads();
-    double total = 0;
-    for (unsigned w = 0; w < warps; ++w) total += per_warp[w];
-    __syncthreads(); // per_warp is read before a next sum writes it
-    return total;
+    return math::block_sum(v);
   }
 };
 

@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
-#include <limits>
 #include <vector>
 
 #include <Eigen/Core>
 
 #include "tandem/backend/activation_math.hpp"
+#include "tandem/backend/loss_math.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/backend/optimizer_math.hpp"
 #include "tandem/backend/small_network.hpp"
@@ -145,36 +145,20 @@ template <class T> void run(const op::Fill<T> &f) { std::fill(f.dst, f.dst + f.n
 template <class T> void run(const op::CrossEntropy<T> &c) {
   double total = 0;
   for (std::size_t r = 0; r < c.rows; ++r) {
-    const T *row = c.logits + r * c.classes;
-    const T max = *std::max_element(row, row + c.classes);
-    T sum = 0;
-    for (std::size_t j = 0; j < c.classes; ++j) sum += std::exp(row[j] - max);
-    const T log_sum = std::log(sum);
-    const std::int32_t given = c.labels[r];
-    if (given < 0 || static_cast<std::size_t>(given) >= c.classes) {
-      if (c.invalid) *c.invalid = 1;
-      total = std::numeric_limits<double>::quiet_NaN();
-      if (c.dlogits) std::fill(c.dlogits + r * c.classes, c.dlogits + (r + 1) * c.classes, T(0));
-      continue;
-    }
-    const auto label = static_cast<std::size_t>(given);
-    total += static_cast<double>(log_sum - (row[label] - max));
-    if (c.dlogits) {
-      T *d = c.dlogits + r * c.classes;
-      for (std::size_t j = 0; j < c.classes; ++j)
-        d[j] = c.scale * (std::exp(row[j] - max - log_sum) - (j == label ? T(1) : T(0)));
-    }
+    const std::int32_t label = c.labels[r];
+    if (c.invalid && (label < 0 || static_cast<std::size_t>(label) >= c.classes)) *c.invalid = 1;
+    total += cross_entropy_row(c.logits + r * c.classes, c.classes, label, c.scale,
+                               c.dlogits ? c.dlogits + r * c.classes : nullptr);
   }
   if (c.loss) *c.loss += static_cast<T>(static_cast<double>(c.scale) * total);
 }
 
 template <class T> void run(const op::SquaredError<T> &s) {
   double total = 0;
+  const T two_scale = T(2) * s.scale;
   for (std::size_t i = 0; i < s.n; ++i) {
     if (s.invalid && !std::isfinite(s.target[i])) *s.invalid = 1;
-    const T diff = s.pred[i] - s.target[i];
-    total += static_cast<double>(diff) * static_cast<double>(diff);
-    if (s.dpred) s.dpred[i] = T(2) * s.scale * diff;
+    total += squared_error_at(s.pred[i], s.target[i], two_scale, s.dpred ? s.dpred + i : nullptr);
   }
   if (s.loss) *s.loss += static_cast<T>(static_cast<double>(s.scale) * total);
 }
