@@ -20,7 +20,7 @@ template <> TANDEM_HOST_DEVICE inline double tanh_of(double x) { return tanh(x);
 template <class T> TANDEM_HOST_DEVICE inline T erf_of(T x);
 template <> TANDEM_HOST_DEVICE inline float erf_of(float x) { return erff(x); }
 template <> TANDEM_HOST_DEVICE inline double erf_of(double x) { return erf(x); }
-// (and the losses' in small_network.hpp)
+// (and loss_math.hpp's)
 template <class T> TANDEM_HOST_DEVICE inline T log_of(T x);
 template <> TANDEM_HOST_DEVICE inline float log_of(float x) { return logf(x); }
 template <> TANDEM_HOST_DEVICE inline double log_of(double x) { return log(x); }
