@@ -343,3 +343,76 @@ TEST_CASE("the timeline shows a whole-network step as one `network` task per mic
   }
   CHECK(losses[1] == losses[0]); // timing changes nothing
 }
+
+TEST_CASE("a step that one whole-network operation cannot take is issued stage by stage, with the same result") {
+  loss::CrossEntropy ce;
+  // Trains two steps with `always` and with `never`; returns the bytes the fused run moved across
+  // boundaries (0 where it took whole-network steps) after checking both runs agree.
+  const auto compare = [&]<class Net>(std::size_t batch, const auto &loss, const auto &targets) {
+    std::vector<float> losses[2];
+    std::vector<std::vector<float>> params[2];
+    std::size_t bytes = 0;
+    for (const bool fused : {false, true}) {
+      Context ctx({.devices = "host", .fuse_small_stages = fused ? StageFusion::always : StageFusion::never});
+      Net net(ctx, 21);
+      optim::SGD opt(net, {.lr = 0.05f});
+      for (std::uint64_t step = 0; step < 2; ++step) {
+        const auto x = test::uniform<float>(batch * Net::in_features, 40 + step);
+        losses[fused].push_back(net.train_step(std::span<const float>(x), std::span(targets), loss, opt));
+      }
+      params[fused] = test::snapshot(net);
+      if (fused) bytes = net.transferred_bytes();
+    }
+    CHECK(test::relative_error(losses[1], losses[0]) < 1e-5);
+    for (std::size_t i = 0; i < params[0].size(); ++i) CHECK(test::relative_error(params[1][i], params[0][i]) < 1e-5);
+    return bytes;
+  };
+  SUBCASE("more than op::small_network_layers layers in all") {
+    using Net = Pipeline<Stage<Device<0>, Linear<6, 8>, ReLU, Linear<8, 8>, ReLU, Linear<8, 8>, ReLU>,
+                         Stage<Device<1>, Linear<8, 8>, ReLU, Linear<8, 8>, ReLU, Linear<8, 8>, ReLU>,
+                         Stage<Device<2>, Linear<8, 8>, ReLU, Linear<8, 8>, ReLU, Linear<8, 3>>>;
+    static_assert(6 + 6 + 5 > backend::op::small_network_layers);
+    CHECK(compare.template operator()<Net>(32, ce, test::labels(32, 3, 5)) > 0);
+  }
+  SUBCASE("more rows than one block takes (op::small_rows)") {
+    using Net = Pipeline<Stage<Device<0>, Linear<4, 8>, ReLU>, Stage<Device<1>, Linear<8, 3>>>;
+    const std::size_t batch = backend::op::small_rows + 7;
+    CHECK(compare.template operator()<Net>(batch, ce, test::labels(batch, 3, 6)) > 0);
+  }
+  SUBCASE("the same network and batch within the limits fuses") {
+    using Net = Pipeline<Stage<Device<0>, Linear<4, 8>, ReLU>, Stage<Device<1>, Linear<8, 3>>>;
+    CHECK(compare.template operator()<Net>(64, ce, test::labels(64, 3, 7)) == 0);
+  }
+}
+
+namespace {
+// An optimizer that only issues its updates (no fused_step_group): SGD underneath.
+class IssuedSgd {
+public:
+  template <class Net> IssuedSgd(Net &net, optim::SGDOptions o) : sgd_(net, o) {}
+  const void *owner() const { return sgd_.owner(); }
+  void step_group(std::size_t i) { sgd_.step_group(i); }
+
+private:
+  optim::SGD sgd_;
+};
+static_assert(optim::Optimizer<IssuedSgd> && !optim::Fusable<IssuedSgd>);
+} // namespace
+
+TEST_CASE("an optimizer that is not Fusable updates after the whole-network step, as a fused one inside it") {
+  using Net = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
+  loss::CrossEntropy ce;
+  Context ctx({.devices = "host", .fuse_small_stages = StageFusion::always});
+  Net fused(ctx, 13), issued(ctx, 13);
+  optim::SGD a(fused, {.lr = 0.05f, .momentum = 0.9f});
+  IssuedSgd b(issued, {.lr = 0.05f, .momentum = 0.9f});
+  for (std::uint64_t step = 0; step < 3; ++step) {
+    const auto x = test::uniform<float>(48 * Net::in_features, 70 + step);
+    const auto y = test::labels(48, Net::out_features, 80 + step);
+    CHECK(fused.train_step(x, y, ce, a, schedule::GPipe{.micro_batches = 2}) ==
+          issued.train_step(x, y, ce, b, schedule::GPipe{.micro_batches = 2}));
+  }
+  CHECK(test::snapshot(fused) == test::snapshot(issued)); // the same formulas, bit for bit
+  CHECK(fused.transferred_bytes() == 0);
+  CHECK(issued.transferred_bytes() == 0);
+}
