@@ -2,9 +2,11 @@
 // Every operation of backend/ops.hpp on the CUDA backend against the host backend's kernels, on
 // random data, in float (TF32 off) and double. Templated helpers, plain TEST_CASEs: doctest's
 // TEST_CASE_TEMPLATE misregisters under nvcc (doctest #800).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -198,65 +200,83 @@ template <class T> void all_gemm(backend::Executor &ex) {
   for (T beta : {T(0), T(1), T(2)}) gemm_case<T>(ex, false, false, beta, 0); // empty product: C = beta C
 }
 
+struct LayerShape {
+  bool linear;
+  Activation kind;
+  std::size_t in, out;
+};
+
+// A chain of small layers with random parameters and gradients (outputs poisoned) on the host,
+// copied to the device, and the chain's layers described twice, over each copy: an op built on
+// each can be run by the host kernels and by the GPU and the two compared. Seeds: seed + j for
+// layer j's weight, seed + 10 + j its bias, + 20 and + 30 its two gradients.
+template <class T> struct TwinLayers {
+  TwinLayers(backend::Executor &ex, std::span<const LayerShape> shapes, std::size_t rows, const std::vector<T> &x,
+             std::uint64_t seed, double weight_range)
+      : ex(ex) {
+    const T *d_x = keep(x).get();
+    for (std::size_t j = 0; j < shapes.size(); ++j) {
+      const auto &s = shapes[j];
+      w.push_back(uniform<T>(s.linear ? s.out * s.in : 1, seed + j, -weight_range, weight_range));
+      b.push_back(uniform<T>(s.linear ? s.out : 1, seed + 10 + j));
+      dw.push_back(uniform<T>(s.linear ? s.out * s.in : 1, seed + 20 + j));
+      db.push_back(uniform<T>(s.linear ? s.out : 1, seed + 30 + j));
+      y.push_back(std::vector<T>(rows * s.out, T(-7)));
+      d_y.push_back(&keep(y[j]));
+      d_dw.push_back(&keep(dw[j]));
+      d_db.push_back(&keep(db[j]));
+      on_host.push_back({s.linear, s.kind, s.in, s.out, w[j].data(), b[j].data(), dw[j].data(), db[j].data(),
+                         j ? y[j - 1].data() : x.data(), y[j].data()});
+      on_gpu.push_back({s.linear, s.kind, s.in, s.out, keep(w[j]).get(), keep(b[j]).get(), d_dw[j]->get(),
+                        d_db[j]->get(), j ? d_y[j - 1]->get() : d_x, d_y[j]->get()});
+      if (s.linear) continue;
+      for (auto *l : {&on_host.back(), &on_gpu.back()}) {
+        l->weight = l->bias = nullptr;
+        l->dweight = l->dbias = nullptr;
+      }
+    }
+  }
+  // A device copy of v, kept as long as the layers are.
+  DeviceArray<T> &keep(const std::vector<T> &v) {
+    arrays.push_back(std::make_unique<DeviceArray<T>>(ex, v));
+    return *arrays.back();
+  }
+  // After both ran: every output, weight gradient and bias gradient, GPU against host.
+  void check(std::span<const LayerShape> shapes, const std::string &what) const {
+    for (std::size_t j = 0; j < shapes.size(); ++j) {
+      check_close(d_y[j]->to_host(), y[j], tolerance<T>, what + " y" + std::to_string(j));
+      if (!shapes[j].linear) continue;
+      check_close(d_dw[j]->to_host(), dw[j], tolerance<T>, what + " dweight" + std::to_string(j));
+      check_close(d_db[j]->to_host(), db[j], tolerance<T>, what + " dbias" + std::to_string(j));
+    }
+  }
+
+  backend::Executor &ex;
+  std::vector<std::vector<T>> w, b, dw, db, y;
+  std::vector<std::unique_ptr<DeviceArray<T>>> arrays;
+  std::vector<DeviceArray<T> *> d_y, d_dw, d_db;
+  std::vector<op::SmallLayer<T>> on_host, on_gpu;
+};
+
 // A small stage (Linear 13 -> 20, GELU, Linear 20 -> 7, ReLU, Linear 7 -> 3) fused, on 150 rows:
 // several chunks, so several blocks forward and one block looping backward.
 template <class T> void small_stage_case(backend::Executor &ex, bool accumulate) {
-  struct Shape {
-    bool linear;
-    Activation kind;
-    std::size_t in, out;
-  };
-  const Shape shapes[] = {{true, Activation::identity, 13, 20},
-                          {false, Activation::gelu, 20, 20},
-                          {true, Activation::identity, 20, 7},
-                          {false, Activation::relu, 7, 7},
-                          {true, Activation::identity, 7, 3}};
-  const std::size_t rows = 150, count = 5;
+  const LayerShape shapes[] = {{true, Activation::identity, 13, 20},
+                               {false, Activation::gelu, 20, 20},
+                               {true, Activation::identity, 20, 7},
+                               {false, Activation::relu, 7, 7},
+                               {true, Activation::identity, 7, 3}};
+  const std::size_t rows = 150, count = std::size(shapes);
   const auto x = uniform<T>(rows * 13, 40), dy = uniform<T>(rows * 3, 41);
-  std::vector<std::vector<T>> w, b, dw, db, y;
-  for (std::size_t j = 0; j < count; ++j) {
-    const auto &s = shapes[j];
-    w.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 50 + j));
-    b.push_back(uniform<T>(s.linear ? s.out : 1, 60 + j));
-    dw.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 70 + j));
-    db.push_back(uniform<T>(s.linear ? s.out : 1, 80 + j));
-    y.push_back(std::vector<T>(rows * s.out, T(-7)));
-  }
+  TwinLayers<T> t(ex, shapes, rows, x, 50, 1.0);
   std::vector<T> dx(rows * 13, T(-7));
-  std::vector<std::unique_ptr<DeviceArray<T>>> dev;
-  auto on_device = [&](const std::vector<T> &v) -> DeviceArray<T> & {
-    dev.push_back(std::make_unique<DeviceArray<T>>(ex, v));
-    return *dev.back();
-  };
   op::SmallForward<T> hf{.rows = rows, .count = count}, df{.rows = rows, .count = count};
   op::SmallBackward<T> hb{.rows = rows, .count = count, .dy = dy.data(), .dx = dx.data(), .accumulate = accumulate};
-  DeviceArray<T> &d_dx = on_device(dx);
+  DeviceArray<T> &d_dx = t.keep(dx);
   op::SmallBackward<T> db_op{
-      .rows = rows, .count = count, .dy = on_device(dy).get(), .dx = d_dx.get(), .accumulate = accumulate};
-  const T *d_x = on_device(x).get();
-  std::vector<DeviceArray<T> *> d_y, d_dw, d_db;
-  for (std::size_t j = 0; j < count; ++j) {
-    const auto &s = shapes[j];
-    hf.layers[j] = {s.linear,     s.kind,       s.in,
-                    s.out,        w[j].data(),  b[j].data(),
-                    dw[j].data(), db[j].data(), j ? y[j - 1].data() : x.data(),
-                    y[j].data()};
-    d_y.push_back(&on_device(y[j]));
-    d_dw.push_back(&on_device(dw[j]));
-    d_db.push_back(&on_device(db[j]));
-    df.layers[j] = {s.linear,
-                    s.kind,
-                    s.in,
-                    s.out,
-                    on_device(w[j]).get(),
-                    on_device(b[j]).get(),
-                    d_dw[j]->get(),
-                    d_db[j]->get(),
-                    j ? d_y[j - 1]->get() : d_x,
-                    d_y[j]->get()};
-    if (!s.linear) hf.layers[j].weight = hf.layers[j].bias = df.layers[j].weight = df.layers[j].bias = nullptr;
-    if (!s.linear) hf.layers[j].dweight = hf.layers[j].dbias = df.layers[j].dweight = df.layers[j].dbias = nullptr;
-  }
+      .rows = rows, .count = count, .dy = t.keep(dy).get(), .dx = d_dx.get(), .accumulate = accumulate};
+  std::copy(t.on_host.begin(), t.on_host.end(), hf.layers.begin());
+  std::copy(t.on_gpu.begin(), t.on_gpu.end(), df.layers.begin());
   hb.layers = hf.layers;
   db_op.layers = df.layers;
   host::run(hf);
@@ -264,12 +284,7 @@ template <class T> void small_stage_case(backend::Executor &ex, bool accumulate)
   run_on(ex, df);
   run_on(ex, db_op);
   const std::string what = std::string("Small<") + type_name(T{}) + "> accumulate " + std::to_string(accumulate);
-  for (std::size_t j = 0; j < count; ++j) {
-    check_close(d_y[j]->to_host(), y[j], tolerance<T>, what + " y" + std::to_string(j));
-    if (!shapes[j].linear) continue;
-    check_close(d_dw[j]->to_host(), dw[j], tolerance<T>, what + " dweight" + std::to_string(j));
-    check_close(d_db[j]->to_host(), db[j], tolerance<T>, what + " dbias" + std::to_string(j));
-  }
+  t.check(shapes, what);
   check_close(d_dx.to_host(), dx, tolerance<T>, what + " dx");
 }
 
@@ -277,15 +292,10 @@ template <class T> void small_stage_case(backend::Executor &ex, bool accumulate)
 // Linear 9 -> 5) on 150 rows, 64 wide: five passes of one block in float. Either loss, first
 // micro-batch or not; with one bad target, the status word and a loss that is not finite.
 template <class T> void small_network_case(backend::Executor &ex, op::LossKind kind, bool first, bool bad) {
-  struct Shape {
-    bool linear;
-    Activation kind;
-    std::size_t in, out;
-  };
-  const Shape shapes[] = {{true, Activation::identity, 13, 40}, {false, Activation::tanh, 40, 40},
-                          {true, Activation::identity, 40, 64}, {false, Activation::gelu, 64, 64},
-                          {true, Activation::identity, 64, 9},  {false, Activation::relu, 9, 9},
-                          {true, Activation::identity, 9, 5}};
+  const LayerShape shapes[] = {{true, Activation::identity, 13, 40}, {false, Activation::tanh, 40, 40},
+                               {true, Activation::identity, 40, 64}, {false, Activation::gelu, 64, 64},
+                               {true, Activation::identity, 64, 9},  {false, Activation::relu, 9, 9},
+                               {true, Activation::identity, 9, 5}};
   const std::size_t rows = 150, count = std::size(shapes), classes = 5;
   const auto x = uniform<T>(rows * 13, 90);
   auto labels = test::labels(rows, classes, 91);
@@ -294,52 +304,17 @@ template <class T> void small_network_case(backend::Executor &ex, op::LossKind k
     labels[77] = -3;
     targets[301] = T(NAN);
   }
-  std::vector<std::vector<T>> w, b, dw, db, y;
-  std::vector<std::unique_ptr<DeviceArray<T>>> dev;
-  auto on_device = [&](const std::vector<T> &v) -> DeviceArray<T> & {
-    dev.push_back(std::make_unique<DeviceArray<T>>(ex, v));
-    return *dev.back();
-  };
-  for (std::size_t j = 0; j < count; ++j) {
-    const auto &s = shapes[j];
-    w.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 100 + j, -0.4, 0.4));
-    b.push_back(uniform<T>(s.linear ? s.out : 1, 110 + j));
-    dw.push_back(uniform<T>(s.linear ? s.out * s.in : 1, 120 + j));
-    db.push_back(uniform<T>(s.linear ? s.out : 1, 130 + j));
-    y.push_back(std::vector<T>(rows * s.out, T(-7)));
-  }
+  TwinLayers<T> t(ex, shapes, rows, x, 100, 0.4);
   std::vector<T> loss{T(0.25)}; // a later micro-batch adds to it
   std::vector<std::int32_t> invalid{first ? 1 : 0};
   const T scale = kind == op::LossKind::cross_entropy ? T(1) / T(200) : T(1) / T(200 * classes);
   op::SmallNetwork<T> hn{.rows = rows, .count = count, .first = first}, dn = hn;
   hn.loss = {kind, labels.data(), targets.data(), scale, loss.data(), invalid.data()};
-  DeviceArray<T> &d_loss = on_device(loss);
+  DeviceArray<T> &d_loss = t.keep(loss);
   DeviceArray<std::int32_t> d_invalid(ex, invalid), d_labels(ex, labels);
-  dn.loss = {kind, d_labels.get(), on_device(targets).get(), scale, d_loss.get(), d_invalid.get()};
-  const T *d_x = on_device(x).get();
-  std::vector<DeviceArray<T> *> d_y, d_dw, d_db;
-  for (std::size_t j = 0; j < count; ++j) {
-    const auto &s = shapes[j];
-    d_y.push_back(&on_device(y[j]));
-    d_dw.push_back(&on_device(dw[j]));
-    d_db.push_back(&on_device(db[j]));
-    hn.layers[j] = {s.linear,     s.kind,       s.in,
-                    s.out,        w[j].data(),  b[j].data(),
-                    dw[j].data(), db[j].data(), j ? y[j - 1].data() : x.data(),
-                    y[j].data()};
-    dn.layers[j] = {s.linear,
-                    s.kind,
-                    s.in,
-                    s.out,
-                    on_device(w[j]).get(),
-                    on_device(b[j]).get(),
-                    d_dw[j]->get(),
-                    d_db[j]->get(),
-                    j ? d_y[j - 1]->get() : d_x,
-                    d_y[j]->get()};
-    if (!s.linear) hn.layers[j].weight = hn.layers[j].bias = dn.layers[j].weight = dn.layers[j].bias = nullptr;
-    if (!s.linear) hn.layers[j].dweight = hn.layers[j].dbias = dn.layers[j].dweight = dn.layers[j].dbias = nullptr;
-  }
+  dn.loss = {kind, d_labels.get(), t.keep(targets).get(), scale, d_loss.get(), d_invalid.get()};
+  std::copy(t.on_host.begin(), t.on_host.end(), hn.layers.begin());
+  std::copy(t.on_gpu.begin(), t.on_gpu.end(), dn.layers.begin());
   host::run(hn);
   run_on(ex, dn);
   const std::string what = std::string("SmallNetwork<") + type_name(T{}) + "> loss " +
@@ -349,12 +324,7 @@ template <class T> void small_network_case(backend::Executor &ex, op::LossKind k
   CHECK_MESSAGE(invalid[0] == (bad ? 1 : 0), what);
   check_close(d_loss.to_host(), loss, tolerance<T>, what + " loss");
   if (bad) return; // a bad label's row: its gradient differs by design (host zeroes it, as its loss op)
-  for (std::size_t j = 0; j < count; ++j) {
-    check_close(d_y[j]->to_host(), y[j], tolerance<T>, what + " y" + std::to_string(j));
-    if (!shapes[j].linear) continue;
-    check_close(d_dw[j]->to_host(), dw[j], tolerance<T>, what + " dweight" + std::to_string(j));
-    check_close(d_db[j]->to_host(), db[j], tolerance<T>, what + " dbias" + std::to_string(j));
-  }
+  t.check(shapes, what);
 }
 
 } // namespace
