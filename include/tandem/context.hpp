@@ -78,6 +78,11 @@ struct ContextOptions {
   // On GPUs, fuse each Linear's bias into its product (one cuBLASLt call with a bias epilogue);
   // off, or where cuBLASLt has no such algorithm: a cuBLAS product and a bias kernel.
   bool fuse_epilogues = true;
+  // On GPUs, run each Linear's weight gradient on a second stream beside its input gradient, where
+  // the input gradient's product is too small to fill the GPU alone (fewer 128 x 128 tiles than
+  // SMs: the 256-wide MLP at batch 1024, not the 4096-wide one). Both read the same dy and write
+  // different outputs, so results do not change.
+  bool overlap_gradients = true;
   // Run a stage whose layers are all small (Linear and activations, widths at most 64) as one
   // operation, forward and backward: one kernel instead of several per layer on a GPU. Where every
   // stage is small and all share one device's memory (one GPU, copies not forced), a training
@@ -220,7 +225,7 @@ private:
 #ifdef TANDEM_CUDA_BACKEND
     if (kind_ == backend::Kind::cuda)
       return std::make_unique<backend::cuda::Executor>(physical(logical), logical, options_.precision,
-                                                       options_.fuse_epilogues);
+                                                       options_.fuse_epilogues, options_.overlap_gradients);
 #endif
     return std::make_unique<backend::host::Executor>(logical, options_.precision);
   }

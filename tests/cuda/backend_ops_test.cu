@@ -339,8 +339,13 @@ TEST_SUITE("gpu") {
 
   TEST_CASE("ops: LinearForward and LinearBackward match the host kernels") {
     TANDEM_SKIP_WITHOUT_GPU();
-    // Fused epilogues (cuBLASLt) and the plain cuBLAS path.
-    backend::cuda::Executor ex(0, 0, Precision::fp32), plain(0, 1, Precision::fp32, false);
+    // Fused epilogues (cuBLASLt) and the plain cuBLAS path; the weight gradient on the side stream
+    // beside the input gradient (these products are far below a wave of tiles) or after it.
+    backend::cuda::Executor ex(0, 0, Precision::fp32), plain(0, 1, Precision::fp32, false),
+        serial(0, 2, Precision::fp32, true, false), plain_serial(0, 3, Precision::fp32, false, false);
+    REQUIRE(ex.overlaps_gradients());
+    REQUIRE(plain.overlaps_gradients());
+    REQUIRE(!serial.overlaps_gradients());
     for (bool bias : {false, true})
       for (bool dx : {false, true})
         for (bool dbias : {false, true})
@@ -348,6 +353,8 @@ TEST_SUITE("gpu") {
             linear_case<float>(ex, bias, dx, dbias, accumulate);
             linear_case<double>(ex, bias, dx, dbias, accumulate);
             linear_case<float>(plain, bias, dx, dbias, accumulate);
+            linear_case<float>(serial, bias, dx, dbias, accumulate);
+            linear_case<double>(plain_serial, bias, dx, dbias, accumulate);
           }
   }
 

@@ -198,6 +198,31 @@ TEST_SUITE("gpu") {
     CHECK(test::snapshot(net) == test::snapshot(twin));
   }
 
+  TEST_CASE("graphs: weight gradients beside input gradients (a second stream) change nothing, captured or not") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    // Small stages off, so each Linear's backward is a LinearBackward with its two products; the
+    // seed's are far below a wave of tiles, so they fork to the side stream.
+    Context::Options options{.devices = "0,0", .fuse_small_stages = StageFusion::never};
+    {
+      Context probe(options);
+      REQUIRE(dynamic_cast<backend::cuda::Executor &>(probe.executor(0)).overlaps_gradients());
+    }
+    captured_equals_issued(options, schedule::Naive{}, false); // the fork and join inside a capture
+    captured_equals_issued(options, schedule::GPipe{.micro_batches = 3}, true);
+    const Run beside = train(options, schedule::GPipe{.micro_batches = 3}, false);
+    options.overlap_gradients = false;
+    {
+      Context probe(options);
+      REQUIRE(!dynamic_cast<backend::cuda::Executor &>(probe.executor(0)).overlaps_gradients());
+    }
+    const Run serial = train(options, schedule::GPipe{.micro_batches = 3}, false);
+    // The same products on two cuBLAS handles with the same settings; a missing join would show as
+    // stale gradients, far beyond this tolerance.
+    test::check_close(beside.losses, serial.losses, 1e-6, "losses");
+    for (std::size_t i = 0; i < serial.parameters.size(); ++i)
+      test::check_close(beside.parameters[i], serial.parameters[i], 1e-6, "parameter " + std::to_string(i));
+  }
+
   TEST_CASE("graphs: fused and plain Linear epilogues both match the host backend") {
     TANDEM_SKIP_WITHOUT_GPU();
     for (const bool fused : {true, false}) {

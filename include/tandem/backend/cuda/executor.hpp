@@ -42,10 +42,13 @@ inline int device_count() noexcept {
 // Logical devices that share a GPU share its memory but each has its own stream, so their
 // stages can overlap there too. Ordering calls come from one issuing thread; a submitted task
 // runs at once on that thread and its operations enqueue on the stream (no worker thread: the
-// stream is the queue).
+// stream is the queue). With overlap_gradients, a second stream (kernels::Side) runs weight
+// gradients beside input gradients; it forks from the stream and joins it within each
+// operation, so every ordering call still speaks of the one stream.
 class Executor final : public backend::Executor {
 public:
-  Executor(int device, std::size_t logical, Precision precision, bool fuse_epilogues = true)
+  Executor(int device, std::size_t logical, Precision precision, bool fuse_epilogues = true,
+           bool overlap_gradients = true)
       : site_{device, logical}, precision_(precision) {
     DeviceGuard guard(device, site_);
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", site_);
@@ -63,6 +66,7 @@ public:
       check(cublasSetWorkspace(blas_, blas_workspace_, blas_workspace_bytes), "cublasSetWorkspace", site_);
       if (fuse_epilogues) lt_ = std::make_unique<Lt>(site_, precision);
       partials_ = static_cast<double *>(allocate(kernels::max_blocks * sizeof(double)));
+      if (overlap_gradients) make_side(fuse_epilogues);
     } catch (...) {
       release();
       throw;
@@ -79,7 +83,11 @@ public:
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t blas() const { return blas_; }
   // Device and page-locked allocations made so far: tests check that a steady-state step adds none.
-  std::size_t allocations() const { return allocations_ + (lt_ ? lt_->allocations() : 0); }
+  std::size_t allocations() const {
+    return allocations_ + (lt_ ? lt_->allocations() : 0) + (side_lt_ ? side_lt_->allocations() : 0);
+  }
+  // Whether weight gradients may run on a second stream beside input gradients.
+  bool overlaps_gradients() const { return side_.stream != nullptr; }
 
   void *allocate(std::size_t bytes) override {
     if (!bytes) return nullptr;
@@ -333,14 +341,44 @@ private:
     int current = -1;
     if (cudaGetDevice(&current) != cudaSuccess || current != site_.device)
       check(cudaSetDevice(site_.device), "cudaSetDevice", site_);
-    return {stream_, blas_, site_, partials_, lt_.get(), precision_};
+    return {stream_, blas_, site_, partials_, lt_.get(), precision_, side_.stream ? &side_ : nullptr};
+  }
+
+  // The side stream and what it needs, made here rather than on first use: creating a stream or
+  // a handle, or allocating, is not allowed while a graph is captured.
+  void make_side(bool fuse_epilogues) {
+    int sms = 0;
+    check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, site_.device), "cudaDeviceGetAttribute", site_);
+    side_.sms = static_cast<unsigned>(sms);
+    check(cudaStreamCreateWithFlags(&side_.stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags (side)", site_);
+    check(cudaEventCreateWithFlags(&side_.fork, cudaEventDisableTiming), "cudaEventCreateWithFlags", site_);
+    check(cudaEventCreateWithFlags(&side_.join, cudaEventDisableTiming), "cudaEventCreateWithFlags", site_);
+    check(cublasCreate(&side_.blas), "cublasCreate (side)", site_);
+    check(cublasSetStream(side_.blas, side_.stream), "cublasSetStream (side)", site_);
+    check(
+        cublasSetMathMode(side_.blas, precision_ == Precision::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+        "cublasSetMathMode (side)", site_);
+    side_workspace_ = allocate(blas_workspace_bytes);
+    check(cublasSetWorkspace(side_.blas, side_workspace_, blas_workspace_bytes), "cublasSetWorkspace (side)", site_);
+    if (fuse_epilogues) side_lt_ = std::make_unique<Lt>(site_, precision_);
+    side_.lt = side_lt_.get();
   }
 
   void release() noexcept {
     int previous = 0;
     (void)cudaGetDevice(&previous);
     (void)cudaSetDevice(site_.device);
+    if (side_.stream) (void)cudaStreamSynchronize(side_.stream);
     if (stream_) (void)cudaStreamSynchronize(stream_);
+    side_lt_.reset();
+    side_.lt = nullptr;
+    if (side_.blas) (void)cublasDestroy(side_.blas);
+    if (side_workspace_) (void)cudaFree(side_workspace_);
+    if (side_.join) (void)cudaEventDestroy(side_.join);
+    if (side_.fork) (void)cudaEventDestroy(side_.fork);
+    if (side_.stream) (void)cudaStreamDestroy(side_.stream);
+    side_ = {};
+    side_workspace_ = nullptr;
     lt_.reset(); // before the stream its calls ran on
     if (partials_) (void)cudaFree(partials_);
     if (blas_workspace_) (void)cudaFree(blas_workspace_);
@@ -360,6 +398,9 @@ private:
   double *partials_ = nullptr; // kernels::max_blocks block partials of a loss reduction
   void *blas_workspace_ = nullptr;
   std::unique_ptr<Lt> lt_;
+  kernels::Side side_;             // no stream: overlap_gradients off
+  std::unique_ptr<Lt> side_lt_;    // the side stream's fused epilogues
+  void *side_workspace_ = nullptr; // its cuBLAS handle's
   bool capturing_ = false;
   std::exception_ptr error_;
   PinnedBuffer staging_;

@@ -39,6 +39,7 @@ namespace tandem::backend::cuda::kernels {
 // What a launch needs: the executor's stream, the cuBLAS handle bound to it, where a failure
 // happened, and the executor's scratch for per-block partial sums (a reduction finishes in a
 // fixed order in a second kernel instead of with atomics, so a loss has the same bits every run).
+struct Side;
 struct Launch {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
@@ -46,6 +47,31 @@ struct Launch {
   double *partials = nullptr;            // max_blocks of them
   Lt *lt = nullptr;                      // fused Linear epilogues; null: plain cuBLAS and kernels
   Precision precision = Precision::fp32; // of float products (tf32: the handle's math mode)
+  const Side *side = nullptr;            // a second stream for products that may run beside these
+};
+
+// A second stream of the executor's GPU, with a cuBLAS handle and a cuBLASLt of its own (each
+// has a workspace that two streams running at once would overwrite under each other). A Linear
+// layer's weight gradient runs there beside its input gradient: both read dy and neither
+// writes what the other reads. Each use forks from the main stream and joins it again before
+// run() returns, so to everything else the executor still has one stream, in stream order, and
+// a CUDA graph captures the pair as two branches.
+struct Side {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  Lt *lt = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr; // ordering only (no timing)
+  unsigned sms = 0;                           // the GPU's multiprocessors
+
+  // Whether a backward pass's input gradient dx (rows, in) leaves SMs idle for the weight
+  // gradient: cuBLAS tiles a float product in blocks of about 128 x 128, one block per SM, so a
+  // product of fewer blocks than SMs runs in one partial wave, and a second product beside it
+  // takes SMs that would idle (the 256-wide MLP's 1024 x 256 is 16 of an H100's 132). One that
+  // fills the GPU gains nothing from company, and the fork and join cost two event records.
+  bool gains(std::size_t rows, std::size_t in) const {
+    const std::size_t tile = 128, blocks = ((rows + tile - 1) / tile) * ((in + tile - 1) / tile);
+    return blocks < sms;
+  }
 };
 
 inline constexpr unsigned threads = 256;
@@ -368,25 +394,29 @@ template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
     launch_each(f.batch * f.out, ActivationForwardFn<T>{f.activation, f.y, f.y}, "ActivationForward", l);
 }
 
-template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
-  if (b.dx)
-    run(op::Gemm<T>{.m = b.batch, // dx (batch, in) = dy (batch, out) * weight (out, in)
-                    .n = b.in,
-                    .k = b.out,
-                    .a = b.dy,
-                    .lda = b.out,
-                    .b = b.weight,
-                    .ldb = b.in,
-                    .beta = T(0),
-                    .c = b.dx,
-                    .ldc = b.in},
-        l);
+// dx (batch, in) = dy (batch, out) * weight (out, in).
+template <class T> void input_gradient(const op::LinearBackward<T> &b, const Launch &l) {
+  run(op::Gemm<T>{.m = b.batch,
+                  .n = b.in,
+                  .k = b.out,
+                  .a = b.dy,
+                  .lda = b.out,
+                  .b = b.weight,
+                  .ldb = b.in,
+                  .beta = T(0),
+                  .c = b.dx,
+                  .ldc = b.in},
+      l);
+}
+
+// dweight (out, in) (+)= dy^T (out, batch) * x (batch, in), and dbias (+)= dy's column sums.
+template <class T> void weight_gradient(const op::LinearBackward<T> &b, const Launch &l) {
   // The weight and bias gradients in one cuBLASLt call where it can (float, set rather than
   // added to: a step's first micro-batch).
   if constexpr (std::is_same_v<T, float>)
     if (l.lt && l.lt->weight_gradient(l.stream, b)) return;
   run(op::Gemm<T>{.trans_a = true,
-                  .m = b.out, // dweight (out, in) += dy^T (out, batch) * x (batch, in)
+                  .m = b.out,
                   .n = b.in,
                   .k = b.batch,
                   .a = b.dy,
@@ -402,6 +432,51 @@ template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
                                                                                             b.dbias, b.accumulate);
     check_launch("column_sum_add", l);
   }
+}
+
+// Forks the side stream from the main one; join() joins it back, and so does the destructor
+// where a failure came first: a stream left forked would leave a capture unjoined
+// (cudaStreamEndCapture fails) and later work unordered after the side's.
+class SideFork {
+public:
+  SideFork(const Side &side, const Launch &l) : side_(side), l_(l) {
+    check(cudaEventRecord(side.fork, l.stream), "cudaEventRecord (fork)", l.site);
+    check(cudaStreamWaitEvent(side.stream, side.fork, 0), "cudaStreamWaitEvent (fork)", l.site);
+  }
+  SideFork(const SideFork &) = delete;
+  SideFork &operator=(const SideFork &) = delete;
+  ~SideFork() {
+    if (joined_) return;
+    (void)cudaEventRecord(side_.join, side_.stream);
+    (void)cudaStreamWaitEvent(l_.stream, side_.join, 0);
+  }
+  void join() {
+    joined_ = true;
+    check(cudaEventRecord(side_.join, side_.stream), "cudaEventRecord (join)", l_.site);
+    check(cudaStreamWaitEvent(l_.stream, side_.join, 0), "cudaStreamWaitEvent (join)", l_.site);
+  }
+
+private:
+  const Side &side_;
+  const Launch &l_;
+  bool joined_ = false;
+};
+
+template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
+  if (b.dx && l.side && l.side->gains(b.batch, b.in)) {
+    Launch beside = l;
+    beside.stream = l.side->stream;
+    beside.blas = l.side->blas;
+    beside.lt = l.side->lt;
+    beside.side = nullptr;
+    SideFork fork(*l.side, l);
+    weight_gradient(b, beside);
+    input_gradient(b, l);
+    fork.join();
+    return;
+  }
+  if (b.dx) input_gradient(b, l);
+  weight_gradient(b, l);
 }
 
 template <class T> void run(const op::ActivationForward<T> &f, const Launch &l) {

@@ -32,8 +32,8 @@ inline cublasComputeType_t compute_type(Precision p) {
   return CUBLAS_COMPUTE_32F;
 }
 
-// One per executor, used on that executor's stream only: every call shares one workspace, which
-// two streams running at once would overwrite under each other.
+// One per stream (an executor's own, and its side stream's): every call shares one workspace,
+// which two streams running at once would overwrite under each other.
 //
 // linear_forward() and weight_gradient() return false, having enqueued nothing, where cuBLASLt
 // cannot do the product (the caller then takes its plain cuBLAS path), and throw tandem::Error
