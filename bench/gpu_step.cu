@@ -10,10 +10,10 @@
 // Workloads (IDs): seed (10-20-10-2, batch 64), seed_stages (the same with copies forced at the
 // boundary, so each stage runs its own kernels instead of one whole-network step; tandem only),
 // seed_gpipe4 (the seed with GPipe, 4 micro-batches), mlp256 (8 Linear 256->256, ReLU between,
-// batch 1024), mlp256_serial (the same with overlap_gradients off; tandem only), mlp4096 (4 Linear
-// 4096->4096, batch 8192), mlp4096_tf32 and mlp4096_bf16 (mlp4096 with ContextOptions::precision
-// tf32 or bf16). Every network is a Pipeline of two stages, Device<0> and Device<1>, which share
-// the GPU on a one-GPU machine.
+// batch 1024), mlp256_serial and mlp256_tuned (the same with overlap_gradients off, or with
+// tune_products on; tandem only), mlp4096 (4 Linear 4096->4096, batch 8192), mlp4096_tf32 and
+// mlp4096_bf16 (mlp4096 with ContextOptions::precision tf32 or bf16). Every network is a Pipeline
+// of two stages, Device<0> and Device<1>, which share the GPU on a one-GPU machine.
 //
 // Each step is timed on the host clock around train_step, which returns the loss and so waits for
 // the step's work: the time a user's training loop sees. After the warm-up, at most --steps steps
@@ -443,6 +443,10 @@ int main(int argc, char **argv) {
   // it shows what running the two products side by side buys (ContextOptions::overlap_gradients).
   add("mlp256_serial", "MLP 256 wide, gradients in series", [&](const char *id, const char *label, bool graphs) {
     return measure<Mlp256>(id, label, 1024, 1000, 100, {.overlap_gradients = false}, graphs, schedule::Naive{}, o);
+  });
+  // With cuBLASLt's candidate algorithms timed once per shape (ContextOptions::tune_products).
+  add("mlp256_tuned", "MLP 256 wide, products tuned", [&](const char *id, const char *label, bool graphs) {
+    return measure<Mlp256>(id, label, 1024, 1000, 100, {.tune_products = true}, graphs, schedule::Naive{}, o);
   });
   add("mlp4096", "MLP 4096 wide, 4 Linear", [&](const char *id, const char *label, bool graphs) {
     return measure<Mlp4096>(id, label, 8192, 100, 5, {}, graphs, schedule::Naive{}, o);

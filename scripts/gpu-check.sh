@@ -36,6 +36,9 @@ budget=$((${GPU_CHECK_BUDGET:-540} * scale)) # seconds for the whole run
 bench_seconds=${GPU_CHECK_BENCH_SECONDS:-10}
 bench_repeat=${GPU_CHECK_BENCH_REPEAT:-3}
 bench_run_seconds=$(awk -v s="$bench_seconds" -v r="$bench_repeat" 'BEGIN { printf "%.3g", s / (r > 0 ? r : 1) }')
+# bench_gpu_step times 9 workloads, each issued and captured, each capped at bench_seconds in all;
+# the rest is warm-up, set-up and tuning.
+bench_limit=$(awk -v s="$bench_seconds" 'BEGIN { printf "%d", 60 + 18 * s }')
 declare -a rows=()
 status=0
 
@@ -248,7 +251,7 @@ if ((built)); then
     rm -f "$tandem_json" "$torch_json" "$logs/bench-$name.png"
     local tandem_rc=0 torch_rc=0 note=""
     if [[ -x ${ours[0]} ]]; then
-      step "bench-$name-tandem" 90 "${ours[@]}" --json "$tandem_json" || tandem_rc=$?
+      step "bench-$name-tandem" "$bench_limit" "${ours[@]}" --json "$tandem_json" || tandem_rc=$?
     else
       tandem_rc="${ours[0]##*/} not built"
     fi

@@ -83,6 +83,13 @@ struct ContextOptions {
   // SMs: the 256-wide MLP at batch 1024, not the 4096-wide one). Both read the same dy and write
   // different outputs, so results do not change.
   bool overlap_gradients = true;
+  // On GPUs, time cuBLASLt's candidate algorithms for each product shape (up to 2^30
+  // multiply-adds; larger ones fill the GPU, where its estimate holds) on the first step that
+  // meets it, and keep the fastest; input gradients then go through cuBLASLt too. Off by default,
+  // as PyTorch's cudnn.benchmark: the first step synchronises once per shape, and another process
+  // may time differently and round differently in the last bits (within a process every network
+  // shares the choices). Needs fuse_epilogues.
+  bool tune_products = false;
   // Run a stage whose layers are all small (Linear and activations, widths at most 64) as one
   // operation, forward and backward: one kernel instead of several per layer on a GPU. Where every
   // stage is small and all share one device's memory (one GPU, copies not forced), a training
@@ -224,8 +231,11 @@ private:
   std::unique_ptr<backend::Executor> make_executor(std::size_t logical) {
 #ifdef TANDEM_CUDA_BACKEND
     if (kind_ == backend::Kind::cuda)
-      return std::make_unique<backend::cuda::Executor>(physical(logical), logical, options_.precision,
-                                                       options_.fuse_epilogues, options_.overlap_gradients);
+      return std::make_unique<backend::cuda::Executor>(
+          physical(logical), logical, options_.precision,
+          backend::cuda::Features{.fuse_epilogues = options_.fuse_epilogues,
+                                  .overlap_gradients = options_.overlap_gradients,
+                                  .tune_products = options_.tune_products});
 #endif
     return std::make_unique<backend::host::Executor>(logical, options_.precision);
   }

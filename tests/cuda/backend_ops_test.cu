@@ -341,8 +341,11 @@ TEST_SUITE("gpu") {
     TANDEM_SKIP_WITHOUT_GPU();
     // Fused epilogues (cuBLASLt) and the plain cuBLAS path; the weight gradient on the side stream
     // beside the input gradient (these products are far below a wave of tiles) or after it.
-    backend::cuda::Executor ex(0, 0, Precision::fp32), plain(0, 1, Precision::fp32, false),
-        serial(0, 2, Precision::fp32, true, false), plain_serial(0, 3, Precision::fp32, false, false);
+    // And with tuning, which sends the input gradient through cuBLASLt too.
+    backend::cuda::Executor ex(0, 0, Precision::fp32), plain(0, 1, Precision::fp32, {.fuse_epilogues = false}),
+        serial(0, 2, Precision::fp32, {.overlap_gradients = false}),
+        plain_serial(0, 3, Precision::fp32, {.fuse_epilogues = false, .overlap_gradients = false}),
+        tuned(0, 4, Precision::fp32, {.tune_products = true});
     REQUIRE(ex.overlaps_gradients());
     REQUIRE(plain.overlaps_gradients());
     REQUIRE(!serial.overlaps_gradients());
@@ -355,7 +358,9 @@ TEST_SUITE("gpu") {
             linear_case<float>(plain, bias, dx, dbias, accumulate);
             linear_case<float>(serial, bias, dx, dbias, accumulate);
             linear_case<double>(plain_serial, bias, dx, dbias, accumulate);
+            linear_case<float>(tuned, bias, dx, dbias, accumulate);
           }
+    MESSAGE("products tuned: " << tuned.tuned_products());
   }
 
   TEST_CASE("ops: activations forward and backward match the host kernels") {

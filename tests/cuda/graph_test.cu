@@ -223,12 +223,17 @@ TEST_SUITE("gpu") {
       test::check_close(beside.parameters[i], serial.parameters[i], 1e-6, "parameter " + std::to_string(i));
   }
 
-  TEST_CASE("graphs: fused and plain Linear epilogues both match the host backend") {
+  TEST_CASE("graphs: fused, tuned and plain Linear epilogues all match the host backend") {
     TANDEM_SKIP_WITHOUT_GPU();
-    for (const bool fused : {true, false}) {
+    struct Config {
+      bool fused, tuned;
+    };
+    for (const auto [fused, tuned] : {Config{true, false}, Config{true, true}, Config{false, false}}) {
       // Small stages off: a fused stage (or network) has no Linear products for an epilogue.
-      Context host({.devices = "host"}),
-          gpu({.devices = "0,0", .fuse_epilogues = fused, .fuse_small_stages = StageFusion::never});
+      Context host({.devices = "host"}), gpu({.devices = "0,0",
+                                              .fuse_epilogues = fused,
+                                              .tune_products = tuned,
+                                              .fuse_small_stages = StageFusion::never});
       Net on_host(host, 31), on_gpu(gpu, 31);
       for (std::size_t i = 0; i < on_host.parameters().size(); ++i)
         on_gpu.parameters()[i].copy_from(on_host.parameters()[i].to_host());
@@ -241,7 +246,7 @@ TEST_SUITE("gpu") {
         want.push_back(on_host.train_step(xs, ys, loss, a));
         got.push_back(on_gpu.train_step(xs, ys, loss, b));
       }
-      const std::string what = fused ? "fused epilogues" : "plain epilogues";
+      const std::string what = tuned ? "tuned products" : fused ? "fused epilogues" : "plain epilogues";
       test::check_close(got, want, 1e-4, what + ": losses");
       for (std::size_t i = 0; i < on_host.parameters().size(); ++i)
         test::check_close(on_gpu.parameters()[i].to_host(), on_host.parameters()[i].to_host(), 1e-4,

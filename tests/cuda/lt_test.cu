@@ -155,6 +155,56 @@ TEST_SUITE("gpu") {
                                                  .accumulate = true}));
   }
 
+  TEST_CASE("Lt: tuned products match float64, and a second Lt takes the first one's choice") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    // Shapes no other case of this process tunes, so the first Lt times them itself.
+    const Shape forward{768, 192, 320}, backward{768, 320, 192};
+    const auto x = uniform<float>(forward.batch * forward.in, 901), w = uniform<float>(forward.out * forward.in, 902),
+               b = uniform<float>(forward.out, 903), dy = uniform<float>(backward.batch * backward.out, 904),
+               w2 = uniform<float>(backward.out * backward.in, 905);
+    DeviceArray<float> d_x(ex, x), d_w(ex, w), d_b(ex, b), d_dy(ex, dy), d_w2(ex, w2);
+    std::vector<std::vector<float>> results[2];
+    std::size_t tuned[2] = {0, 0};
+    for (int i = 0; i < 2; ++i) {
+      Lt lt({ex.device(), ex.logical()}, Precision::fp32, true);
+      REQUIRE(lt.tunes());
+      DeviceArray<float> y(ex, std::vector<float>(forward.batch * forward.out, poison)),
+          dx(ex, std::vector<float>(backward.batch * backward.in, poison));
+      REQUIRE(lt.linear_forward(ex.stream(),
+                                {forward.batch, forward.in, forward.out, d_x.get(), d_w.get(), d_b.get(), y.get()},
+                                Activation::relu));
+      const op::LinearBackward<float> g{.batch = backward.batch,
+                                        .in = backward.in,
+                                        .out = backward.out,
+                                        .weight = d_w2.get(),
+                                        .dy = d_dy.get(),
+                                        .dx = dx.get()};
+      REQUIRE(lt.input_gradient(ex.stream(), g));
+      results[i] = {y.to_host(), dx.to_host()};
+      tuned[i] = lt.tuned();
+    }
+    CHECK(relative_error(results[0][0].data(), reference(forward, x, w, b.data(), Activation::relu)) <= fp32_tolerance);
+    // dx = dy w2: the reference of a product with x = dy and weight = w2 transposed.
+    std::vector<float> w2t(backward.in * backward.out);
+    for (std::size_t o = 0; o < backward.out; ++o)
+      for (std::size_t i = 0; i < backward.in; ++i) w2t[i * backward.out + o] = w2[o * backward.in + i];
+    CHECK(relative_error(results[0][1].data(), reference(Shape{backward.batch, backward.out, backward.in}, dy, w2t,
+                                                         nullptr, Activation::identity)) <= fp32_tolerance);
+    // A shape with one candidate keeps it untimed; where a timing chose, the second Lt reuses it.
+    MESSAGE("tuned plans: " << tuned[0] << " of 2 (the heuristic's only candidate is kept untimed)");
+    CHECK(tuned[1] == tuned[0]);
+    CHECK(results[1] == results[0]); // the same algorithms, the same bits
+    // Untuned, the input gradient stays with plain cuBLAS.
+    Lt plain({ex.device(), ex.logical()}, Precision::fp32);
+    CHECK_FALSE(plain.input_gradient(ex.stream(), {.batch = backward.batch,
+                                                   .in = backward.in,
+                                                   .out = backward.out,
+                                                   .weight = d_w2.get(),
+                                                   .dy = d_dy.get(),
+                                                   .dx = d_x.get()}));
+  }
+
   TEST_CASE("Lt: fused Linear forward matches a float64 reference") {
     TANDEM_SKIP_WITHOUT_GPU();
     backend::cuda::Executor ex(0, 0, Precision::fp32);

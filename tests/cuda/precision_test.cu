@@ -66,7 +66,7 @@ TEST_SUITE("gpu") {
         const std::string what = std::string(name(p)) + (lt ? ", cuBLASLt epilogue" : ", cuBLAS and kernels");
         CAPTURE(what);
         backend::host::Executor host(0, p);
-        backend::cuda::Executor gpu(0, 0, p, lt);
+        backend::cuda::Executor gpu(0, 0, p, {.fuse_epilogues = lt});
         const Results want = linear(host, batch, in, out), got = linear(gpu, batch, in, out);
         const double tolerance = p == Precision::bf16 ? 4 * 0x1p-8 : 4 * 0x1p-11;
         CHECK(relative_error(got.y, want.y) <= tolerance);

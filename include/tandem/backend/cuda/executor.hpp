@@ -39,6 +39,13 @@ inline int device_count() noexcept {
   return n;
 }
 
+// What an executor adds to plain cuBLAS and kernels (ContextOptions has the same three).
+struct Features {
+  bool fuse_epilogues = true;    // cuBLASLt epilogues: bias and ReLU in the forward, BGRADB (Lt)
+  bool overlap_gradients = true; // weight gradients on a second stream (kernels::Side)
+  bool tune_products = false;    // time cuBLASLt's candidate algorithms (Lt); needs fuse_epilogues
+};
+
 // Logical devices that share a GPU share its memory but each has its own stream, so their
 // stages can overlap there too. Ordering calls come from one issuing thread; a submitted task
 // runs at once on that thread and its operations enqueue on the stream (no worker thread: the
@@ -47,9 +54,8 @@ inline int device_count() noexcept {
 // operation, so every ordering call still speaks of the one stream.
 class Executor final : public backend::Executor {
 public:
-  Executor(int device, std::size_t logical, Precision precision, bool fuse_epilogues = true,
-           bool overlap_gradients = true)
-      : site_{device, logical}, precision_(precision) {
+  Executor(int device, std::size_t logical, Precision precision, Features features = {})
+      : site_{device, logical}, precision_(precision), features_(features) {
     DeviceGuard guard(device, site_);
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", site_);
     try {
@@ -64,9 +70,9 @@ public:
       // graph then use memory that outlives the graph, and cuBLAS allocates nothing per capture.
       blas_workspace_ = allocate(blas_workspace_bytes);
       check(cublasSetWorkspace(blas_, blas_workspace_, blas_workspace_bytes), "cublasSetWorkspace", site_);
-      if (fuse_epilogues) lt_ = std::make_unique<Lt>(site_, precision);
+      if (features.fuse_epilogues) lt_ = std::make_unique<Lt>(site_, precision, features.tune_products);
       partials_ = static_cast<double *>(allocate(kernels::max_blocks * sizeof(double)));
-      if (overlap_gradients) make_side(fuse_epilogues);
+      if (features.overlap_gradients) make_side();
     } catch (...) {
       release();
       throw;
@@ -86,8 +92,11 @@ public:
   std::size_t allocations() const {
     return allocations_ + (lt_ ? lt_->allocations() : 0) + (side_lt_ ? side_lt_->allocations() : 0);
   }
+  const Features &features() const { return features_; }
   // Whether weight gradients may run on a second stream beside input gradients.
   bool overlaps_gradients() const { return side_.stream != nullptr; }
+  // Products whose algorithm a timing chose (Features::tune_products), on either stream.
+  std::size_t tuned_products() const { return (lt_ ? lt_->tuned() : 0) + (side_lt_ ? side_lt_->tuned() : 0); }
 
   void *allocate(std::size_t bytes) override {
     if (!bytes) return nullptr;
@@ -346,7 +355,7 @@ private:
 
   // The side stream and what it needs, made here rather than on first use: creating a stream or
   // a handle, or allocating, is not allowed while a graph is captured.
-  void make_side(bool fuse_epilogues) {
+  void make_side() {
     int sms = 0;
     check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, site_.device), "cudaDeviceGetAttribute", site_);
     side_.sms = static_cast<unsigned>(sms);
@@ -360,7 +369,7 @@ private:
         "cublasSetMathMode (side)", site_);
     side_workspace_ = allocate(blas_workspace_bytes);
     check(cublasSetWorkspace(side_.blas, side_workspace_, blas_workspace_bytes), "cublasSetWorkspace (side)", site_);
-    if (fuse_epilogues) side_lt_ = std::make_unique<Lt>(site_, precision_);
+    if (features_.fuse_epilogues) side_lt_ = std::make_unique<Lt>(site_, precision_, features_.tune_products);
     side_.lt = side_lt_.get();
   }
 
@@ -393,6 +402,7 @@ private:
 
   Site site_;
   Precision precision_ = Precision::fp32; // of float products
+  Features features_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   double *partials_ = nullptr; // kernels::max_blocks block partials of a loss reduction

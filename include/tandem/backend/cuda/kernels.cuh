@@ -396,6 +396,8 @@ template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
 
 // dx (batch, in) = dy (batch, out) * weight (out, in).
 template <class T> void input_gradient(const op::LinearBackward<T> &b, const Launch &l) {
+  if constexpr (std::is_same_v<T, float>) // through cuBLASLt only when it tunes (Lt::input_gradient)
+    if (l.lt && l.lt->input_gradient(l.stream, b)) return;
   run(op::Gemm<T>{.m = b.batch,
                   .n = b.in,
                   .k = b.out,

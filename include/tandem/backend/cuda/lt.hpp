@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // cuda::Lt: a Linear layer's forward product with its bias (and ReLU) fused into one cuBLASLt call,
-// and its weight gradient with the bias gradient.
+// its weight gradient with the bias gradient, and (when tuning) its input gradient; optionally
+// with the fastest of cuBLASLt's candidate algorithms, timed on the GPU.
 #pragma once
 
 #include <array>
@@ -8,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include <cublasLt.h>
@@ -15,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include "tandem/backend/cuda/check.hpp"
+#include "tandem/backend/cuda/event.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
@@ -41,12 +44,25 @@ inline cublasComputeType_t compute_type(Precision p) {
 // algorithm, which is kept, the answer "none" included: later calls query nothing and allocate
 // nothing, so they may be captured into a CUDA graph. A first call made while the stream is
 // capturing returns false.
+//
+// Tuning (opt-in, ContextOptions::tune_products): the heuristic's first answer is its estimate,
+// and for products too small to fill the GPU it is often not the fastest (tile shape, split-K).
+// With tuning, the first call for a shape of at most tune_max_macs multiply-adds runs every
+// candidate the heuristic offers on the call's own data and keeps the fastest: a host
+// synchronisation, once per shape. The choice is shared by every Lt of the process (on that
+// GPU, precision and shape), so twin networks in one process still compute the same bits; a
+// timing may choose differently in another process, so runs are reproducible there only up to
+// the products' rounding, as with PyTorch's cudnn.benchmark.
 class Lt {
 public:
   // Hopper's usual choice: enough for split-K reductions of large products.
   static constexpr std::size_t workspace_bytes = std::size_t(32) << 20;
+  // Larger products fill the GPU, where the heuristic's estimate holds, and each timed run would
+  // cost milliseconds: 2^30 is a 1024-wide product of batch 1024 (about 40 us in fp32 on an H100).
+  static constexpr double tune_max_macs = 1073741824.0;
+  static constexpr int tune_runs = 5; // timed per candidate, after one untimed run
 
-  Lt(const Site &site, Precision precision) : site_(site), precision_(precision) {
+  Lt(const Site &site, Precision precision, bool tune = false) : site_(site), precision_(precision), tune_(tune) {
     DeviceGuard guard(site_.device, site_);
     check(cublasLtCreate(&handle_), "cublasLtCreate", site_);
   }
@@ -97,15 +113,33 @@ public:
     return matmul(stream, key, b.x, b.dy, b.dweight, b.dbias);
   }
 
+  // A Linear layer's input gradient dx (batch, in) = dy (batch, out) * weight (out, in), all
+  // row-major: what plain cuBLAS computes too, taken here only when tuning (it has no epilogue to
+  // gain, only a faster algorithm). Returns false, having enqueued nothing, where it cannot.
+  bool input_gradient(cudaStream_t stream, const op::LinearBackward<float> &b) {
+    if (!tune_ || !b.dy || !b.weight || !b.dx) return false;
+    const Key key{
+        Product::input_gradient, b.batch,         b.in, b.out, CUBLASLT_EPILOGUE_DEFAULT, false, alignment(b.weight),
+        alignment(b.dy),         alignment(b.dx), 0u};
+    return matmul(stream, key, b.weight, b.dy, b.dx, nullptr);
+  }
+
   // Device allocations made so far (the workspace, once): a steady state adds none.
   std::size_t allocations() const { return allocations_; }
   // Shapes planned so far, those found unsupported included.
   std::size_t plans() const { return plans_.size(); }
   Precision precision() const { return precision_; }
+  bool tunes() const { return tune_; }
+  // Plans whose algorithm a timing chose (here or, for the same shape, by another Lt).
+  std::size_t tuned() const {
+    std::size_t n = 0;
+    for (const auto &p : plans_) n += p->tuned;
+    return n;
+  }
 
 private:
   // The products Lt makes (the matrices of each in make_plan).
-  enum class Product { linear_forward, weight_gradient };
+  enum class Product { linear_forward, weight_gradient, input_gradient };
   // The pointers' alignments are part of the key: the heuristic picks an algorithm for the
   // alignments it is told (A, B, C, D through the preference, the bias from the pointer it finds
   // in the descriptor), and that algorithm may need them on every later call.
@@ -121,6 +155,7 @@ private:
   struct Plan {
     Key key;
     bool supported = false;
+    bool tuned = false;
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr; // C is D (beta = 0, C = D)
     cublasLtMatmulAlgo_t algo{};
@@ -134,6 +169,19 @@ private:
       if (a) (void)cublasLtMatrixLayoutDestroy(a);
       if (desc) (void)cublasLtMatmulDescDestroy(desc);
     }
+  };
+
+  // The heuristic's usable answers, best estimate first. A fixed array, not a vector: nvcc 13's
+  // front end fails on a std::vector of cuBLASLt's anonymous algorithm struct (an internal error
+  // in construct_at).
+  struct Candidates {
+    std::array<cublasLtMatmulAlgo_t, 8> algo{};
+    std::size_t count = 0;
+    void push_back(const cublasLtMatmulAlgo_t &a) { algo[count++] = a; }
+    bool empty() const { return count == 0; }
+    std::size_t size() const { return count; }
+    const cublasLtMatmulAlgo_t &front() const { return algo[0]; }
+    const cublasLtMatmulAlgo_t &operator[](std::size_t i) const { return algo[i]; }
   };
 
   struct Preference {
@@ -172,7 +220,7 @@ private:
       check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing", site_);
       if (capture != cudaStreamCaptureStatusNone) return false;
       ensure_workspace();
-      plan = make_plan(key, bias);
+      plan = make_plan(key, stream, a, b, d, bias);
     }
     if (!plan->supported) return false;
 
@@ -246,18 +294,23 @@ private:
   //   dy (batch, out) row-major = dY^T (out, batch), ld out   -> B as stored, op T gives dY (k = batch, n = out)
   // and dW = dY^T X is the same as dW^T = X^T dY = op(A) op(B). BGRADB sums op(B) over k, one value
   // per column of D (n = out): dbias[o] = the sum over rows of dy[r][o].
-  Plan *make_plan(const Key &key, const float *bias) {
+  // input_gradient:
+  //   dx (batch, in) row-major  = dX^T (in, batch), ld in     -> D, m = in, n = batch
+  //   w (out, in) row-major     = W^T (in, out), ld in        -> A as stored, op N: (m = in, k = out)
+  //   dy (batch, out) row-major = dY^T (out, batch), ld out   -> B as stored, op N: (k = out, n = batch)
+  // and dX = dY W is the same as dX^T = W^T dY^T = op(A) op(B).
+  Plan *make_plan(const Key &key, cudaStream_t stream, const float *a, const float *b, float *d, const float *bias) {
     auto plan = std::make_unique<Plan>(key);
     Plan &p = *plan;
-    const bool forward = key.product == Product::linear_forward;
+    const bool forward = key.product == Product::linear_forward, dw = key.product == Product::weight_gradient;
     const auto batch = static_cast<std::uint64_t>(key.batch), in = static_cast<std::uint64_t>(key.in),
                out = static_cast<std::uint64_t>(key.out);
-    const std::uint64_t m = forward ? out : in, n = forward ? batch : out;
+    const std::uint64_t m = forward ? out : in, n = dw ? out : batch;
     // A and B as stored: (rows, columns, leading dimension = rows).
-    const std::uint64_t a_rows = in, a_cols = forward ? out : batch;
+    const std::uint64_t a_rows = in, a_cols = dw ? batch : out;
     const std::uint64_t b_rows = forward ? in : out, b_cols = batch;
     const cublasComputeType_t compute = compute_type(precision_);
-    const std::int32_t trans_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = forward ? CUBLAS_OP_N : CUBLAS_OP_T;
+    const std::int32_t trans_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = dw ? CUBLAS_OP_T : CUBLAS_OP_N;
     const auto epilogue = static_cast<std::uint32_t>(key.epilogue);
     const void *bias_pointer = bias;
     const std::uint64_t max_workspace = workspace_size_;
@@ -303,15 +356,89 @@ private:
                                                 static_cast<int>(results.size()), results.data(), &found),
                  "cublasLtMatmulAlgoGetHeuristic");
     // Best estimate first; each result carries its own status.
+    Candidates candidates;
     if (ready)
       for (int i = 0; i < found && i < static_cast<int>(results.size()); ++i)
-        if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= workspace_size_) {
-          p.algo = results[i].algo;
-          p.supported = true;
-          break;
-        }
+        if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= workspace_size_)
+          candidates.push_back(results[i].algo);
+    if (!candidates.empty()) {
+      p.algo = candidates.front();
+      p.supported = true;
+      const double macs = static_cast<double>(batch) * static_cast<double>(in) * static_cast<double>(out);
+      if (tune_ && candidates.size() > 1 && macs <= tune_max_macs) p.tuned = tune(p, candidates, stream, a, b, d, bias);
+    }
     plans_.push_back(std::move(plan));
     return plans_.back().get();
+  }
+
+  // What a timing chose, for every Lt of the process: a handful of shapes, searched in order.
+  struct Choice {
+    int device;
+    Precision precision;
+    Key key;
+    cublasLtMatmulAlgo_t algo;
+  };
+  static std::mutex &choices_mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<Choice> &choices() {
+    static std::vector<Choice> c;
+    return c;
+  }
+  const Choice *find_choice(const Key &key) const { // with choices_mutex() held
+    for (const auto &c : choices())
+      if (c.device == site_.device && c.precision == precision_ && c.key == key) return &c;
+    return nullptr;
+  }
+
+  bool run_algo(const Plan &p, const cublasLtMatmulAlgo_t &algo, cudaStream_t stream, const float *a, const float *b,
+                float *d) {
+    const float alpha = 1.0f, beta = 0.0f;
+    return cublasLtMatmul(handle_, p.desc, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &algo, workspace_,
+                          workspace_size_, stream) == CUBLAS_STATUS_SUCCESS;
+  }
+
+  // Times each candidate on the call's own operands (the call that follows overwrites D, and the
+  // bias gradient, with beta = 0; neither is an input) and keeps the fastest in p.algo. Another
+  // Lt's earlier choice for the same shape wins without a timing. True where a timing chose.
+  bool tune(Plan &p, const Candidates &candidates, cudaStream_t stream, const float *a, const float *b, float *d,
+            const float *bias) {
+    {
+      std::lock_guard<std::mutex> lock(choices_mutex());
+      if (const Choice *c = find_choice(p.key)) {
+        p.algo = c->algo;
+        return true;
+      }
+    }
+    if (p.key.bias) {
+      const void *pointer = bias;
+      check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pointer, sizeof(pointer)),
+            "cublasLtMatmulDescSetAttribute (bias pointer)", site_);
+    }
+    Event start(site_), stop(site_);
+    int chosen = -1;
+    float best = 0;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      if (!run_algo(p, candidates[i], stream, a, b, d)) continue; // refused at launch: no candidate after all
+      start.record(stream);
+      bool ran = true;
+      for (int r = 0; r < tune_runs && ran; ++r) ran = run_algo(p, candidates[i], stream, a, b, d);
+      stop.record(stream);
+      check(cudaEventSynchronize(stop.get()), "cudaEventSynchronize", site_);
+      float ms = 0;
+      check(cudaEventElapsedTime(&ms, start.get(), stop.get()), "cudaEventElapsedTime", site_);
+      if (ran && (chosen < 0 || ms < best)) {
+        best = ms;
+        chosen = static_cast<int>(i);
+      }
+    }
+    if (chosen < 0) return false; // none ran: keep the estimate, which matmul() will try
+    p.algo = candidates[static_cast<std::size_t>(chosen)];
+    std::lock_guard<std::mutex> lock(choices_mutex());
+    if (const Choice *c = find_choice(p.key)) p.algo = c->algo; // a concurrent tuner's, being first, for all
+    else choices().push_back(Choice{site_.device, precision_, p.key, p.algo});
+    return true;
   }
 
   void release() noexcept {
@@ -329,6 +456,7 @@ private:
 
   Site site_;
   Precision precision_ = Precision::fp32;
+  bool tune_ = false;
   cublasLtHandle_t handle_ = nullptr;
   void *workspace_ = nullptr;
   std::size_t workspace_size_ = 0;
