@@ -604,6 +604,29 @@ private:
     else return fuses_relu<I, J - 1>();
   }
 
+  // Layer J of stage I, a Linear fused with the ReLU after it, hands that ReLU's backward and its
+  // own bias gradient to layer J + 2, a Linear too (both declare takes_relu_backward): in the
+  // backward, the ReLU costs no operation of its own, and on a GPU the pair's gradient and bias
+  // gradient come out of J + 2's input-gradient product (cuBLASLt's DRELU_BGRAD).
+  template <class L> static constexpr bool takes_relu_backward() {
+    if constexpr (requires { L::takes_relu_backward; }) return L::takes_relu_backward;
+    else return false;
+  }
+  template <std::size_t I, std::size_t J> static constexpr bool relu_backward_by_next() {
+    if constexpr (!fuses_relu<I, J>() || J + 2 >= stage<I>::num_layers) return false;
+    else
+      return takes_relu_backward<typename stage<I>::template layer<J>>() &&
+             takes_relu_backward<typename stage<I>::template layer<J + 2>>();
+  }
+  // Where layer J keeps its ReLU's mask: in its own output's stash entry, which a fused Linear
+  // never writes (its product writes the ReLU's output), where the mask fits (widths of 4 and up).
+  template <std::size_t I, std::size_t J> static void *relu_mask_of(const std::array<T *, stage<I>::num_layers> &ys) {
+    static constexpr std::size_t width = stage<I>::widths(widths_[I])[J + 1];
+    if constexpr (relu_backward_by_next<I, J>() && backend::op::relu_mask_bytes(1, width) <= width * sizeof(T))
+      return ys[J];
+    else return nullptr;
+  }
+
   // Where each layer of stage I reads its input and writes its output for one micro-batch: the
   // first layer reads `input`, each other one its predecessor's output (a stash entry), and the
   // last writes the stage's output.
@@ -648,6 +671,7 @@ private:
               if constexpr (fuses_relu<I, J>()) { // the ReLU's output, straight from the product
                 LayerForward<T> g = f;
                 g.y = ys[J + 1];
+                g.relu_mask = relu_mask_of<I, J>(ys);
                 St::template layer<J>::forward(*ex, g, backend::Activation::relu);
               } else if constexpr (follows_fused_linear<I, J>()) {
                 // done with the Linear before it; its own output was never needed (ReLU's
@@ -670,12 +694,29 @@ private:
     const auto io = layer_io<I>(slot, slot.input);
     const auto &xs = io.x;
     const auto &ys = io.y;
+    // Each layer reads its output's gradient where the layer after it wrote its input's, from the
+    // stage's dy down to its dx, the scratch pair taking turns in between. A ReLU whose backward
+    // the Linear after it does (relu_backward_by_next) takes no turn.
+    static constexpr auto skipped = [] {
+      std::array<bool, L> r{};
+      [&]<std::size_t... J>(std::index_sequence<J...>) { ((r[J + 1] = relu_backward_by_next<I, J>()), ...); }
+      (std::make_index_sequence<L - 1>{});
+      return r;
+    }();
     std::array<const T *, L> dys{};
     std::array<T *, L> dxs{};
-    for (std::size_t j = 0; j < L; ++j) {
-      dys[j] = j + 1 == L ? slot.dy : st.scratch[(j + 1) % 2].data();
-      // The network's input needs no gradient: the first layer of stage 0 skips it.
-      dxs[j] = j > 0 ? st.scratch[j % 2].data() : I > 0 ? slot.dx.data() : nullptr;
+    {
+      const T *dy = slot.dy;
+      std::size_t turn = 0;
+      for (std::size_t j = L; j-- > 0;) {
+        dys[j] = dy;
+        // The network's input needs no gradient: the first layer of stage 0 skips it.
+        dxs[j] = j > 0 ? st.scratch[turn].data() : I > 0 ? slot.dx.data() : nullptr;
+        if (!skipped[j]) {
+          dy = dxs[j];
+          turn ^= 1;
+        }
+      }
     }
     if constexpr (small_stage<I>()) {
       if (fuses_small_stage(st) && rows <= backend::op::small_rows) {
@@ -695,16 +736,29 @@ private:
         (
             [&] {
               constexpr std::size_t j = L - 1 - J;
-              St::template layer<j>::backward(*ex, LayerBackward<T>{.batch = rows,
-                                                                    .in = w[j],
-                                                                    .out = w[j + 1],
-                                                                    .params = params + St::parameter_offsets[j],
-                                                                    .grads = grads + St::parameter_offsets[j],
-                                                                    .x = xs[j],
-                                                                    .y = ys[j],
-                                                                    .dy = dys[j],
-                                                                    .dx = dxs[j],
-                                                                    .accumulate = accumulate});
+              if constexpr (skipped[j]) return; // done by layer j + 1
+              else {
+                LayerBackward<T> b{.batch = rows,
+                                   .in = w[j],
+                                   .out = w[j + 1],
+                                   .params = params + St::parameter_offsets[j],
+                                   .grads = grads + St::parameter_offsets[j],
+                                   .x = xs[j],
+                                   .y = ys[j],
+                                   .dy = dys[j],
+                                   .dx = dxs[j],
+                                   .accumulate = accumulate};
+                if constexpr (j >= 2) {
+                  if constexpr (relu_backward_by_next<I, j - 2>()) {
+                    using Before = typename St::template layer<j - 2>;
+                    b.relu_before = true;
+                    b.relu_mask = relu_mask_of<I, j - 2>(ys);
+                    b.dbias_before = grads + St::parameter_offsets[j - 2] + Before::bias_offset;
+                  }
+                }
+                b.bias_gradient_by_next = relu_backward_by_next<I, j>();
+                St::template layer<j>::backward(*ex, b);
+              }
             }(),
             ...);
       }

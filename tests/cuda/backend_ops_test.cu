@@ -76,6 +76,64 @@ template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, b
   check_close(d_db.to_host(), db, tolerance<T>, what + "dbias");
 }
 
+// A Linear (in -> hidden) with its ReLU, then a Linear (hidden -> out) whose backward takes the
+// ReLU's over (relu_before) and writes the first one's bias gradient (dbias_before): on the GPU
+// through cuBLASLt's DRELU(_BGRAD) epilogue where the forward kept the ReLU's mask, by kernels
+// where not. `mask_from_forward` off: the forward is given no mask, and the backward one filled
+// with garbage, which it must not read.
+template <class T> void relu_pair_case(backend::Executor &ex, bool accumulate, bool mask_from_forward) {
+  const std::size_t batch = 33, in = 17, hidden = 24, out = 9;
+  auto x = uniform<T>(batch * in, 50), w0 = uniform<T>(hidden * in, 51), b0 = uniform<T>(hidden, 52);
+  auto w1 = uniform<T>(out * hidden, 53), dy = uniform<T>(batch * out, 54);
+  auto db0 = uniform<T>(hidden, 55), dw1 = uniform<T>(out * hidden, 56), db1 = uniform<T>(out, 57);
+  std::vector<T> h(batch * hidden), dh(batch * hidden);
+  std::vector<std::uint8_t> mask(op::relu_mask_bytes(batch, hidden), 0xff);
+  DeviceArray<T> d_x(ex, x), d_w0(ex, w0), d_b0(ex, b0), d_w1(ex, w1), d_dy(ex, dy), d_db0(ex, db0), d_dw1(ex, dw1),
+      d_db1(ex, db1), d_h(ex, h), d_dh(ex, dh);
+  DeviceArray<std::uint8_t> d_mask(ex, mask);
+
+  op::LinearForward<T> f{.batch = batch,
+                         .in = in,
+                         .out = hidden,
+                         .x = x.data(),
+                         .weight = w0.data(),
+                         .bias = b0.data(),
+                         .y = h.data(),
+                         .activation = Activation::relu};
+  host::run(f);
+  f.x = d_x.get(), f.weight = d_w0.get(), f.bias = d_b0.get(), f.y = d_h.get();
+  f.relu_mask = mask_from_forward ? d_mask.get() : nullptr;
+  run_on(ex, f);
+  const std::string what = std::string("relu pair<") + type_name(T{}) + "> accumulate " + std::to_string(accumulate) +
+                           (mask_from_forward ? " mask" : " no mask") + " ";
+  check_close(d_h.to_host(), h, tolerance<T>, what + "forward");
+
+  op::LinearBackward<T> b{.batch = batch,
+                          .in = hidden,
+                          .out = out,
+                          .x = h.data(),
+                          .weight = w1.data(),
+                          .dy = dy.data(),
+                          .dx = dh.data(),
+                          .dweight = dw1.data(),
+                          .dbias = db1.data(),
+                          .accumulate = accumulate,
+                          .relu_before = true,
+                          .dbias_before = db0.data()};
+  host::run(b);
+  b.x = d_h.get(), b.weight = d_w1.get(), b.dy = d_dy.get(), b.dx = d_dh.get(), b.dweight = d_dw1.get();
+  b.dbias = d_db1.get(), b.dbias_before = d_db0.get(), b.relu_mask = d_mask.get();
+  run_on(ex, b);
+  check_close(d_dh.to_host(), dh, tolerance<T>, what + "dx (at the ReLU's input)");
+  check_close(d_db0.to_host(), db0, tolerance<T>, what + "dbias of the Linear before");
+  check_close(d_dw1.to_host(), dw1, tolerance<T>, what + "dweight");
+  check_close(d_db1.to_host(), db1, tolerance<T>, what + "dbias");
+  // Some gradients stopped at the ReLU, some passed: the case tests the mask.
+  const auto zeros = std::count(dh.begin(), dh.end(), T(0));
+  CHECK(zeros > 0);
+  CHECK(zeros < static_cast<std::ptrdiff_t>(dh.size()));
+}
+
 template <class T> void activation_case(backend::Executor &ex, Activation kind) {
   const std::size_t n = 1000;
   auto x = uniform<T>(n, 20, -4, 4), dy = uniform<T>(n, 21);
@@ -361,6 +419,21 @@ TEST_SUITE("gpu") {
             linear_case<float>(tuned, bias, dx, dbias, accumulate);
           }
     MESSAGE("products tuned: " << tuned.tuned_products());
+  }
+
+  TEST_CASE("ops: a Linear taking the ReLU before it (relu_before, DRELU_BGRAD) matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, Precision::fp32), plain(0, 1, Precision::fp32, {.fuse_epilogues = false}),
+        serial(0, 2, Precision::fp32, {.overlap_gradients = false}),
+        tuned(0, 3, Precision::fp32, {.tune_products = true});
+    for (const bool accumulate : {false, true})
+      for (const bool mask : {true, false}) {
+        relu_pair_case<float>(ex, accumulate, mask);
+        relu_pair_case<double>(ex, accumulate, mask);
+        relu_pair_case<float>(plain, accumulate, mask);
+        relu_pair_case<float>(serial, accumulate, mask);
+        relu_pair_case<float>(tuned, accumulate, mask);
+      }
   }
 
   TEST_CASE("ops: activations forward and backward match the host kernels") {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <limits>
 #include <string>
@@ -180,7 +181,7 @@ TEST_SUITE("gpu") {
                                         .weight = d_w2.get(),
                                         .dy = d_dy.get(),
                                         .dx = dx.get()};
-      REQUIRE(lt.input_gradient(ex.stream(), g));
+      REQUIRE(lt.input_gradient(ex.stream(), g).product);
       results[i] = {y.to_host(), dx.to_host()};
       tuned[i] = lt.tuned();
     }
@@ -197,12 +198,78 @@ TEST_SUITE("gpu") {
     CHECK(results[1] == results[0]); // the same algorithms, the same bits
     // Untuned, the input gradient stays with plain cuBLAS.
     Lt plain({ex.device(), ex.logical()}, Precision::fp32);
-    CHECK_FALSE(plain.input_gradient(ex.stream(), {.batch = backward.batch,
-                                                   .in = backward.in,
-                                                   .out = backward.out,
-                                                   .weight = d_w2.get(),
-                                                   .dy = d_dy.get(),
-                                                   .dx = d_x.get()}));
+    CHECK_FALSE(plain
+                    .input_gradient(ex.stream(), {.batch = backward.batch,
+                                                  .in = backward.in,
+                                                  .out = backward.out,
+                                                  .weight = d_w2.get(),
+                                                  .dy = d_dy.get(),
+                                                  .dx = d_x.get()})
+                    .product);
+  }
+
+  TEST_CASE("Lt: the ReLU mask of a forward (RELU_AUX_BIAS) drives the next input gradient (DRELU_BGRAD)") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
+    const std::size_t batch = 96, in = 40, hidden = 200, out = 24; // hidden: a mask row of two 128-bit words
+    const auto x = uniform<float>(batch * in, 701), w0 = uniform<float>(hidden * in, 702),
+               b0 = uniform<float>(hidden, 703), w1 = uniform<float>(out * hidden, 704),
+               dy = uniform<float>(batch * out, 705);
+    DeviceArray<float> d_x(ex, x), d_w0(ex, w0), d_b0(ex, b0), d_w1(ex, w1), d_dy(ex, dy),
+        d_h(ex, std::vector<float>(batch * hidden, poison)), d_dh(ex, std::vector<float>(batch * hidden, poison)),
+        d_db0(ex, std::vector<float>(hidden, poison));
+    DeviceArray<std::uint8_t> d_mask(ex, std::vector<std::uint8_t>(op::relu_mask_bytes(batch, hidden), 0));
+    const op::LinearForward<float> f{.batch = batch,
+                                     .in = in,
+                                     .out = hidden,
+                                     .x = d_x.get(),
+                                     .weight = d_w0.get(),
+                                     .bias = d_b0.get(),
+                                     .y = d_h.get(),
+                                     .activation = Activation::relu,
+                                     .relu_mask = d_mask.get()};
+    REQUIRE(lt.linear_forward(ex.stream(), f, Activation::relu));
+    if (!lt.has_mask(d_mask.get())) {
+      MESSAGE("cuBLASLt refused RELU_AUX_BIAS for " << batch << "x" << in << " -> " << hidden
+                                                    << ": the backward keeps its ReLU kernel");
+      return;
+    }
+    const auto h = d_h.to_host();
+    for (const bool accumulate : {false, true}) {
+      const op::LinearBackward<float> b{.batch = batch,
+                                        .in = hidden,
+                                        .out = out,
+                                        .x = d_h.get(),
+                                        .weight = d_w1.get(),
+                                        .dy = d_dy.get(),
+                                        .dx = d_dh.get(),
+                                        .accumulate = accumulate,
+                                        .relu_before = true,
+                                        .relu_mask = d_mask.get(),
+                                        .dbias_before = d_db0.get()};
+      const auto done = lt.input_gradient(ex.stream(), b);
+      if (!done.product) {
+        MESSAGE("cuBLASLt refused DRELU" << (accumulate ? "" : "_BGRAD") << " for " << batch << "x" << out << " -> "
+                                         << hidden);
+        continue;
+      }
+      CHECK(done.relu);
+      CHECK(done.bias == !accumulate); // BGRAD sets the bias gradient: only where gradients are set
+      // dh = (dy w1) where h > 0, else 0; db0 = dh's column sums; in float64 from the float inputs.
+      std::vector<double> want(batch * hidden), want_db(hidden, 0.0);
+      for (std::size_t r = 0; r < batch; ++r)
+        for (std::size_t j = 0; j < hidden; ++j) {
+          double sum = 0;
+          for (std::size_t o = 0; o < out; ++o)
+            sum += static_cast<double>(dy[r * out + o]) * static_cast<double>(w1[o * hidden + j]);
+          want[r * hidden + j] = h[r * hidden + j] > 0 ? sum : 0.0;
+          want_db[j] += want[r * hidden + j];
+        }
+      const auto dh = d_dh.to_host();
+      CHECK_MESSAGE(relative_error(dh.data(), want) <= fp32_tolerance, "DRELU: dx");
+      if (done.bias) CHECK_MESSAGE(relative_error(d_db0.to_host().data(), want_db) <= fp32_tolerance, "BGRAD: dbias");
+    }
   }
 
   TEST_CASE("Lt: fused Linear forward matches a float64 reference") {

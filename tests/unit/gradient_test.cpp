@@ -84,6 +84,47 @@ TEST_CASE("MSE: gradient matches central differences (double)") {
   for (std::size_t i = 0; i < n; ++i) CHECK(grad[i] == doctest::Approx(2 * (pred[i] - target[i]) / n).epsilon(1e-12));
 }
 
+namespace {
+
+// Every parameter's gradient from one forward_backward against central differences of the loss.
+template <class Net, class Sched>
+void check_against_central_differences(Net &net, const std::vector<double> &x, const std::vector<std::int32_t> &y,
+                                       const Sched &sched) {
+  loss::CrossEntropy ce;
+  net.forward_backward(x, y, ce, sched);
+  // All analytic gradients first: every finite-difference evaluation below overwrites them.
+  std::vector<std::vector<double>> grads;
+  for (const auto &p : net.parameters()) grads.push_back(p.grad_to_host());
+  const double h = 1e-6;
+  std::size_t checked = 0, t = 0;
+  for (const auto &p : net.parameters()) {
+    const auto &grad = grads[t++];
+    auto values = p.to_host();
+    double worst = 0, scale = 1e-12;
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const double keep = values[i];
+      values[i] = keep + h;
+      p.copy_from(values);
+      const double up = net.forward_backward(x, y, ce, sched);
+      values[i] = keep - h;
+      p.copy_from(values);
+      const double down = net.forward_backward(x, y, ce, sched);
+      values[i] = keep;
+      p.copy_from(values);
+      worst = std::max(worst, std::abs((up - down) / (2 * h) - grad[i]));
+      scale = std::max(scale, std::abs(grad[i]));
+      ++checked;
+    }
+    INFO(p.name(), ": worst difference ", worst, ", largest gradient ", scale);
+    // Central differences carry about 1e-16 * |loss| / h = 1e-10 of rounding noise (the floor),
+    // and h^2 * f''' of truncation error, far below 1e-6 of the gradient's scale.
+    CHECK(worst < 1e-6 * scale + 1e-9);
+  }
+  CHECK(checked == Net::parameter_count);
+}
+
+} // namespace
+
 TEST_CASE("a 3-stage pipeline: every parameter's gradient matches central differences (double)") {
   using Net = BasicPipeline<double, Stage<Device<0>, Linear<4, 6>, ReLU>, Stage<Device<1>, Linear<6, 5>, Tanh>,
                             Stage<Device<2>, Linear<5, 3>, Sigmoid, Linear<3, 3>>>;
@@ -96,38 +137,29 @@ TEST_CASE("a 3-stage pipeline: every parameter's gradient matches central differ
     const std::size_t batch = 7;
     const auto x = test::uniform<double>(batch * Net::in_features, 31, -2, 2);
     const auto y = test::labels(batch, Net::out_features, 32);
-    loss::CrossEntropy ce;
-
-    net.forward_backward(x, y, ce);
+    check_against_central_differences(net, x, y, schedule::Naive{});
     CHECK((net.transferred_bytes() == 0) == (fusion == StageFusion::always)); // which path ran
-    // All analytic gradients first: every finite-difference evaluation below overwrites them.
-    std::vector<std::vector<double>> grads;
-    for (const auto &p : net.parameters()) grads.push_back(p.grad_to_host());
-    const double h = 1e-6;
-    std::size_t checked = 0, t = 0;
-    for (const auto &p : net.parameters()) {
-      const auto &grad = grads[t++];
-      auto values = p.to_host();
-      double worst = 0, scale = 1e-12;
-      for (std::size_t i = 0; i < values.size(); ++i) {
-        const double keep = values[i];
-        values[i] = keep + h;
-        p.copy_from(values);
-        const double up = net.forward_backward(x, y, ce);
-        values[i] = keep - h;
-        p.copy_from(values);
-        const double down = net.forward_backward(x, y, ce);
-        values[i] = keep;
-        p.copy_from(values);
-        worst = std::max(worst, std::abs((up - down) / (2 * h) - grad[i]));
-        scale = std::max(scale, std::abs(grad[i]));
-        ++checked;
-      }
-      INFO(p.name(), ": worst difference ", worst, ", largest gradient ", scale);
-      // Central differences carry about 1e-16 * |loss| / h = 1e-10 of rounding noise (the floor),
-      // and h^2 * f''' of truncation error, far below 1e-6 of the gradient's scale.
-      CHECK(worst < 1e-6 * scale + 1e-9);
-    }
-    CHECK(checked == Net::parameter_count);
+  }
+}
+
+// Within a stage, a Linear followed by a ReLU and another Linear hands the ReLU's backward and its
+// own bias gradient to that Linear (LayerBackward::relu_before; a GPU's DRELU_BGRAD epilogue).
+// Layer 2 of stage 0 both takes over and hands over; micro-batches add into gradients the first
+// one set. Small stages off: a fused stage has no per-layer backward.
+TEST_CASE("Linear, ReLU, Linear in one stage: gradients through the ReLUs match central differences (double)") {
+  using Net = BasicPipeline<double, Stage<Device<0>, Linear<4, 6>, ReLU, Linear<6, 5>, ReLU, Linear<5, 3>>,
+                            Stage<Device<1>, Linear<3, 7>, ReLU, Linear<7, 3>>>;
+  Context ctx({.devices = "host", .fuse_small_stages = StageFusion::never});
+  Net net(ctx, 6);
+  const std::size_t batch = 9;
+  // Inputs and biases of both signs: every ReLU passes some gradients and stops others.
+  const auto x = test::uniform<double>(batch * Net::in_features, 41, -2, 2);
+  const auto y = test::labels(batch, Net::out_features, 42);
+  SUBCASE("whole batch") { check_against_central_differences(net, x, y, schedule::Naive{}); }
+  SUBCASE("GPipe, 3 micro-batches") {
+    check_against_central_differences(net, x, y, schedule::GPipe{.micro_batches = 3});
+  }
+  SUBCASE("1F1B, 2 micro-batches") {
+    check_against_central_differences(net, x, y, schedule::OneFOneB{.micro_batches = 2});
   }
 }

@@ -35,21 +35,41 @@ template <class T> struct Gemm {
 
 // y (batch, out) = act(x (batch, in) * weight^T + bias), weight (out, in) as in PyTorch, act
 // identity or relu. A backend may fuse the bias and the ReLU into the product's epilogue.
+// relu_mask (with relu; may be null): relu_mask_bytes(batch, out) bytes where the backend may
+// keep which outputs were positive, in a format of its own, for the LinearBackward of the next
+// Linear (its relu_before). Whether it does is the backend's affair: one that did not reads x
+// there instead.
 template <class T> struct LinearForward {
   std::size_t batch = 0, in = 0, out = 0;
   const T *x = nullptr, *weight = nullptr, *bias = nullptr;
   T *y = nullptr;
   Activation activation = Activation::identity;
+  void *relu_mask = nullptr;
 };
+
+// The room a ReLU mask takes (LinearForward::relu_mask): one bit an element, each row of `width`
+// padded to a multiple of 128 bits, as cuBLASLt's ReLU bit-mask epilogues lay it out.
+constexpr std::size_t relu_mask_bytes(std::size_t rows, std::size_t width) { return rows * ((width + 127) / 128) * 16; }
 
 // dx = dy * weight (skipped when dx is null), dweight += dy^T * x, dbias += column sums of dy.
 // Gradients accumulate so that micro-batches add up to the whole batch's gradient; with
 // `accumulate` off they are set instead (a step's first micro-batch: no zeroing beforehand).
+//
+// relu_before: x is the output of a ReLU that follows another Linear (the one before), and this
+// operation takes the ReLU's backward into its own: dx is the gradient at the ReLU's input,
+// (dy * weight) where x > 0 and 0 elsewhere (PyTorch's threshold_backward on the ReLU's output),
+// and dbias_before (may be null) gets that Linear's bias gradient, dx's column sums, set or added
+// as `accumulate` says. relu_mask is the mask the Linear before was given in its LinearForward
+// (null: none): a backend that kept one there may read it instead of x, so a GPU applies the
+// ReLU's gradient and sums the bias gradient in the product's epilogue (cuBLASLt DRELU_BGRAD).
 template <class T> struct LinearBackward {
   std::size_t batch = 0, in = 0, out = 0;
   const T *x = nullptr, *weight = nullptr, *dy = nullptr;
   T *dx = nullptr, *dweight = nullptr, *dbias = nullptr;
   bool accumulate = true;
+  bool relu_before = false;
+  const void *relu_mask = nullptr;
+  T *dbias_before = nullptr;
 };
 
 template <class T> struct ActivationForward {

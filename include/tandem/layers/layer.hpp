@@ -27,6 +27,9 @@ template <class T> struct LayerForward {
   const T *params = nullptr;
   const T *x = nullptr; // (batch, in)
   T *y = nullptr;       // (batch, out)
+  // A Linear's forward with the ReLU after it (Linear::forward's `then`): where the backend may keep
+  // the ReLU's mask for the next Linear's backward (op::LinearForward::relu_mask); may be null.
+  void *relu_mask = nullptr;
 };
 
 // What a layer's backward sees: the saved input and output, the output's gradient, and where to
@@ -43,6 +46,14 @@ template <class T> struct LayerBackward {
   // library's layers; see FusableLayer): set the gradients rather than add to them, so the
   // pipeline need not zero them first. Other layers see it on and always add.
   bool accumulate = true;
+  // Set by the pipeline only for layers that declare takes_relu_backward (Linear), where a
+  // Linear, a ReLU and this Linear follow each other in one stage: this layer's backward does the
+  // ReLU's (op::LinearBackward::relu_before), whose own backward is skipped, and writes the bias
+  // gradient of the Linear before (dbias_before), which is then told bias_gradient_by_next.
+  bool relu_before = false;
+  const void *relu_mask = nullptr; // what the Linear before was given as LayerForward::relu_mask
+  T *dbias_before = nullptr;
+  bool bias_gradient_by_next = false;
 };
 
 // A layer is a type, not an object: it holds no state (the stage owns parameters and

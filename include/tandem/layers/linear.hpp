@@ -30,6 +30,7 @@ template <std::size_t In, std::size_t Out> struct Linear {
   // weight (Out, In) then bias (Out), as nn.Linear names and lays them out.
   static constexpr std::array<ParameterSpec, 2> parameters{ParameterSpec{"weight", Out, In},
                                                            ParameterSpec{"bias", Out, 1}};
+  static constexpr std::size_t bias_offset = Out * In; // where the bias starts in its parameters
 
   // nn.Linear's reset_parameters: kaiming_uniform_(a = sqrt(5)) on the weight, which is
   // U(-1/sqrt(In), 1/sqrt(In)), and the same bound for the bias.
@@ -49,9 +50,10 @@ template <std::size_t In, std::size_t Out> struct Linear {
                                          .out = Out,
                                          .x = f.x,
                                          .weight = f.params,
-                                         .bias = f.params + In * Out,
+                                         .bias = f.params + bias_offset,
                                          .y = f.y,
-                                         .activation = then});
+                                         .activation = then,
+                                         .relu_mask = then == backend::Activation::relu ? f.relu_mask : nullptr});
   }
 
   template <class T> static backend::op::SmallLayer<T> small_layer(const LayerBackward<T> &b) {
@@ -59,12 +61,15 @@ template <std::size_t In, std::size_t Out> struct Linear {
             .in = In,
             .out = Out,
             .weight = b.params,
-            .bias = b.params + In * Out,
+            .bias = b.params + bias_offset,
             .dweight = b.grads,
-            .dbias = b.grads ? b.grads + In * Out : nullptr,
+            .dbias = b.grads ? b.grads + bias_offset : nullptr,
             .x = b.x,
             .y = const_cast<T *>(b.y)}; // written by SmallForward, which is handed the stash
   }
+  // Honours LayerBackward's relu_before and bias_gradient_by_next: the pipeline may hand it the
+  // backward of a ReLU before it, and the bias gradient of the Linear before that.
+  static constexpr bool takes_relu_backward = true;
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     ex.run(backend::op::LinearBackward<T>{.batch = b.batch,
                                           .in = In,
@@ -74,8 +79,11 @@ template <std::size_t In, std::size_t Out> struct Linear {
                                           .dy = b.dy,
                                           .dx = b.dx,
                                           .dweight = b.grads,
-                                          .dbias = b.grads + In * Out,
-                                          .accumulate = b.accumulate});
+                                          .dbias = b.bias_gradient_by_next ? nullptr : b.grads + bias_offset,
+                                          .accumulate = b.accumulate,
+                                          .relu_before = b.relu_before,
+                                          .relu_mask = b.relu_mask,
+                                          .dbias_before = b.dbias_before});
   }
 };
 

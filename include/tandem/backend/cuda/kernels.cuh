@@ -170,6 +170,14 @@ template <class T> struct ActivationBackwardFn {
   }
 };
 
+// A ReLU's backward taken into the next Linear's (LinearBackward::relu_before), in place on that
+// Linear's input gradient: kept where the ReLU's output x is positive.
+template <class T> struct ReluBefore {
+  const T *x;
+  T *dx;
+  __device__ void operator()(std::size_t i) const { dx[i] = activate_backward<Activation::relu>(x[i], x[i], dx[i]); }
+};
+
 // torch.optim.SGD, the host backend's formulas.
 template <class T> struct SgdFn {
   op::SgdStep<T> s;
@@ -395,20 +403,32 @@ template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
 }
 
 // dx (batch, in) = dy (batch, out) * weight (out, in).
+// With relu_before, dx is then the gradient at the input of the ReLU before (whose output x is),
+// and dbias_before (+)= its column sums: in cuBLASLt's epilogue where the mask is there
+// (DRELU_BGRAD), by kernels where not.
 template <class T> void input_gradient(const op::LinearBackward<T> &b, const Launch &l) {
-  if constexpr (std::is_same_v<T, float>) // through cuBLASLt only when it tunes (Lt::input_gradient)
-    if (l.lt && l.lt->input_gradient(l.stream, b)) return;
-  run(op::Gemm<T>{.m = b.batch,
-                  .n = b.in,
-                  .k = b.out,
-                  .a = b.dy,
-                  .lda = b.out,
-                  .b = b.weight,
-                  .ldb = b.in,
-                  .beta = T(0),
-                  .c = b.dx,
-                  .ldc = b.in},
-      l);
+  Lt::InputGradient done;
+  if constexpr (std::is_same_v<T, float>)
+    if (l.lt) done = l.lt->input_gradient(l.stream, b);
+  if (!done.product)
+    run(op::Gemm<T>{.m = b.batch,
+                    .n = b.in,
+                    .k = b.out,
+                    .a = b.dy,
+                    .lda = b.out,
+                    .b = b.weight,
+                    .ldb = b.in,
+                    .beta = T(0),
+                    .c = b.dx,
+                    .ldc = b.in},
+        l);
+  if (!b.relu_before) return;
+  if (!done.relu) launch_each(b.batch * b.in, ReluBefore<T>{b.x, b.dx}, "ReluBefore", l);
+  if (b.dbias_before && !done.bias && b.in) {
+    column_sum_add<<<static_cast<unsigned>((b.in + 31) / 32), dim3(32, 16), 0, l.stream>>>(
+        b.batch, b.in, b.dx, b.dbias_before, b.accumulate);
+    check_launch("column_sum_add", l);
+  }
 }
 
 // dweight (out, in) (+)= dy^T (out, batch) * x (batch, in), and dbias (+)= dy's column sums.

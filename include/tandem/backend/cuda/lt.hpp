@@ -4,6 +4,7 @@
 // with the fastest of cuBLASLt's candidate algorithms, timed on the GPU.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstddef>
@@ -71,23 +72,39 @@ public:
   ~Lt() { release(); }
 
   // y (batch, out) = act(x (batch, in) * weight^T + bias), all row-major, weight (out, in) as in
-  // PyTorch, bias (out) or null; act is identity or relu (anything else returns false).
+  // PyTorch, bias (out) or null; act is identity or relu (anything else returns false). With relu
+  // and f.relu_mask, the RELU_AUX epilogues also write the ReLU's bit mask there, for the next
+  // Linear's input_gradient (DRELU); where they cannot, the product goes without (and that
+  // input_gradient then leaves the ReLU to its caller).
   bool linear_forward(cudaStream_t stream, const op::LinearForward<float> &f, Activation act) {
+    if (f.relu_mask) forget_mask(f.relu_mask); // until this call writes it
     if (act != Activation::identity && act != Activation::relu) return false;
     if (!f.x || !f.weight || !f.y) return false;
     const bool relu = act == Activation::relu, bias = f.bias != nullptr;
-    const Key key{Product::linear_forward,
-                  f.batch,
-                  f.in,
-                  f.out,
-                  relu ? (bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
-                       : (bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT),
-                  bias,
-                  alignment(f.weight),
-                  alignment(f.x),
-                  alignment(f.y),
-                  bias ? alignment(f.bias) : 0u};
-    return matmul(stream, key, f.weight, f.x, f.y, f.bias);
+    Key key{Product::linear_forward,
+            f.batch,
+            f.in,
+            f.out,
+            relu ? (bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
+                 : (bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT),
+            bias,
+            alignment(f.weight),
+            alignment(f.x),
+            alignment(f.y),
+            bias ? alignment(f.bias) : 0u};
+    const Operands operands{f.weight, f.x, f.y, f.bias, nullptr};
+    if (relu && f.relu_mask) {
+      Key masked = key;
+      masked.epilogue = bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
+      masked.align_aux = alignment(f.relu_mask);
+      Operands with_mask = operands;
+      with_mask.aux = f.relu_mask;
+      if (matmul(stream, masked, with_mask)) {
+        masks_.push_back(f.relu_mask);
+        return true;
+      }
+    }
+    return matmul(stream, key, operands);
   }
 
   // A Linear layer's weight gradient and bias gradient in one call (the BGRADB epilogue sums dy's
@@ -110,18 +127,37 @@ public:
                   alignment(b.dy),
                   alignment(b.dweight),
                   alignment(b.dbias)};
-    return matmul(stream, key, b.x, b.dy, b.dweight, b.dbias);
+    return matmul(stream, key, {b.x, b.dy, b.dweight, b.dbias, nullptr});
   }
 
+  // What input_gradient did: the product, and with it the ReLU's gradient and the bias gradient
+  // of the Linear before (b.relu_before); what it did not, the caller does.
+  struct InputGradient {
+    bool product = false, relu = false, bias = false;
+  };
   // A Linear layer's input gradient dx (batch, in) = dy (batch, out) * weight (out, in), all
-  // row-major: what plain cuBLAS computes too, taken here only when tuning (it has no epilogue to
-  // gain, only a faster algorithm). Returns false, having enqueued nothing, where it cannot.
-  bool input_gradient(cudaStream_t stream, const op::LinearBackward<float> &b) {
-    if (!tune_ || !b.dy || !b.weight || !b.dx) return false;
-    const Key key{
+  // row-major. With b.relu_before and a mask this Lt's linear_forward wrote at b.relu_mask, the
+  // DRELU epilogue applies the ReLU's gradient (and DRELU_BGRAD sets b.dbias_before where the
+  // gradients are set, not added: a step's first micro-batch). The plain product, which cuBLAS
+  // computes too, is taken here only when tuning (it has no epilogue to gain, only a faster
+  // algorithm). Enqueues nothing where it does nothing.
+  InputGradient input_gradient(cudaStream_t stream, const op::LinearBackward<float> &b) {
+    if (!b.dy || !b.weight || !b.dx) return {};
+    Key key{
         Product::input_gradient, b.batch,         b.in, b.out, CUBLASLT_EPILOGUE_DEFAULT, false, alignment(b.weight),
         alignment(b.dy),         alignment(b.dx), 0u};
-    return matmul(stream, key, b.weight, b.dy, b.dx, nullptr);
+    if (b.relu_before && b.relu_mask && has_mask(b.relu_mask)) {
+      const bool bgrad = b.dbias_before && !b.accumulate;
+      Key masked = key;
+      masked.epilogue = bgrad ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
+      masked.bias = bgrad;
+      masked.align_bias = bgrad ? alignment(b.dbias_before) : 0u;
+      masked.align_aux = alignment(b.relu_mask);
+      if (matmul(stream, masked, {b.weight, b.dy, b.dx, bgrad ? b.dbias_before : nullptr, b.relu_mask}))
+        return {true, true, bgrad};
+    }
+    if (tune_ && matmul(stream, key, {b.weight, b.dy, b.dx, nullptr, nullptr})) return {true, false, false};
+    return {};
   }
 
   // Device allocations made so far (the workspace, once): a steady state adds none.
@@ -130,6 +166,8 @@ public:
   std::size_t plans() const { return plans_.size(); }
   Precision precision() const { return precision_; }
   bool tunes() const { return tune_; }
+  // Whether the ReLU mask at p was written by this Lt's latest linear_forward given it.
+  bool has_mask(const void *p) const { return std::find(masks_.begin(), masks_.end(), p) != masks_.end(); }
   // Plans whose algorithm a timing chose (here or, for the same shape, by another Lt).
   std::size_t tuned() const {
     std::size_t n = 0;
@@ -149,8 +187,24 @@ private:
     cublasLtEpilogue_t epilogue;
     bool bias;
     std::uint32_t align_a, align_b, align_d, align_bias;
+    std::uint32_t align_aux = 0; // of the ReLU mask, for the epilogues that use one
     bool operator==(const Key &) const = default;
   };
+  // A product's arrays, as make_plan names them; bias and aux (a ReLU mask) where the epilogue
+  // uses them.
+  struct Operands {
+    const float *a, *b;
+    float *d;
+    const float *bias;
+    const void *aux;
+  };
+  static bool uses_aux(cublasLtEpilogue_t e) {
+    return e == CUBLASLT_EPILOGUE_RELU_AUX || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DRELU ||
+           e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
+  }
+  void forget_mask(const void *p) {
+    if (auto it = std::find(masks_.begin(), masks_.end(), p); it != masks_.end()) masks_.erase(it);
+  }
 
   struct Plan {
     Key key;
@@ -201,15 +255,16 @@ private:
     return lowest == 0 || lowest >= 256 ? 256u : static_cast<std::uint32_t>(lowest);
   }
 
-  // D = op(A) op(B) with key's epilogue (bias: its vector, read or written); see make_plan for
-  // which matrix is which. False, with nothing enqueued, where cuBLASLt cannot.
-  bool matmul(cudaStream_t stream, const Key &key, const float *a, const float *b, float *d, const float *bias) {
+  // D = op(A) op(B) with key's epilogue (bias: its vector, read or written; aux: the ReLU mask,
+  // written or read); see make_plan for which matrix is which. False, with nothing enqueued, where
+  // cuBLASLt cannot.
+  bool matmul(cudaStream_t stream, const Key &key, const Operands &o) {
     // Empty products and the k == 0 case (y = bias) stay with the plain path, which handles them.
     if (key.batch == 0 || key.in == 0 || key.out == 0) return false;
     const auto limit = static_cast<std::size_t>(INT_MAX);
     if (key.batch > limit || key.in > limit || key.out > limit) return false;
     if (key.align_a < sizeof(float) || key.align_b < sizeof(float) || key.align_d < sizeof(float) ||
-        (key.bias && key.align_bias < sizeof(float)))
+        (key.bias && key.align_bias < sizeof(float)) || (uses_aux(key.epilogue) && key.align_aux < 16))
       return false;
 
     DeviceGuard guard(site_.device, site_); // the heuristic and the launch use the current device
@@ -220,21 +275,14 @@ private:
       check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing", site_);
       if (capture != cudaStreamCaptureStatusNone) return false;
       ensure_workspace();
-      plan = make_plan(key, stream, a, b, d, bias);
+      plan = make_plan(key, stream, o);
     }
     if (!plan->supported) return false;
 
-    // The descriptor keeps the pointer that the last call set; each call sets its own. A host-only
-    // call: the launch below reads it, nothing later does.
-    if (key.bias) {
-      const void *p = bias;
-      check(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &p, sizeof(p)),
-            "cublasLtMatmulDescSetAttribute (bias pointer)", site_);
-    }
-    // Host scalars (the default pointer mode) are read before cublasLtMatmul returns.
-    const float alpha = 1.0f, beta = 0.0f;
-    const cublasStatus_t status = cublasLtMatmul(handle_, plan->desc, &alpha, a, plan->a, b, plan->b, &beta, d, plan->d,
-                                                 d, plan->d, &plan->algo, workspace_, workspace_size_, stream);
+    // The descriptor keeps the pointers that the last call set; each call sets its own. A
+    // host-only call: the launch below reads them, nothing later does.
+    set_pointers(*plan, o);
+    const cublasStatus_t status = launch(*plan, plan->algo, stream, o);
     // These two are refusals found before anything is launched: remember them and fall back.
     if (status == CUBLAS_STATUS_NOT_SUPPORTED || status == CUBLAS_STATUS_ARCH_MISMATCH) {
       plan->supported = false;
@@ -299,7 +347,7 @@ private:
   //   w (out, in) row-major     = W^T (in, out), ld in        -> A as stored, op N: (m = in, k = out)
   //   dy (batch, out) row-major = dY^T (out, batch), ld out   -> B as stored, op N: (k = out, n = batch)
   // and dX = dY W is the same as dX^T = W^T dY^T = op(A) op(B).
-  Plan *make_plan(const Key &key, cudaStream_t stream, const float *a, const float *b, float *d, const float *bias) {
+  Plan *make_plan(const Key &key, cudaStream_t stream, const Operands &o) {
     auto plan = std::make_unique<Plan>(key);
     Plan &p = *plan;
     const bool forward = key.product == Product::linear_forward, dw = key.product == Product::weight_gradient;
@@ -312,7 +360,9 @@ private:
     const cublasComputeType_t compute = compute_type(precision_);
     const std::int32_t trans_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = dw ? CUBLAS_OP_T : CUBLAS_OP_N;
     const auto epilogue = static_cast<std::uint32_t>(key.epilogue);
-    const void *bias_pointer = bias;
+    const void *bias_pointer = o.bias, *aux_pointer = o.aux;
+    // The mask's leading dimension in bits (elements): D's rows, padded to 128 (op::relu_mask_bytes).
+    const auto aux_ld = static_cast<std::int64_t>((m + 127) / 128 * 128);
     const std::uint64_t max_workspace = workspace_size_;
     Preference pref;
     std::array<cublasLtMatmulHeuristicResult_t, 8> results{};
@@ -330,6 +380,13 @@ private:
         (!key.bias || accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer,
                                                               sizeof(bias_pointer)),
                                "cublasLtMatmulDescSetAttribute (bias pointer)")) &&
+        (!uses_aux(key.epilogue) ||
+         (accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux_pointer,
+                                                  sizeof(aux_pointer)),
+                   "cublasLtMatmulDescSetAttribute (aux pointer)") &&
+          accepted(
+              cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof(aux_ld)),
+              "cublasLtMatmulDescSetAttribute (aux ld)"))) &&
         accepted(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_32F, a_rows, a_cols, static_cast<std::int64_t>(a_rows)),
                  "cublasLtMatrixLayoutCreate (A)") &&
         accepted(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_32F, b_rows, b_cols, static_cast<std::int64_t>(b_rows)),
@@ -365,7 +422,7 @@ private:
       p.algo = candidates.front();
       p.supported = true;
       const double macs = static_cast<double>(batch) * static_cast<double>(in) * static_cast<double>(out);
-      if (tune_ && candidates.size() > 1 && macs <= tune_max_macs) p.tuned = tune(p, candidates, stream, a, b, d, bias);
+      if (tune_ && candidates.size() > 1 && macs <= tune_max_macs) p.tuned = tune(p, candidates, stream, o);
     }
     plans_.push_back(std::move(plan));
     return plans_.back().get();
@@ -392,18 +449,31 @@ private:
     return nullptr;
   }
 
-  bool run_algo(const Plan &p, const cublasLtMatmulAlgo_t &algo, cudaStream_t stream, const float *a, const float *b,
-                float *d) {
+  // The plan's descriptor pointed at this call's bias and mask.
+  void set_pointers(Plan &p, const Operands &o) {
+    if (p.key.bias) {
+      const void *bias = o.bias;
+      check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
+            "cublasLtMatmulDescSetAttribute (bias pointer)", site_);
+    }
+    if (uses_aux(p.key.epilogue)) {
+      const void *aux = o.aux;
+      check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof(aux)),
+            "cublasLtMatmulDescSetAttribute (aux pointer)", site_);
+    }
+  }
+  // D = op(A) op(B) with beta = 0 (C is D, never read). Host scalars (the default pointer mode)
+  // are read before cublasLtMatmul returns.
+  cublasStatus_t launch(const Plan &p, const cublasLtMatmulAlgo_t &algo, cudaStream_t stream, const Operands &o) {
     const float alpha = 1.0f, beta = 0.0f;
-    return cublasLtMatmul(handle_, p.desc, &alpha, a, p.a, b, p.b, &beta, d, p.d, d, p.d, &algo, workspace_,
-                          workspace_size_, stream) == CUBLAS_STATUS_SUCCESS;
+    return cublasLtMatmul(handle_, p.desc, &alpha, o.a, p.a, o.b, p.b, &beta, o.d, p.d, o.d, p.d, &algo, workspace_,
+                          workspace_size_, stream);
   }
 
   // Times each candidate on the call's own operands (the call that follows overwrites D, and the
   // bias gradient, with beta = 0; neither is an input) and keeps the fastest in p.algo. Another
   // Lt's earlier choice for the same shape wins without a timing. True where a timing chose.
-  bool tune(Plan &p, const Candidates &candidates, cudaStream_t stream, const float *a, const float *b, float *d,
-            const float *bias) {
+  bool tune(Plan &p, const Candidates &candidates, cudaStream_t stream, const Operands &o) {
     {
       std::lock_guard<std::mutex> lock(choices_mutex());
       if (const Choice *c = find_choice(p.key)) {
@@ -411,19 +481,16 @@ private:
         return true;
       }
     }
-    if (p.key.bias) {
-      const void *pointer = bias;
-      check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &pointer, sizeof(pointer)),
-            "cublasLtMatmulDescSetAttribute (bias pointer)", site_);
-    }
+    set_pointers(p, o);
     Event start(site_), stop(site_);
     int chosen = -1;
     float best = 0;
     for (std::size_t i = 0; i < candidates.size(); ++i) {
-      if (!run_algo(p, candidates[i], stream, a, b, d)) continue; // refused at launch: no candidate after all
+      if (launch(p, candidates[i], stream, o) != CUBLAS_STATUS_SUCCESS)
+        continue; // refused at launch: no candidate after all
       start.record(stream);
       bool ran = true;
-      for (int r = 0; r < tune_runs && ran; ++r) ran = run_algo(p, candidates[i], stream, a, b, d);
+      for (int r = 0; r < tune_runs && ran; ++r) ran = launch(p, candidates[i], stream, o) == CUBLAS_STATUS_SUCCESS;
       stop.record(stream);
       check(cudaEventSynchronize(stop.get()), "cudaEventSynchronize", site_);
       float ms = 0;
@@ -463,6 +530,7 @@ private:
   bool workspace_ready_ = false;
   std::size_t allocations_ = 0;
   std::vector<std::unique_ptr<Plan>> plans_;
+  std::vector<const void *> masks_; // ReLU masks the latest linear_forward given each wrote
 };
 
 } // namespace tandem::backend::cuda

@@ -73,9 +73,23 @@ template <class T> void bias_gradient(const op::LinearBackward<T> &b) {
   else Row<T>(b.dbias, Eigen::Index(b.out)) = sums;
 }
 
+// relu_before: dx, the product's gradient at x, becomes the gradient at the input of the ReLU
+// whose output x is (from x, the host keeps no masks), and dbias_before gets its column sums.
+template <class T> void relu_before(const op::LinearBackward<T> &b) {
+  if (!b.relu_before || !b.dx) return;
+  // activate_backward<relu>(x, x, dx) for the whole array: x > 0 ? dx : 0, NaN stopping.
+  auto dx = view(b.dx, b.batch, b.in, b.in).array();
+  dx = (view(b.x, b.batch, b.in, b.in).array() > T(0)).select(dx, T(0));
+  if (!b.dbias_before) return;
+  const auto sums = view(b.dx, b.batch, b.in, b.in).colwise().sum();
+  if (b.accumulate) Row<T>(b.dbias_before, Eigen::Index(b.in)) += sums;
+  else Row<T>(b.dbias_before, Eigen::Index(b.in)) = sums;
+}
+
 template <class T> void run(const op::LinearBackward<T> &b) {
   const auto dy = view(b.dy, b.batch, b.out, b.out); // (batch, out)
   if (b.dx) view(b.dx, b.batch, b.in, b.in).noalias() = dy * view(b.weight, b.out, b.in, b.in);
+  relu_before(b);
   if (b.accumulate) view(b.dweight, b.out, b.in, b.in).noalias() += dy.transpose() * view(b.x, b.batch, b.in, b.in);
   else view(b.dweight, b.out, b.in, b.in).noalias() = dy.transpose() * view(b.x, b.batch, b.in, b.in);
   bias_gradient(b);
@@ -108,8 +122,10 @@ public:
     r.weight = rounded(1, b.weight, b.out, b.in, b.in);
     r.dy = rounded(2, b.dy, b.batch, b.out, b.out);
     r.dbias = nullptr;
+    r.relu_before = false;
     kernels::run(r);
     bias_gradient(b); // from the unrounded dy
+    relu_before(b);   // where the unrounded x is positive, as a GPU's mask from the forward says
   }
 
 private:
