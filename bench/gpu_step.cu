@@ -189,6 +189,12 @@ Result measure(const char *id, const char *label, std::size_t nominal_batch, int
     std::printf("bench_gpu_step: %s, graph variant: %zu of %d steps replayed%s%s\n", id, net.replayed_steps(),
                 r.warmup + static_cast<int>(us.size()),
                 net.graph_error().empty() ? "" : "; capture failed: ", net.graph_error().c_str());
+  // Which fused paths cuBLASLt took for this workload's shapes (a refused epilogue falls back to
+  // kernels, which the step time alone would not tell).
+  for (std::size_t logical = 0; logical < Net::num_stages; ++logical)
+    if (auto *cx = dynamic_cast<backend::cuda::Executor *>(&ctx.executor(logical)))
+      std::printf("bench_gpu_step: %s, %s, Device<%zu> cuBLASLt plans: %s\n", id, r.variant.c_str(), logical,
+                  cx->lt_summary().c_str());
   std::sort(us.begin(), us.end());
   r.steps = static_cast<int>(us.size());
   if (!us.empty()) {

@@ -95,6 +95,11 @@ public:
   const Features &features() const { return features_; }
   // Whether weight gradients may run on a second stream beside input gradients.
   bool overlaps_gradients() const { return side_.stream != nullptr; }
+  // cuBLASLt's plans by epilogue (Lt::summary), on the stream and on the side stream.
+  std::string lt_summary() const {
+    if (!lt_) return "fused epilogues off";
+    return lt_->summary() + (side_lt_ ? "; side stream: " + side_lt_->summary() : "");
+  }
   // Products whose algorithm a timing chose (Features::tune_products), on either stream.
   std::size_t tuned_products() const { return (lt_ ? lt_->tuned() : 0) + (side_lt_ ? side_lt_->tuned() : 0); }
 

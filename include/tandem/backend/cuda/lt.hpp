@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include <cublasLt.h>
@@ -166,6 +167,26 @@ public:
   std::size_t plans() const { return plans_.size(); }
   Precision precision() const { return precision_; }
   bool tunes() const { return tune_; }
+  // The plans by epilogue, "name supported/planned[, tuned]": which fused paths cuBLASLt took
+  // for the shapes met so far (bench_gpu_step prints it next to each workload).
+  std::string summary() const {
+    std::string out;
+    for (const auto e : {CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_EPILOGUE_BIAS, CUBLASLT_EPILOGUE_RELU,
+                         CUBLASLT_EPILOGUE_RELU_BIAS, CUBLASLT_EPILOGUE_RELU_AUX, CUBLASLT_EPILOGUE_RELU_AUX_BIAS,
+                         CUBLASLT_EPILOGUE_DRELU, CUBLASLT_EPILOGUE_DRELU_BGRAD, CUBLASLT_EPILOGUE_BGRADB}) {
+      std::size_t planned = 0, supported = 0, tuned = 0;
+      for (const auto &p : plans_)
+        if (p->key.epilogue == e) {
+          ++planned;
+          supported += p->supported;
+          tuned += p->tuned;
+        }
+      if (!planned) continue;
+      out += (out.empty() ? "" : ", ") + std::string(epilogue_name(e)) + " " + std::to_string(supported) + "/" +
+             std::to_string(planned) + (tuned ? " (" + std::to_string(tuned) + " tuned)" : "");
+    }
+    return out.empty() ? "none" : out;
+  }
   // Whether the ReLU mask at p was written by this Lt's latest linear_forward given it.
   bool has_mask(const void *p) const { return std::find(masks_.begin(), masks_.end(), p) != masks_.end(); }
   // Plans whose algorithm a timing chose (here or, for the same shape, by another Lt).
@@ -198,6 +219,20 @@ private:
     const float *bias;
     const void *aux;
   };
+  static const char *epilogue_name(cublasLtEpilogue_t e) {
+    switch (e) {
+    case CUBLASLT_EPILOGUE_DEFAULT: return "DEFAULT";
+    case CUBLASLT_EPILOGUE_BIAS: return "BIAS";
+    case CUBLASLT_EPILOGUE_RELU: return "RELU";
+    case CUBLASLT_EPILOGUE_RELU_BIAS: return "RELU_BIAS";
+    case CUBLASLT_EPILOGUE_RELU_AUX: return "RELU_AUX";
+    case CUBLASLT_EPILOGUE_RELU_AUX_BIAS: return "RELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_DRELU: return "DRELU";
+    case CUBLASLT_EPILOGUE_DRELU_BGRAD: return "DRELU_BGRAD";
+    case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
+    default: return "other";
+    }
+  }
   static bool uses_aux(cublasLtEpilogue_t e) {
     return e == CUBLASLT_EPILOGUE_RELU_AUX || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DRELU ||
            e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
