@@ -41,7 +41,7 @@ template <Activation K, class T> TANDEM_HOST_DEVICE inline T activate(T v) {
 // dx for one element, from the layer's input x, its output y and the output's gradient dy.
 template <Activation K, class T> TANDEM_HOST_DEVICE inline T activate_backward(T x, T y, T dy) {
   if constexpr (K == Activation::relu) {
-    return y > T(0) ? dy : T(0);
+    return y <= T(0) ? T(0) : dy; // threshold_backward: a NaN output passes its gradient, as in torch
   } else if constexpr (K == Activation::sigmoid) {
     return dy * (T(1) - y) * y;
   } else if constexpr (K == Activation::tanh) {

@@ -57,7 +57,8 @@ constexpr std::size_t relu_mask_bytes(std::size_t rows, std::size_t width) { ret
 //
 // relu_before: x is the output of a ReLU that follows another Linear (the one before), and this
 // operation takes the ReLU's backward into its own: dx is the gradient at the ReLU's input,
-// (dy * weight) where x > 0 and 0 elsewhere (PyTorch's threshold_backward on the ReLU's output),
+// (dy * weight) where x is not <= 0 and 0 elsewhere (PyTorch's threshold_backward on the ReLU's
+// output: a NaN passes),
 // and dbias_before (may be null) gets that Linear's bias gradient, dx's column sums, set or added
 // as `accumulate` says. relu_mask is the mask the Linear before was given in its LinearForward
 // (null: none): a backend that kept one there may read it instead of x, so a GPU applies the

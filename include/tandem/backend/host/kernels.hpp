@@ -77,11 +77,11 @@ template <class T> void bias_gradient(const op::LinearBackward<T> &b) {
 // whose output x is (from x, the host keeps no masks), and dbias_before gets its column sums.
 template <class T> void relu_before(const op::LinearBackward<T> &b) {
   if (!b.relu_before || !b.dx) return;
-  // activate_backward<relu>(x, x, dx) over the whole (contiguous) array: x > 0 ? dx : 0, NaN
-  // stopping; one flat vector, which Eigen vectorises, unlike the strided (batch, in) view.
+  // activate_backward<relu>(x, x, dx) over the whole (contiguous) array: x <= 0 ? 0 : dx, a NaN
+  // passing; one flat vector, which Eigen vectorises, unlike the strided (batch, in) view.
   const auto n = Eigen::Index(b.batch * b.in);
   Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> dx(b.dx, n);
-  dx = (Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(b.x, n) > T(0)).select(dx, T(0));
+  dx = (Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(b.x, n) <= T(0)).select(T(0), dx);
   if (!b.dbias_before) return;
   const auto sums = view(b.dx, b.batch, b.in, b.in).colwise().sum();
   if (b.accumulate) Row<T>(b.dbias_before, Eigen::Index(b.in)) += sums;
