@@ -402,6 +402,15 @@ template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
     launch_each(f.batch * f.out, ActivationForwardFn<T>{f.activation, f.y, f.y}, "ActivationForward", l);
 }
 
+// out (cols) = (or +=, with `accumulate`) the column sums of m (rows, cols): a bias gradient.
+template <class T>
+void column_sums(std::size_t rows, std::size_t cols, const T *m, T *out, bool accumulate, const Launch &l) {
+  if (cols == 0) return;
+  column_sum_add<<<static_cast<unsigned>((cols + 31) / 32), dim3(32, 16), 0, l.stream>>>(rows, cols, m, out,
+                                                                                         accumulate);
+  check_launch("column_sum_add", l);
+}
+
 // dx (batch, in) = dy (batch, out) * weight (out, in).
 // With relu_before, dx is then the gradient at the input of the ReLU before (whose output x is),
 // and dbias_before (+)= its column sums: in cuBLASLt's epilogue where the mask is there
@@ -424,11 +433,7 @@ template <class T> void input_gradient(const op::LinearBackward<T> &b, const Lau
         l);
   if (!b.relu_before) return;
   if (!done.relu) launch_each(b.batch * b.in, ReluBefore<T>{b.x, b.dx}, "ReluBefore", l);
-  if (b.dbias_before && !done.bias && b.in) {
-    column_sum_add<<<static_cast<unsigned>((b.in + 31) / 32), dim3(32, 16), 0, l.stream>>>(
-        b.batch, b.in, b.dx, b.dbias_before, b.accumulate);
-    check_launch("column_sum_add", l);
-  }
+  if (b.dbias_before && !done.bias) column_sums(b.batch, b.in, b.dx, b.dbias_before, b.accumulate, l);
 }
 
 // dweight (out, in) (+)= dy^T (out, batch) * x (batch, in), and dbias (+)= dy's column sums.
@@ -449,11 +454,7 @@ template <class T> void weight_gradient(const op::LinearBackward<T> &b, const La
                   .c = b.dweight,
                   .ldc = b.in},
       l);
-  if (b.dbias && b.out) {
-    column_sum_add<<<static_cast<unsigned>((b.out + 31) / 32), dim3(32, 16), 0, l.stream>>>(b.batch, b.out, b.dy,
-                                                                                            b.dbias, b.accumulate);
-    check_launch("column_sum_add", l);
-  }
+  if (b.dbias) column_sums(b.batch, b.out, b.dy, b.dbias, b.accumulate, l);
 }
 
 // Forks the side stream from the main one; join() joins it back, and so does the destructor

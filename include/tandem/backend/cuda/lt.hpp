@@ -88,7 +88,6 @@ public:
             f.out,
             relu ? (bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
                  : (bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT),
-            bias,
             alignment(f.weight),
             alignment(f.x),
             alignment(f.y),
@@ -123,7 +122,6 @@ public:
                   b.in,
                   b.out,
                   CUBLASLT_EPILOGUE_BGRADB,
-                  true,
                   alignment(b.x),
                   alignment(b.dy),
                   alignment(b.dweight),
@@ -144,14 +142,12 @@ public:
   // algorithm). Enqueues nothing where it does nothing.
   InputGradient input_gradient(cudaStream_t stream, const op::LinearBackward<float> &b) {
     if (!b.dy || !b.weight || !b.dx) return {};
-    Key key{
-        Product::input_gradient, b.batch,         b.in, b.out, CUBLASLT_EPILOGUE_DEFAULT, false, alignment(b.weight),
-        alignment(b.dy),         alignment(b.dx), 0u};
+    Key key{Product::input_gradient, b.batch,         b.in, b.out, CUBLASLT_EPILOGUE_DEFAULT, alignment(b.weight),
+            alignment(b.dy),         alignment(b.dx), 0u};
     if (b.relu_before && b.relu_mask && has_mask(b.relu_mask)) {
       const bool bgrad = b.dbias_before && !b.accumulate;
       Key masked = key;
       masked.epilogue = bgrad ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
-      masked.bias = bgrad;
       masked.align_bias = bgrad ? alignment(b.dbias_before) : 0u;
       masked.align_aux = alignment(b.relu_mask);
       if (matmul(stream, masked, {b.weight, b.dy, b.dx, bgrad ? b.dbias_before : nullptr, b.relu_mask}))
@@ -205,8 +201,7 @@ private:
   struct Key {
     Product product;
     std::size_t batch, in, out;
-    cublasLtEpilogue_t epilogue;
-    bool bias;
+    cublasLtEpilogue_t epilogue; // whether it reads or writes a bias vector: uses_bias()
     std::uint32_t align_a, align_b, align_d, align_bias;
     std::uint32_t align_aux = 0; // of the ReLU mask, for the epilogues that use one
     bool operator==(const Key &) const = default;
@@ -232,6 +227,10 @@ private:
     case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
     default: return "other";
     }
+  }
+  static bool uses_bias(cublasLtEpilogue_t e) {
+    return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_RELU_BIAS || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS ||
+           e == CUBLASLT_EPILOGUE_BGRADB || e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
   }
   static bool uses_aux(cublasLtEpilogue_t e) {
     return e == CUBLASLT_EPILOGUE_RELU_AUX || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DRELU ||
@@ -299,7 +298,7 @@ private:
     const auto limit = static_cast<std::size_t>(INT_MAX);
     if (key.batch > limit || key.in > limit || key.out > limit) return false;
     if (key.align_a < sizeof(float) || key.align_b < sizeof(float) || key.align_d < sizeof(float) ||
-        (key.bias && key.align_bias < sizeof(float)) || (uses_aux(key.epilogue) && key.align_aux < 16))
+        (uses_bias(key.epilogue) && key.align_bias < sizeof(float)) || (uses_aux(key.epilogue) && key.align_aux < 16))
       return false;
 
     DeviceGuard guard(site_.device, site_); // the heuristic and the launch use the current device
@@ -412,9 +411,9 @@ private:
         accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof(epilogue)),
                  "cublasLtMatmulDescSetAttribute (epilogue)") &&
         // The heuristic reads the bias pointer's alignment from the descriptor.
-        (!key.bias || accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_pointer,
-                                                              sizeof(bias_pointer)),
-                               "cublasLtMatmulDescSetAttribute (bias pointer)")) &&
+        (!uses_bias(key.epilogue) || accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                                             &bias_pointer, sizeof(bias_pointer)),
+                                              "cublasLtMatmulDescSetAttribute (bias pointer)")) &&
         (!uses_aux(key.epilogue) ||
          (accepted(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux_pointer,
                                                   sizeof(aux_pointer)),
@@ -486,7 +485,7 @@ private:
 
   // The plan's descriptor pointed at this call's bias and mask.
   void set_pointers(Plan &p, const Operands &o) {
-    if (p.key.bias) {
+    if (uses_bias(p.key.epilogue)) {
       const void *bias = o.bias;
       check(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)),
             "cublasLtMatmulDescSetAttribute (bias pointer)", site_);

@@ -65,12 +65,16 @@ template <class T> void run(const op::LinearForward<T> &f) {
     for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = activate<Activation::relu>(f.y[i]);
 }
 
+// out (cols) = (or +=, with `accumulate`) the column sums of m (rows, cols): a bias gradient.
+template <class T> void column_sums(std::size_t rows, std::size_t cols, const T *m, T *out, bool accumulate) {
+  const auto sums = view(m, rows, cols, cols).colwise().sum();
+  if (accumulate) Row<T>(out, Eigen::Index(cols)) += sums;
+  else Row<T>(out, Eigen::Index(cols)) = sums;
+}
+
 // dbias (out) = (or +=, with `accumulate`) the column sums of dy (batch, out).
 template <class T> void bias_gradient(const op::LinearBackward<T> &b) {
-  if (!b.dbias) return;
-  const auto sums = view(b.dy, b.batch, b.out, b.out).colwise().sum();
-  if (b.accumulate) Row<T>(b.dbias, Eigen::Index(b.out)) += sums;
-  else Row<T>(b.dbias, Eigen::Index(b.out)) = sums;
+  if (b.dbias) column_sums(b.batch, b.out, b.dy, b.dbias, b.accumulate);
 }
 
 // relu_before: dx, the product's gradient at x, becomes the gradient at the input of the ReLU
@@ -82,10 +86,7 @@ template <class T> void relu_before(const op::LinearBackward<T> &b) {
   const auto n = Eigen::Index(b.batch * b.in);
   Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> dx(b.dx, n);
   dx = (Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(b.x, n) <= T(0)).select(T(0), dx);
-  if (!b.dbias_before) return;
-  const auto sums = view(b.dx, b.batch, b.in, b.in).colwise().sum();
-  if (b.accumulate) Row<T>(b.dbias_before, Eigen::Index(b.in)) += sums;
-  else Row<T>(b.dbias_before, Eigen::Index(b.in)) = sums;
+  if (b.dbias_before) column_sums<T>(b.batch, b.in, b.dx, b.dbias_before, b.accumulate);
 }
 
 template <class T> void run(const op::LinearBackward<T> &b) {
