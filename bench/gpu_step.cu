@@ -131,6 +131,29 @@ template <class Net> constexpr double nominal_flop(std::size_t batch) {
   return 6.0 * static_cast<double>(batch) * macs;
 }
 
+// The batch a workload runs at: its nominal batch divided by --batch-div, at least 8.
+std::size_t batch_of(std::size_t nominal_batch, const Options &o) {
+  return std::max<std::size_t>(nominal_batch / std::max<std::size_t>(o.batch_div, 1), 8);
+}
+
+// Every workload's data, the same in every run: features uniform in [-1, 1], labels uniform
+// over the classes.
+template <class Net> void fill_inputs(std::span<float> x, std::span<std::int32_t> y) {
+  Random rng(3);
+  for (auto &v : x) v = static_cast<float>(rng.uniform(-1, 1));
+  for (auto &v : y) v = static_cast<std::int32_t>(rng.next() % Net::out_features);
+}
+
+// The inputs as device tensors, each on the stage that reads it (the first stage's device for
+// x, the last's for the labels), as PyTorch's inputs are on the GPU.
+template <class Net> struct DeviceInputs {
+  Tensor<float> x;
+  Tensor<std::int32_t> y;
+  DeviceInputs(Context &ctx, std::size_t batch, std::span<const float> xs, std::span<const std::int32_t> ys)
+      : x(ctx, Net::template stage<0>::device_index, batch, Net::in_features, xs),
+        y(ctx, Net::template stage<Net::num_stages - 1>::device_index, batch, std::size_t{1}, ys) {}
+};
+
 template <class Net, class Sched>
 Result measure(const char *id, const char *label, std::size_t nominal_batch, int default_steps, int default_warmup,
                ContextOptions options, bool graphs, const Sched &sched, const Options &o) {
@@ -145,27 +168,21 @@ Result measure(const char *id, const char *label, std::size_t nominal_batch, int
   r.id = id;
   r.label = label;
   r.variant = graphs ? "tandem graph" : "tandem";
-  r.batch = std::max<std::size_t>(nominal_batch / std::max<std::size_t>(o.batch_div, 1), 8);
+  r.batch = batch_of(nominal_batch, o);
   r.steps = o.steps > 0 ? o.steps : default_steps;
   r.warmup = o.warmup >= 0 ? o.warmup : default_warmup;
   r.flop = nominal_flop<Net>(r.batch);
 
   Pinned<float> x(r.batch * Net::in_features);
   Pinned<std::int32_t> y(r.batch);
-  Random rng(3);
-  for (auto &v : x.span()) v = static_cast<float>(rng.uniform(-1, 1));
-  for (auto &v : y.span()) v = static_cast<std::int32_t>(rng.next() % Net::out_features);
+  fill_inputs<Net>(x.span(), y.span());
 
   // Device-resident inputs by default: the PyTorch side keeps its inputs on the GPU, so this is the
   // like-for-like number; --host-input adds the copy a host-side input costs in every step.
   std::function<float()> step;
   if (!o.host_input) {
-    constexpr std::size_t last = Net::template stage<Net::num_stages - 1>::device_index;
-    constexpr std::size_t first = Net::template stage<0>::device_index;
-    auto xt = std::make_shared<Tensor<float>>(ctx, first, r.batch, Net::in_features, std::span<const float>(x.span()));
-    auto yt = std::make_shared<Tensor<std::int32_t>>(ctx, last, r.batch, std::size_t{1},
-                                                     std::span<const std::int32_t>(y.span()));
-    step = [&, xt, yt] { return net.train_step(*xt, *yt, loss, opt, sched); };
+    auto in = std::make_shared<DeviceInputs<Net>>(ctx, r.batch, x.span(), y.span());
+    step = [&, in] { return net.train_step(in->x, in->y, loss, opt, sched); };
     r.input = "device tensors";
   } else {
     step = [&] {
@@ -231,16 +248,13 @@ void profile(const char *label, std::size_t nominal_batch, ContextOptions option
   Net net(ctx, 42);
   optim::SGD opt(net, {.lr = 0.01f});
   loss::CrossEntropy loss;
-  const std::size_t batch = std::max<std::size_t>(nominal_batch / std::max<std::size_t>(o.batch_div, 1), 8);
-  Random rng(3);
+  const std::size_t batch = batch_of(nominal_batch, o);
   std::vector<float> xs(batch * Net::in_features);
   std::vector<std::int32_t> ys(batch);
-  for (auto &v : xs) v = static_cast<float>(rng.uniform(-1, 1));
-  for (auto &v : ys) v = static_cast<std::int32_t>(rng.next() % Net::out_features);
-  constexpr std::size_t first = Net::template stage<0>::device_index;
-  constexpr std::size_t last = Net::template stage<Net::num_stages - 1>::device_index;
-  const Tensor<float> x(ctx, first, batch, Net::in_features, std::span<const float>(xs));
-  const Tensor<std::int32_t> y(ctx, last, batch, std::size_t{1}, std::span<const std::int32_t>(ys));
+  fill_inputs<Net>(xs, ys);
+  const DeviceInputs<Net> in(ctx, batch, xs, ys);
+  const auto &x = in.x;
+  const auto &y = in.y;
   for (int i = 0; i < 20; ++i) net.train_step(x, y, loss, opt, sched);
   ctx.timeline().clear();
   const int steps = 200;
