@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -159,32 +160,48 @@ template <class T> void fill_case(backend::Executor &ex, T value) {
 }
 
 template <class T>
-void cross_entropy_case(backend::Executor &ex, std::size_t rows, std::size_t classes, bool loss, bool grad) {
+// bad: two labels out of range (one negative, one == classes), which set the status word, make
+// the loss NaN and give their rows a zero gradient on both backends.
+void cross_entropy_case(backend::Executor &ex, std::size_t rows, std::size_t classes, bool loss, bool grad,
+                        bool bad = false) {
   auto logits = uniform<T>(rows * classes, 40, -5, 5);
   std::vector<std::int32_t> labels(rows);
   for (std::size_t r = 0; r < rows; ++r) labels[r] = static_cast<std::int32_t>((r * 7 + 3) % classes);
-  std::vector<T> l{T(0.25)}, d(rows * classes, T(0));
+  if (bad) labels[rows / 2] = -3, labels[rows - 1] = static_cast<std::int32_t>(classes);
+  std::vector<T> l{T(0.25)}, d(rows * classes, T(0.5));
+  std::vector<std::int32_t> invalid{0};
   DeviceArray<T> d_logits(ex, logits), d_l(ex, l), d_d(ex, d);
-  DeviceArray<std::int32_t> d_labels(ex, labels);
+  DeviceArray<std::int32_t> d_labels(ex, labels), d_invalid(ex, invalid);
   const T scale = T(1) / T(rows);
   host::run(op::CrossEntropy<T>{rows, classes, logits.data(), labels.data(), scale, loss ? l.data() : nullptr,
-                                grad ? d.data() : nullptr});
+                                grad ? d.data() : nullptr, invalid.data()});
   run_on(ex, op::CrossEntropy<T>{rows, classes, d_logits.get(), d_labels.get(), scale, loss ? d_l.get() : nullptr,
-                                 grad ? d_d.get() : nullptr});
-  const std::string what =
-      std::string("CrossEntropy<") + type_name(T{}) + "> " + std::to_string(rows) + " x " + std::to_string(classes);
+                                 grad ? d_d.get() : nullptr, d_invalid.get()});
+  const std::string what = std::string("CrossEntropy<") + type_name(T{}) + "> " + std::to_string(rows) + " x " +
+                           std::to_string(classes) + (bad ? " bad labels" : "");
+  CHECK_MESSAGE(invalid[0] == (bad ? 1 : 0), what);
+  CHECK_MESSAGE(d_invalid.to_host() == invalid, (what + " status word"));
   check_close(d_l.to_host(), l, tolerance<T>, what + " loss");
   check_close(d_d.to_host(), d, tolerance<T>, what + " dlogits");
 }
 
-template <class T> void squared_error_case(backend::Executor &ex, std::size_t n) {
+// bad: one target is NaN, which sets the status word.
+template <class T> void squared_error_case(backend::Executor &ex, std::size_t n, bool loss, bool grad, bool bad) {
   auto pred = uniform<T>(n, 50), target = uniform<T>(n, 51);
-  std::vector<T> l{T(0.5)}, d(n);
+  if (bad) target[n / 2] = std::numeric_limits<T>::quiet_NaN();
+  std::vector<T> l{T(0.5)}, d(n, T(0.5));
+  std::vector<std::int32_t> invalid{0};
   DeviceArray<T> d_pred(ex, pred), d_target(ex, target), d_l(ex, l), d_d(ex, d);
+  DeviceArray<std::int32_t> d_invalid(ex, invalid);
   const T scale = T(1) / T(n);
-  host::run(op::SquaredError<T>{n, pred.data(), target.data(), scale, l.data(), d.data()});
-  run_on(ex, op::SquaredError<T>{n, d_pred.get(), d_target.get(), scale, d_l.get(), d_d.get()});
-  const std::string what = std::string("SquaredError<") + type_name(T{}) + "> n " + std::to_string(n);
+  host::run(op::SquaredError<T>{n, pred.data(), target.data(), scale, loss ? l.data() : nullptr,
+                                grad ? d.data() : nullptr, invalid.data()});
+  run_on(ex, op::SquaredError<T>{n, d_pred.get(), d_target.get(), scale, loss ? d_l.get() : nullptr,
+                                 grad ? d_d.get() : nullptr, d_invalid.get()});
+  const std::string what =
+      std::string("SquaredError<") + type_name(T{}) + "> n " + std::to_string(n) + (bad ? " NaN target" : "");
+  CHECK_MESSAGE(invalid[0] == (bad ? 1 : 0), what);
+  CHECK_MESSAGE(d_invalid.to_host() == invalid, (what + " status word"));
   check_close(d_l.to_host(), l, tolerance<T>, what + " loss");
   check_close(d_d.to_host(), d, tolerance<T>, what + " dpred");
 }
@@ -381,8 +398,7 @@ template <class T> void small_network_case(backend::Executor &ex, op::LossKind k
   CHECK_MESSAGE(d_invalid.to_host() == invalid, what);
   CHECK_MESSAGE(invalid[0] == (bad ? 1 : 0), what);
   check_close(d_loss.to_host(), loss, tolerance<T>, what + " loss");
-  if (bad) return; // a bad label's row: its gradient differs by design (host zeroes it, as its loss op)
-  t.check(shapes, what);
+  t.check(shapes, what); // a bad label's row has a zero gradient on both (cross_entropy_row)
 }
 
 } // namespace
@@ -480,11 +496,15 @@ TEST_SUITE("gpu") {
     backend::cuda::Executor ex(0, 0, Precision::fp32);
     // 2 classes (the seed's), wide rows (more classes than a warp has lanes), and more rows
     // than one block takes (many partial sums).
+    // Bad labels with a loss, a gradient, or neither (a call that only checks the labels).
     for (auto [rows, classes] : {std::pair<std::size_t, std::size_t>{64, 2}, {5, 100}, {3000, 7}}) {
       for (auto [loss, grad] : {std::pair{true, true}, {true, false}, {false, true}}) {
-        cross_entropy_case<float>(ex, rows, classes, loss, grad);
-        cross_entropy_case<double>(ex, rows, classes, loss, grad);
+        for (bool bad : {false, true}) {
+          cross_entropy_case<float>(ex, rows, classes, loss, grad, bad);
+          cross_entropy_case<double>(ex, rows, classes, loss, grad, bad);
+        }
       }
+      cross_entropy_case<float>(ex, rows, classes, false, false, true);
     }
   }
 
@@ -492,8 +512,12 @@ TEST_SUITE("gpu") {
     TANDEM_SKIP_WITHOUT_GPU();
     backend::cuda::Executor ex(0, 0, Precision::fp32);
     for (std::size_t n : {std::size_t(1), std::size_t(128), std::size_t(300000)}) {
-      squared_error_case<float>(ex, n);
-      squared_error_case<double>(ex, n);
+      for (bool bad : {false, true}) {
+        squared_error_case<float>(ex, n, true, true, bad);
+        squared_error_case<double>(ex, n, true, true, bad);
+      }
+      squared_error_case<float>(ex, n, false, true, false);
+      squared_error_case<float>(ex, n, false, false, true); // only checks the targets
     }
   }
 

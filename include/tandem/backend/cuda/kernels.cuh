@@ -245,10 +245,10 @@ __global__ void cross_entropy(std::size_t rows, std::size_t classes, const T *lo
     // in *invalid, which the optimizer kernels read before they change anything.
     const bool valid = label >= 0 && static_cast<std::size_t>(label) < classes;
     if (!valid && invalid && lane == 0) *invalid = 1;
-    if (dlogits) {
+    if (dlogits) { // zero for a bad label, as cross_entropy_row (host, whole-network step) writes
       T *d = dlogits + r * classes;
       for (std::size_t j = lane; j < classes; j += 32)
-        d[j] = scale * (math::exp(row[j] - max - log_sum) - (j == std::size_t(label) ? T(1) : T(0)));
+        d[j] = valid ? scale * (math::exp(row[j] - max - log_sum) - (j == std::size_t(label) ? T(1) : T(0))) : T(0);
     }
     if (lane == 0) loss += valid ? static_cast<double>(log_sum - (row[label] - max)) : ::nan("");
   }
@@ -518,8 +518,9 @@ template <class T> void run(const op::Fill<T> &f, const Launch &l) {
 }
 
 template <class T> void run(const op::CrossEntropy<T> &c, const Launch &l) {
-  if (c.rows == 0 || c.classes == 0 || (!c.loss && !c.dlogits)) return;
-  // Up to 256 rows, one block (8 rows a warp) finishes the loss itself: one launch, not two.
+  // A call that only checks the labels (no loss, no gradient) still sets *invalid, as the host's does.
+  if (c.rows == 0 || c.classes == 0 || (!c.loss && !c.dlogits && !c.invalid)) return;
+  // Up to 256 rows, one block (32 rows a warp) finishes the loss itself: one launch, not two.
   const unsigned blocks = c.rows <= 256 ? 1u : blocks_for(c.rows, warps);
   const bool one_block = blocks == 1;
   cross_entropy<<<blocks, threads, 0, l.stream>>>(c.rows, c.classes, c.logits, c.labels, c.scale, c.dlogits,
@@ -533,7 +534,7 @@ template <class T> void run(const op::CrossEntropy<T> &c, const Launch &l) {
 }
 
 template <class T> void run(const op::SquaredError<T> &s, const Launch &l) {
-  if (s.n == 0 || (!s.loss && !s.dpred)) return;
+  if (s.n == 0 || (!s.loss && !s.dpred && !s.invalid)) return;
   const unsigned blocks = blocks_for(s.n);
   squared_error<<<blocks, threads, 0, l.stream>>>(s.n, s.pred, s.target, T(2) * s.scale, s.dpred,
                                                   s.loss ? l.partials : nullptr, s.invalid);
