@@ -143,6 +143,28 @@ TEST_CASE("SmallForward and SmallBackward match the per-layer operations in floa
   CHECK(error(dx, grad[0]) < 1e-5);
 }
 
+TEST_CASE("a small operation beyond its buffers' limits is refused before it runs") {
+  backend::host::Executor ex(0);
+  // Nothing behind the pointers: a refused operation reads and writes nothing.
+  backend::op::SmallForward<float> f{.rows = 4, .count = 2};
+  f.layers[0] = {.linear = true, .in = 8, .out = 65};
+  f.layers[1] = {.kind = Activation::relu, .in = 65, .out = 65};
+  CHECK_THROWS_WITH_AS(ex.run(f),
+                       doctest::Contains("SmallForward on the host: layer 0 maps 8 to 65 features, wider than "
+                                         "op::small_width = 64"),
+                       Error);
+  backend::op::SmallBackward<float> g{.rows = 4, .count = 9};
+  CHECK_THROWS_WITH_AS(ex.run(g), doctest::Contains("SmallBackward on the host: 9 layers, more than its 8"), Error);
+  backend::op::SmallNetwork<float> n{.rows = 4, .count = 17};
+  CHECK_THROWS_WITH_AS(ex.run(n), doctest::Contains("SmallNetwork on the host: 17 layers, more than its 16"), Error);
+  n.count = 1;
+  n.layers[0] = {.linear = true, .in = 3, .out = 64};
+  n.update_count = 9;
+  CHECK_THROWS_WITH_AS(ex.run(n), doctest::Contains("SmallNetwork on the host: 9 updates, more than its 8"), Error);
+  n.layers[0].in = 100;
+  CHECK_THROWS_WITH_AS(ex.run(n), doctest::Contains("layer 0 maps 100 to 64 features"), Error);
+}
+
 TEST_CASE("a pipeline of small stages trains as when every layer is issued alone") {
   // Unfused, the first stage's Linear and ReLU run as one operation, and each stage's first
   // micro-batch sets the gradients: both paths differ in every way but the arithmetic.

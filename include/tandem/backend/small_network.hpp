@@ -26,6 +26,14 @@ namespace tandem::backend::small {
 // CrossEntropy and SquaredError operations; only the order of the loss's sum differs), and the
 // updates' optimizer_math.hpp's.
 
+// small_stage.hpp's limits for every layer of the network (at most small_network_layers), and
+// the updates within their array.
+template <class T, class Where> void require_network(const op::SmallNetwork<T> &net, const Where &where) {
+  require_small("SmallNetwork", where, net.layers.data(), net.count, net.layers.size());
+  if (net.update_count > net.updates.size())
+    detail::fail("SmallNetwork on ", where, ": ", net.update_count, " updates, more than its ", net.updates.size());
+}
+
 // Rows one pass takes: as many as the widest layer leaves room for in a ping-pong buffer (the
 // seed model, 20 wide: 102 rows of float, so a batch of 64 is one pass).
 template <class T> TANDEM_HOST_DEVICE inline std::size_t network_chunk_rows(const op::SmallNetwork<T> &net) {

@@ -7,6 +7,7 @@
 
 #include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/error.hpp"
 
 namespace tandem::backend::small {
 
@@ -30,6 +31,20 @@ template <class T> inline constexpr std::size_t chunk_rows = 8192 / (op::small_w
 template <class T> inline constexpr std::size_t buffer_values = chunk_rows<T> *op::small_width;
 template <class T> inline constexpr std::size_t weight_values = 16384 / sizeof(T);
 template <class T> struct Scratch { T *a, *b, *x, *w; };
+
+// The limits the fixed buffers above rest on: at most `capacity` layers (the op's array), each
+// width at most op::small_width. The pipeline makes only ops that keep them; a direct call that
+// does not is refused before it runs, where it would write past the buffers (or, for a whole
+// network, leave no room for a single row and never finish).
+template <class T, class Where>
+void require_small(const char *what, const Where &where, const op::SmallLayer<T> *layers, std::size_t count,
+                   std::size_t capacity) {
+  if (count > capacity) detail::fail(what, " on ", where, ": ", count, " layers, more than its ", capacity);
+  for (std::size_t j = 0; j < count; ++j)
+    if (layers[j].in > op::small_width || layers[j].out > op::small_width)
+      detail::fail(what, " on ", where, ": layer ", j, " maps ", layers[j].in, " to ", layers[j].out,
+                   " features, wider than op::small_width = ", op::small_width);
+}
 
 // The weight of layer l in w, where it fits (always in float; double weights above 2048 values
 // are read where they are).

@@ -548,6 +548,7 @@ template <class T> void run(const op::SquaredError<T> &s, const Launch &l) {
 template <class T> void run(const op::SgdStep<T> &s, const Launch &l) { launch_each(s.n, SgdFn<T>{s}, "SgdStep", l); }
 
 template <class T> void run(const op::SmallForward<T> &f, const Launch &l) {
+  small::require_small("SmallForward", l.site, f.layers.data(), f.count, f.layers.size());
   if (f.rows == 0 || f.count == 0) return;
   const auto blocks = static_cast<unsigned>((f.rows + small::chunk_rows<T> - 1) / small::chunk_rows<T>);
   small_forward<<<blocks, threads, 0, l.stream>>>(f);
@@ -555,6 +556,7 @@ template <class T> void run(const op::SmallForward<T> &f, const Launch &l) {
 }
 
 template <class T> void run(const op::SmallBackward<T> &g, const Launch &l) {
+  small::require_small("SmallBackward", l.site, g.layers.data(), g.count, g.layers.size());
   if (g.rows == 0 || g.count == 0) return;
   if (g.rows > op::small_rows)
     detail::fail("SmallBackward on ", l.site, ": ", g.rows, " rows, more than op::small_rows = ", op::small_rows);
@@ -563,6 +565,7 @@ template <class T> void run(const op::SmallBackward<T> &g, const Launch &l) {
 }
 
 template <class T> void run(const op::SmallNetwork<T> &n, const Launch &l) {
+  small::require_network(n, l.site);
   if (n.rows == 0 || n.count == 0) return;
   if (n.rows > op::small_rows)
     detail::fail("SmallNetwork on ", l.site, ": ", n.rows, " rows, more than op::small_rows = ", op::small_rows);

@@ -203,6 +203,7 @@ template <class T> small::Scratch<T> small_scratch() {
 }
 
 template <class T> void run(const op::SmallForward<T> &f) {
+  small::require_small("SmallForward", "the host", f.layers.data(), f.count, f.layers.size());
   const auto scratch = small_scratch<T>();
   small::HostBlock block;
   for (std::size_t first = 0; first < f.rows; first += small::chunk_rows<T>)
@@ -210,6 +211,7 @@ template <class T> void run(const op::SmallForward<T> &f) {
 }
 
 template <class T> void run(const op::SmallBackward<T> &g) {
+  small::require_small("SmallBackward", "the host", g.layers.data(), g.count, g.layers.size());
   const auto scratch = small_scratch<T>();
   small::HostBlock block;
   for (std::size_t first = 0; first < g.rows; first += small::chunk_rows<T>)
@@ -217,6 +219,7 @@ template <class T> void run(const op::SmallBackward<T> &g) {
 }
 
 template <class T> void run(const op::SmallNetwork<T> &n) {
+  small::require_network(n, "the host");
   if (n.rows == 0 || n.count == 0) return;
   small::HostBlock block;
   small::network_step(n, small_scratch<T>(), block);
