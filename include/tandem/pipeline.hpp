@@ -730,7 +730,14 @@ private:
       }
     }
     const bool accumulate = !(first && st.set_gradients);
-    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows, accumulate] {
+    // A ReLU mask exists only where the forward ran layer by layer: a fused small stage's forward
+    // (used at any number of rows, its backward only up to small_rows) wrote activations there.
+    // A mask pointer is then not handed on, so that a backend can never take the activations, or
+    // a mask some earlier buffer at the same address once held, for this step's mask.
+    bool forward_fused = false;
+    if constexpr (small_stage<I>()) forward_fused = fuses_small_stage(st);
+    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows, accumulate,
+                   forward_fused] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
         // last layer first
         (
@@ -752,7 +759,7 @@ private:
                   if constexpr (relu_backward_by_next<I, j - 2>()) {
                     using Before = typename St::template layer<j - 2>;
                     b.relu_before = true;
-                    b.relu_mask = relu_mask_of<I, j - 2>(ys);
+                    b.relu_mask = forward_fused ? nullptr : relu_mask_of<I, j - 2>(ys);
                     b.dbias_before = grads + St::parameter_offsets[j - 2] + Before::bias_offset;
                   }
                 }

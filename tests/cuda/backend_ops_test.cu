@@ -81,9 +81,11 @@ template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, b
 // ReLU's over (relu_before) and writes the first one's bias gradient (dbias_before): on the GPU
 // through cuBLASLt's DRELU(_BGRAD) epilogue where the forward kept the ReLU's mask, by kernels
 // where not. `mask_from_forward` off: the forward is given no mask, and the backward one filled
-// with garbage, which it must not read.
-template <class T> void relu_pair_case(backend::Executor &ex, bool accumulate, bool mask_from_forward) {
-  const std::size_t batch = 33, in = 17, hidden = 24, out = 9;
+// with garbage, which it must not read. `out` 1: a one-wide head, whose input gradient is a
+// product of depth 1 (no DRELU there: kernels do it).
+template <class T>
+void relu_pair_case(backend::Executor &ex, bool accumulate, bool mask_from_forward, std::size_t out = 9) {
+  const std::size_t batch = 33, in = 17, hidden = 24;
   auto x = uniform<T>(batch * in, 50), w0 = uniform<T>(hidden * in, 51), b0 = uniform<T>(hidden, 52);
   auto w1 = uniform<T>(out * hidden, 53), dy = uniform<T>(batch * out, 54);
   auto db0 = uniform<T>(hidden, 55), dw1 = uniform<T>(out * hidden, 56), db1 = uniform<T>(out, 57);
@@ -105,8 +107,9 @@ template <class T> void relu_pair_case(backend::Executor &ex, bool accumulate, b
   f.x = d_x.get(), f.weight = d_w0.get(), f.bias = d_b0.get(), f.y = d_h.get();
   f.relu_mask = mask_from_forward ? d_mask.get() : nullptr;
   run_on(ex, f);
-  const std::string what = std::string("relu pair<") + type_name(T{}) + "> accumulate " + std::to_string(accumulate) +
-                           (mask_from_forward ? " mask" : " no mask") + " ";
+  const std::string what = std::string("relu pair<") + type_name(T{}) + "> out " + std::to_string(out) +
+                           " accumulate " + std::to_string(accumulate) + (mask_from_forward ? " mask" : " no mask") +
+                           " ";
   check_close(d_h.to_host(), h, tolerance<T>, what + "forward");
 
   op::LinearBackward<T> b{.batch = batch,
@@ -449,6 +452,7 @@ TEST_SUITE("gpu") {
         relu_pair_case<float>(plain, accumulate, mask);
         relu_pair_case<float>(serial, accumulate, mask);
         relu_pair_case<float>(tuned, accumulate, mask);
+        relu_pair_case<float>(ex, accumulate, mask, 1);
       }
   }
 

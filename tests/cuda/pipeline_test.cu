@@ -159,6 +159,36 @@ TEST_SUITE("gpu") {
     CHECK(allocations() == before);
   }
 
+  TEST_CASE("pipeline: small stages past the rows a fused backward takes match the host") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    // 1100 rows: each stage's forward is one fused operation, its backward one operation per
+    // layer (op::small_rows is 1024). Stage 1's last Linear then takes the ReLU's backward with no
+    // mask, since the fused forward kept none. Another network ran on the executors first, whose
+    // forward did keep masks, in buffers since freed: no address may be taken for a mask of now.
+    Context host({.devices = "host"}), gpu({.devices = "0,0"});
+    using Wide =
+        Pipeline<Stage<Device<0>, Linear<10, 80>, ReLU>, Stage<Device<1>, Linear<80, 10>, ReLU, Linear<10, 2>>>;
+    {
+      Wide wide(gpu, 2); // 80 wide: not a small stage, so its forward keeps the ReLU's mask
+      optim::SGD opt(wide, {.lr = 0.05f});
+      const auto d = make_data(1100, 12);
+      wide.train_step(d.x, d.y, loss::CrossEntropy{}, opt);
+    }
+    Net on_host(host, 13), on_gpu(gpu, 13);
+    for (std::size_t i = 0; i < on_host.parameters().size(); ++i)
+      on_gpu.parameters()[i].copy_from(on_host.parameters()[i].to_host());
+    optim::SGD a(on_host, {.lr = 0.05f}), b(on_gpu, {.lr = 0.05f});
+    loss::CrossEntropy loss;
+    for (std::uint32_t i = 0; i < 3; ++i) {
+      const auto d = make_data(1100, 20 + i);
+      const float want = on_host.train_step(d.x, d.y, loss, a);
+      check_close(std::vector<float>{on_gpu.train_step(d.x, d.y, loss, b)}, std::vector<float>{want}, 1e-4, "loss");
+    }
+    for (std::size_t i = 0; i < on_host.parameters().size(); ++i)
+      check_close(on_gpu.parameters()[i].to_host(), on_host.parameters()[i].to_host(), 1e-4,
+                  "parameter " + std::to_string(i));
+  }
+
   TEST_CASE("pipeline: training from device tensors equals training from host data") {
     TANDEM_SKIP_WITHOUT_GPU();
     Context ctx({.devices = "0,0", .force_copies = true});

@@ -144,7 +144,9 @@ public:
     if (!b.dy || !b.weight || !b.dx) return {};
     Key key{Product::input_gradient, b.batch,         b.in, b.out, CUBLASLT_EPILOGUE_DEFAULT, alignment(b.weight),
             alignment(b.dy),         alignment(b.dx), 0u};
-    if (b.relu_before && b.relu_mask && has_mask(b.relu_mask)) {
+    // Not for a product of depth 1 (a Linear<h, 1> head): NVIDIA's nvmath-python refuses DRELU
+    // with k = 1 as unsupported by cuBLASLt, whatever its heuristic may offer.
+    if (b.relu_before && b.relu_mask && b.out > 1 && has_mask(b.relu_mask)) {
       const bool bgrad = b.dbias_before && !b.accumulate;
       Key masked = key;
       masked.epilogue = bgrad ? CUBLASLT_EPILOGUE_DRELU_BGRAD : CUBLASLT_EPILOGUE_DRELU;
