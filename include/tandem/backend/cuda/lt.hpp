@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -272,6 +273,11 @@ private:
     std::size_t size() const { return count; }
     const cublasLtMatmulAlgo_t &front() const { return algo[0]; }
     const cublasLtMatmulAlgo_t &operator[](std::size_t i) const { return algo[i]; }
+    // An algorithm is plain data (its configuration in a few words): equal bytes, the same one.
+    bool contains(const cublasLtMatmulAlgo_t &a) const {
+      return std::any_of(algo.begin(), algo.begin() + static_cast<std::ptrdiff_t>(count),
+                         [&](const cublasLtMatmulAlgo_t &c) { return std::memcmp(&c, &a, sizeof a) == 0; });
+    }
   };
 
   struct Preference {
@@ -508,11 +514,13 @@ private:
 
   // Times each candidate on the call's own operands (the call that follows overwrites D, and the
   // bias gradient, with beta = 0; neither is an input) and keeps the fastest in p.algo. Another
-  // Lt's earlier choice for the same shape wins without a timing. True where a timing chose.
+  // Lt's earlier choice for the same shape wins without a timing, where this Lt can run it: one
+  // whose workspace could not be allocated is offered fewer algorithms, and cuBLASLt fails a
+  // launch whose algorithm needs more workspace than it is given. True where a timing chose.
   bool tune(Plan &p, const Candidates &candidates, cudaStream_t stream, const Operands &o) {
     {
       std::lock_guard<std::mutex> lock(choices_mutex());
-      if (const Choice *c = find_choice(p.key)) {
+      if (const Choice *c = find_choice(p.key); c && candidates.contains(c->algo)) {
         p.algo = c->algo;
         return true;
       }
@@ -539,8 +547,11 @@ private:
     if (chosen < 0) return false; // none ran: keep the estimate, which matmul() will try
     p.algo = candidates[static_cast<std::size_t>(chosen)];
     std::lock_guard<std::mutex> lock(choices_mutex());
-    if (const Choice *c = find_choice(p.key)) p.algo = c->algo; // a concurrent tuner's, being first, for all
-    else choices().push_back(Choice{site_.device, precision_, p.key, p.algo});
+    if (const Choice *c = find_choice(p.key)) { // a concurrent tuner's, being first, for all that can run it
+      if (candidates.contains(c->algo)) p.algo = c->algo;
+    } else {
+      choices().push_back(Choice{site_.device, precision_, p.key, p.algo});
+    }
     return true;
   }
 
