@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -13,6 +14,7 @@
 #include "tandem/context.hpp"
 #include "tandem/layers/linear.hpp"
 #include "tandem/layers/relu.hpp"
+#include "tandem/layers/tanh.hpp"
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/optim/adam.hpp"
 #include "tandem/optim/sgd.hpp"
@@ -94,9 +96,45 @@ template <class Sched> void captured_equals_issued(Context::Options options, Sch
   CHECK(captured.transferred == issued.transferred);
 }
 
+// A Tanh that allocates device memory in its forward. cudaMalloc is not allowed while a stream
+// captures: refusing it invalidates the capture, so the work every stage issues after it fails
+// too, and each executor keeps a failure.
+struct AllocatingTanh : Tanh {
+  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
+    ex.deallocate(ex.allocate(64));
+    Tanh::forward(ex, f);
+  }
+};
+using Allocating =
+    Pipeline<Stage<Device<0>, Linear<10, 20>, AllocatingTanh>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
+
 } // namespace
 
 TEST_SUITE("gpu") {
+  TEST_CASE("graphs: a step that cannot be captured is issued instead, and no failure of the capture is left over") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    const auto run = [](bool graphs, std::string &graph_error) {
+      Context ctx({.devices = "0,0", .fuse_small_stages = StageFusion::never, .graphs = graphs});
+      Allocating net(ctx, 5);
+      optim::SGD opt(net, {.lr = 0.05f});
+      loss::CrossEntropy loss;
+      std::vector<float> losses;
+      for (std::uint32_t i = 0; i < 5; ++i) {
+        const auto xs = test::uniform<float>(64 * Net::in_features, 700 + i);
+        losses.push_back(net.train_step(xs, labels_of(xs, 64), loss, opt)); // must not throw
+      }
+      graph_error = net.graph_error();
+      CHECK(net.replayed_steps() == 0);
+      return std::pair{losses, test::snapshot(net)};
+    };
+    std::string captured_error, issued_error;
+    const auto issued = run(false, issued_error);
+    const auto tried = run(true, captured_error);
+    CHECK(issued_error.empty());
+    CHECK_MESSAGE(captured_error.find("cudaMalloc") != std::string::npos, captured_error); // the cause
+    CHECK(tried == issued);
+  }
+
   TEST_CASE("graphs: captured steps give the bits of issued steps, inputs changing every step") {
     TANDEM_SKIP_WITHOUT_GPU();
     captured_equals_issued({.devices = "0,0"}, schedule::Naive{}, false);

@@ -233,6 +233,15 @@ public:
     std::vector<OrderEvent> joins;
     for (std::size_t i = 0; i < others.size(); ++i) joins.emplace_back(site_);
     for (auto *c : all) c->capturing_ = true;
+    // A task's failure waits for synchronize() on an issued step; in a capture it ends it. Every
+    // executor's is taken, so that none is left for the issued step that follows a failed
+    // capture to throw; the first is the cause (later ones follow from the invalidated capture).
+    const auto take_failures = [&all] {
+      std::exception_ptr first;
+      for (auto *c : all)
+        if (auto failure = std::exchange(c->error_, nullptr); failure && !first) first = failure;
+      return first;
+    };
     bool open = false;
     cudaGraph_t graph = nullptr;
     try {
@@ -241,9 +250,7 @@ public:
       fork.record(stream_);
       for (const cudaStream_t other : others) fork.wait(other);
       issue_work();
-      // A task's failure waits for synchronize() on an issued step; in a capture it ends it.
-      for (auto *c : all)
-        if (auto failure = std::exchange(c->error_, nullptr)) std::rethrow_exception(failure);
+      if (auto failure = take_failures()) std::rethrow_exception(failure);
       for (std::size_t i = 0; i < others.size(); ++i) {
         joins[i].record(others[i]);
         joins[i].wait(stream_);
@@ -262,6 +269,9 @@ public:
         if (partial) (void)cudaGraphDestroy(partial);
       }
       (void)cudaGetLastError();
+      // A task's stored failure came before the call that threw here (which found the capture
+      // already invalidated): report the cause.
+      if (auto failure = take_failures()) std::rethrow_exception(failure);
       throw;
     }
     for (auto *c : all) c->capturing_ = false;

@@ -473,10 +473,11 @@ public:
     (void)cudaEventRecord(side_.join, side_.stream);
     (void)cudaStreamWaitEvent(l_.stream, side_.join, 0);
   }
+  // Joined only once both calls succeed: a failed one leaves the destructor to try again.
   void join() {
-    joined_ = true;
     check(cudaEventRecord(side_.join, side_.stream), "cudaEventRecord (join)", l_.site);
     check(cudaStreamWaitEvent(l_.stream, side_.join, 0), "cudaStreamWaitEvent (join)", l_.site);
+    joined_ = true;
   }
 
 private:
@@ -492,6 +493,7 @@ template <class T> void run(const op::LinearBackward<T> &b, const Launch &l) {
     beside.blas = l.side->blas;
     beside.lt = l.side->lt;
     beside.side = nullptr;
+    beside.partials = nullptr; // the main stream's reduction buffer: nothing beside may use it
     SideFork fork(*l.side, l);
     weight_gradient(b, beside);
     input_gradient(b, l);
