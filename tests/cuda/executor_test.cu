@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The CUDA executor's own contract: errors that name the call, bytes and device; events; links
 // over each copy path.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -13,6 +14,7 @@
 #include "support.hpp"
 #include "tandem/backend/cuda/executor.hpp"
 #include "tandem/backend/cuda/link.hpp"
+#include "tandem/backend/cuda/pinned.hpp"
 #include "tandem/error.hpp"
 
 namespace {
@@ -115,6 +117,23 @@ TEST_SUITE("gpu") {
       test::DeviceArray<float> d(ex, values);
       CHECK(d.to_host() == values);
     }
+  }
+
+  TEST_CASE("executor: an upload beyond the staging area from page-locked memory has read it on return") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    // From page-locked memory the runtime copies while the caller goes on; the contract says the
+    // caller may refill its buffer as soon as upload() returns, so upload() waits for that copy.
+    Executor ex(0, 0, Precision::fp32);
+    const std::size_t n = std::size_t(6) << 20; // 24 MiB, beyond the 16 MiB staging area
+    const auto values = test::uniform<float>(n, 8);
+    backend::cuda::PinnedBuffer pinned(n * sizeof(float), backend::cuda::Site{0, 0});
+    auto *host = reinterpret_cast<float *>(pinned.data());
+    std::copy(values.begin(), values.end(), host);
+    test::DeviceArray<float> d(ex, std::vector<float>(n, 0.0f));
+    ex.synchronize();
+    ex.upload(d.get(), host, n * sizeof(float));
+    std::fill(host, host + n, -1.0f); // at once, as a data loader refilling its batch
+    CHECK(d.to_host() == values);
   }
 
   TEST_CASE("link: every copy path delivers the bytes between streams of one GPU") {

@@ -37,9 +37,8 @@ public:
   // Memory of this device. allocate() throws Error naming the bytes and the device.
   virtual void *allocate(std::size_t bytes) = 0;
   virtual void deallocate(void *ptr) noexcept = 0;
-  // Ordered host <-> device copies. upload() has read `src` when it returns (GPUs: except from
-  // page-locked memory beyond the staging size, which the copy reads later, before
-  // synchronize()); download()'s `dst` must stay valid until synchronize().
+  // Ordered host <-> device copies. upload() has read `src` when it returns; download()'s `dst`
+  // must stay valid until synchronize().
   virtual void upload(void *dst, const void *src, std::size_t bytes) = 0;
   virtual void download(void *dst, const void *src, std::size_t bytes) = 0;
 
