@@ -10,6 +10,12 @@
 
 #include "tandem/error.hpp"
 
+// C++20 under nvcc, cudaGraphInstantiate's flags form and cuBLASLt's DRELU/BGRAD epilogues all
+// arrived with CUDA 12.
+#if CUDART_VERSION < 12000
+#error "TANDEM_CUDA_TOO_OLD: tandem's CUDA backend needs CUDA 12.0 or newer; build without nvcc for the host backend"
+#endif
+
 namespace tandem::backend::cuda {
 
 // Where a failure happened, for its message: the physical GPU and the logical device whose
