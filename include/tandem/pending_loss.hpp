@@ -27,6 +27,8 @@ template <class T> struct StepOutcome {
   std::exception_ptr error; // the step's failure, rethrown by get()
   // Completes the step (the pipeline's); empty once done, and after the pipeline is gone.
   std::function<void()> complete;
+  // Whether the step's work has all run, asked without waiting (the pipeline's; empty as above).
+  std::function<bool()> finished;
 };
 } // namespace detail
 
@@ -41,23 +43,31 @@ public:
 
   // Whether this refers to a step at all (a default-constructed one does not).
   bool valid() const { return outcome_ != nullptr; }
-  // Whether the step has completed, so that get() will not wait.
-  bool ready() const { return outcome_ && outcome_->done; }
+  // Whether the step has completed, so that get() will not wait. Asks the devices without waiting,
+  // so a loop may poll it while it does other work; once true, the step is complete.
+  bool ready() const {
+    if (!outcome_) return false;
+    if (!outcome_->done && outcome_->finished && outcome_->finished()) complete();
+    return outcome_->done;
+  }
 
   // The step's loss, as train_step would have returned it; waits for the step if it is still in
   // flight. Throws what train_step would have thrown (bad targets found on the device: Error,
   // with parameters and optimizer state as they were), each time it is asked.
   T get() const {
     if (!outcome_) detail::fail("PendingLoss::get: this PendingLoss refers to no step");
-    if (!outcome_->done && outcome_->complete) {
-      auto complete = std::move(outcome_->complete); // (it clears the slot it would run from)
-      complete();
-    }
+    if (!outcome_->done) complete();
     if (outcome_->error) std::rethrow_exception(outcome_->error);
     return outcome_->result.loss;
   }
 
 private:
+  void complete() const {
+    if (!outcome_->complete) return;
+    auto run = std::move(outcome_->complete); // (it clears the slot it would run from)
+    run();
+  }
+
   std::shared_ptr<detail::StepOutcome<T>> outcome_;
 };
 

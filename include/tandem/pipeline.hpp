@@ -941,6 +941,9 @@ private:
                   detail::fail("train_step: the targets failed the loss's check on the device, but not when read back");
                 }};
     outcome->complete = [this] { complete_pending(); };
+    outcome->finished = [this] {
+      return std::all_of(executors_.begin(), executors_.end(), [](backend::Executor *e) { return e->idle(); });
+    };
     if (!checking && !timeline_) return PendingLoss<T>(outcome);
 
     // The timeline reads the step's events, and check_finite the loss before the update: both
@@ -982,6 +985,7 @@ private:
     pending_ = {};
     auto &outcome = *step.outcome;
     outcome.complete = nullptr;
+    outcome.finished = nullptr;
     try {
       synchronize_all();
       if (outcome.result.invalid) step.on_invalid();

@@ -3,11 +3,13 @@
 // one step in flight, and errors that reach get() with nothing changed.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include <tandem/tandem.hpp>
@@ -146,4 +148,67 @@ TEST_CASE("with check_finite the step completes before train_step_async returns"
   const auto pending = net.train_step_async(batch_x(0), batch_y(0), ce, opt);
   CHECK(pending.ready());
   CHECK(opt.steps(0) == 1);
+}
+
+TEST_CASE("ready() becomes true once the devices are done, so a loop may poll it") {
+  for (const auto where : {HostExecution::workers, HostExecution::calling_thread}) {
+    CAPTURE(static_cast<int>(where));
+    Context ctx({.devices = "host", .host_execution = where});
+    Net net(ctx, 6), twin(ctx, 6);
+    optim::SGD opt(net, {.lr = 0.1f}), twin_opt(twin, {.lr = 0.1f});
+    loss::CrossEntropy ce;
+    const float want = twin.train_step(batch_x(0), batch_y(0), ce, twin_opt, schedule::GPipe{.micro_batches = 3});
+    const auto pending = net.train_step_async(batch_x(0), batch_y(0), ce, opt, schedule::GPipe{.micro_batches = 3});
+    // Nothing else touches the network: only the step finishing can make ready() true.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    bool ready = false;
+    while (!(ready = pending.ready()) && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    REQUIRE(ready);
+    CHECK(pending.get() == want);
+    CHECK(test::snapshot(net) == test::snapshot(twin));
+
+    // A bad label: ready() too, and get() throws with the update undone.
+    auto y = batch_y(1);
+    y[2] = -1;
+    const Tensor<std::int32_t> bad(ctx, 2, batch, 1, y);
+    const Tensor<float> x(ctx, 0, batch, Net::in_features, batch_x(1));
+    const auto failing = net.train_step_async(x, bad, ce, opt);
+    while (!failing.ready() && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    REQUIRE(failing.ready());
+    CHECK_THROWS_AS(failing.get(), Error);
+    CHECK(opt.steps(0) == 1);
+    CHECK(test::snapshot(net) == test::snapshot(twin));
+  }
+}
+
+TEST_CASE("moving an optimizer completes the step in flight, whose bad label then undoes the right count") {
+  Context ctx({.devices = "host", .host_execution = HostExecution::workers});
+  Net net(ctx, 7);
+  loss::CrossEntropy ce;
+  const Tensor<float> x(ctx, 0, batch, Net::in_features, batch_x(0));
+  auto y = batch_y(0);
+  y[0] = 7;
+  const Tensor<std::int32_t> bad(ctx, 2, batch, 1, y);
+  const auto before = test::snapshot(net);
+
+  optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
+  const auto pending = net.train_step_async(x, bad, ce, opt);
+  optim::SGD moved(std::move(opt));
+  CHECK(pending.ready()); // completed by the move, before the state changed hands
+  CHECK_THROWS_AS(pending.get(), Error);
+  CHECK(moved.steps(0) == 0); // undone on the optimizer that holds the state now
+  CHECK(test::snapshot(net) == before);
+
+  optim::Adam adam(net, {.lr = 1e-2f});
+  const auto second = net.train_step_async(x, bad, ce, adam);
+  optim::Adam assigned(net, {.lr = 1e-3f});
+  assigned = std::move(adam);
+  CHECK(second.ready());
+  CHECK_THROWS_AS(second.get(), Error);
+  CHECK(assigned.steps(0) == 0);
+  CHECK(assigned.options().lr == 1e-2f);
+  CHECK(test::snapshot(net) == before);
+  // The moved state trains on: its first step seeds nothing stale.
+  CHECK(std::isfinite(net.train_step(batch_x(1), batch_y(1), ce, assigned)));
+  CHECK(assigned.steps(0) == 1);
 }

@@ -51,6 +51,9 @@ public:
   virtual double elapsed_us(Event &from, Event &to) = 0;
   // Blocks the issuing thread until all issued work is done; rethrows a failure of that work.
   virtual void synchronize() = 0;
+  // Whether all issued work is done, without waiting: synchronize() would then return at once
+  // (a failure still waits there to be rethrown).
+  virtual bool idle() = 0;
   // A link that moves bytes from this device to `dst` on a stream of its own.
   virtual std::unique_ptr<Link> make_link(Executor &dst) = 0;
   // Whether kernels of this device can read and write memory allocated by each of `others`

@@ -60,12 +60,20 @@ public:
     // The buffers must not be freed under a pending fill if this optimizer is dropped at once.
     for (auto &s : groups_) s.group.executor->synchronize();
   }
-  AdamFamily(AdamFamily &&) = default;
-  AdamFamily &operator=(AdamFamily &&) = default;
-  // A step in flight may still read and write the moments, and may have to undo its count.
-  ~AdamFamily() {
-    if (!groups_.empty()) optim::complete_step_in_flight(groups_.front().group);
+  // A step in flight may still read and write the moments, and may have to undo its count: moving
+  // or destroying an optimizer completes it first (optimizer.hpp).
+  AdamFamily(AdamFamily &&other) noexcept { *this = std::move(other); }
+  AdamFamily &operator=(AdamFamily &&other) noexcept {
+    if (this == &other) return *this;
+    optim::complete_step_in_flight(groups_);
+    optim::complete_step_in_flight(other.groups_);
+    options_ = other.options_;
+    owner_ = other.owner_;
+    id_ = other.id_;
+    groups_ = std::move(other.groups_);
+    return *this;
   }
+  ~AdamFamily() { optim::complete_step_in_flight(groups_); }
 
   const Options &options() const { return options_; }
   const void *owner() const { return owner_; }
@@ -144,7 +152,7 @@ private:
   }
 
   Options options_;
-  const void *owner_;
+  const void *owner_ = nullptr;
   std::uint64_t id_ = detail::next_optimizer_id();
   std::vector<State> groups_;
 };

@@ -46,12 +46,20 @@ public:
     }
   }
 
-  SGD(SGD &&) = default;
-  SGD &operator=(SGD &&) = default;
-  // A step in flight may still use the momentum buffers, and may have to undo its count.
-  ~SGD() {
-    if (!groups_.empty()) complete_step_in_flight(groups_.front().group);
+  // A step in flight may still use the momentum buffers, and may have to undo its count: moving
+  // or destroying an optimizer completes it first (optimizer.hpp).
+  SGD(SGD &&other) noexcept { *this = std::move(other); }
+  SGD &operator=(SGD &&other) noexcept {
+    if (this == &other) return *this;
+    complete_step_in_flight(groups_);
+    complete_step_in_flight(other.groups_);
+    options_ = other.options_;
+    owner_ = other.owner_;
+    id_ = other.id_;
+    groups_ = std::move(other.groups_);
+    return *this;
   }
+  ~SGD() { complete_step_in_flight(groups_); }
 
   const Options &options() const { return options_; }
   const void *owner() const { return owner_; }
@@ -108,8 +116,8 @@ private:
     return op;
   }
   Options options_;
-  const void *owner_;
-  std::uint64_t id_;
+  const void *owner_ = nullptr;
+  std::uint64_t id_ = 0;
   std::vector<State> groups_;
 };
 

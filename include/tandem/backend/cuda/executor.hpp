@@ -207,6 +207,14 @@ public:
     retired_.clear(); // nothing issued uses them any more
     if (first) std::rethrow_exception(first);
   }
+  // The side stream and the links' streams are joined to this one by the work that used them.
+  bool idle() override {
+    DeviceGuard guard(site_.device, site_);
+    const cudaError_t status = cudaStreamQuery(stream_);
+    if (status != cudaErrorNotReady) return true; // done, or failed: synchronize() says which
+    (void)cudaGetLastError();                     // "not ready" is an answer, not a failure to keep
+    return false;
+  }
   bool shares_memory_with(std::span<backend::Executor *const> others) const override {
     for (const auto *e : others) {
       const auto *c = dynamic_cast<const Executor *>(e);

@@ -82,6 +82,7 @@ public:
     worker_.drain();
     if (inline_error_) std::rethrow_exception(std::exchange(inline_error_, nullptr));
   }
+  bool idle() override { return worker_.idle(); } // (inline tasks have run when submit returns)
   // Work issued before the switch finishes on the worker first, so issue order still holds.
   void run_on_issuing_thread(bool yes) override {
     if (yes && !inline_) worker_.wait_idle();

@@ -50,6 +50,9 @@ public:
     idle_.wait(lock, [this] { return pending_ == 0; });
   }
 
+  // Whether every task pushed so far has run.
+  bool idle() const { return pending_.load(std::memory_order_acquire) == 0; }
+
   // Waits until every task pushed so far has run, then rethrows the first failure, if any.
   void drain() {
     wait_idle();
