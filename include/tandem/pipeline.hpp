@@ -797,68 +797,84 @@ private:
     }
   }
 
-  // Issues every stage's task list in an order that respects the cross-stage dependencies (a
-  // forward needs the previous stage's forward of that micro-batch, a backward the next stage's
-  // backward), so each wait is issued after the record it waits for. `at_output(k, slot)` is
-  // issued on the last stage right after its forward of micro-batch k.
-  template <class AtOutput>
-  void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
-             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
-    const std::size_t S = num_stages, m = plan.m;
+  // Calls visit(s, task) for every task of every stage's order, each stage's in its own order,
+  // interleaved so that every task comes after those it depends on: a forward after the previous
+  // stage's forward of its micro-batch, a backward after the next stage's backward of it (the last
+  // stage's: after its own forward). Returns the first stage whose order it could not finish (a
+  // dependency that never comes), or num_stages. step() runs it with nothing to visit first, so
+  // that a schedule that cannot be issued fails before any work is.
+  template <class Visit>
+  static std::size_t walk(const std::vector<std::vector<schedule::Task>> &orders, std::size_t m, Visit &&visit) {
+    const std::size_t S = num_stages;
     std::vector<std::size_t> next(S, 0);
-    std::vector<std::vector<char>> forward_issued(S, std::vector<char>(m, 0)), backward_issued = forward_issued;
-    std::vector<std::size_t> backward_left(S, 0);
-    std::vector<char> first_backward(S, 1);
-    for (std::size_t s = 0; s < S; ++s) {
-      stages_[s].live = stages_[s].peak = 0;
-      for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
-    }
+    std::vector<std::vector<char>> forward_done(S, std::vector<char>(m, 0)), backward_done = forward_done;
     for (bool progress = true; progress;) {
       progress = false;
       for (std::size_t s = 0; s < S; ++s) {
-        auto &st = stages_[s];
         while (next[s] < orders[s].size()) {
           const schedule::Task t = orders[s][next[s]];
           const std::size_t k = t.micro_batch;
-          Slot &slot = st.slots[k];
-          const std::size_t rows = plan.rows[k];
-          if (t.kind == schedule::Task::forward) {
-            if (s > 0 && !forward_issued[s - 1][k]) break;
-            if (s == 0) {
-              // Host input was uploaded into input_own (upload_input), where prepare() points.
-              if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
-            } else {
-              receive(s - 1, s, k, rows);
-              st.ex->wait(*slot.wait_input);
-            }
-            timed(s, TaskKind::forward, k,
-                  [&] { with_stage(s, [&]<std::size_t I>() { issue_forward<I>(slot, rows); }); });
-            st.ex->record(*slot.forward_done);
-            st.peak = std::max(st.peak, ++st.live);
-            if (s + 1 == S) at_output(k, slot);
-            forward_issued[s][k] = 1;
-          } else {
-            if (s + 1 == S ? !forward_issued[s][k] : !backward_issued[s + 1][k]) break;
-            if (s + 1 < S) {
-              receive(s + 1, s, k, rows);
-              st.ex->wait(*slot.wait_dy);
-            }
-            timed(s, TaskKind::backward, k,
-                  [&] { with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows, first_backward[s]); }); });
-            first_backward[s] = 0;
-            st.ex->record(*slot.backward_done);
-            --st.live;
-            backward_issued[s][k] = 1;
-            if (--backward_left[s] == 0 && after_last_backward) (*after_last_backward)[s]();
-          }
+          const bool forward = t.kind == schedule::Task::forward;
+          if (forward ? s > 0 && !forward_done[s - 1][k]
+                      : (s + 1 == S ? !forward_done[s][k] : !backward_done[s + 1][k]))
+            break;
+          visit(s, t);
+          (forward ? forward_done : backward_done)[s][k] = 1;
           ++next[s];
           progress = true;
         }
       }
     }
     for (std::size_t s = 0; s < S; ++s)
-      if (next[s] != orders[s].size())
-        detail::fail("schedule: the task order of stage ", s, " cannot be issued (a dependency never comes)");
+      if (next[s] != orders[s].size()) return s;
+    return S;
+  }
+
+  // Issues every stage's task list in walk()'s order, so each wait is issued after the record it
+  // waits for. `at_output(k, slot)` is issued on the last stage right after its forward of
+  // micro-batch k, `after_last_backward[s]` (the update) right after stage s's last backward. Its
+  // stream has then run a backward of every micro-batch, each after the last stage's backward of
+  // it: the update comes after every loss, and reads the status word they leave.
+  template <class AtOutput>
+  void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
+             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
+    const std::size_t S = num_stages;
+    std::vector<std::size_t> backward_left(S, 0);
+    std::vector<char> first_backward(S, 1);
+    for (std::size_t s = 0; s < S; ++s) {
+      stages_[s].live = stages_[s].peak = 0;
+      for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
+    }
+    walk(orders, plan.m, [&](std::size_t s, const schedule::Task t) {
+      auto &st = stages_[s];
+      const std::size_t k = t.micro_batch;
+      Slot &slot = st.slots[k];
+      const std::size_t rows = plan.rows[k];
+      if (t.kind == schedule::Task::forward) {
+        if (s == 0) {
+          // Host input was uploaded into input_own (upload_input), where prepare() points.
+          if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
+        } else {
+          receive(s - 1, s, k, rows);
+          st.ex->wait(*slot.wait_input);
+        }
+        timed(s, TaskKind::forward, k, [&] { with_stage(s, [&]<std::size_t I>() { issue_forward<I>(slot, rows); }); });
+        st.ex->record(*slot.forward_done);
+        st.peak = std::max(st.peak, ++st.live);
+        if (s + 1 == S) at_output(k, slot);
+      } else {
+        if (s + 1 < S) {
+          receive(s + 1, s, k, rows);
+          st.ex->wait(*slot.wait_dy);
+        }
+        timed(s, TaskKind::backward, k,
+              [&] { with_stage(s, [&]<std::size_t I>() { issue_backward<I>(slot, rows, first_backward[s]); }); });
+        first_backward[s] = 0;
+        st.ex->record(*slot.backward_done);
+        --st.live;
+        if (--backward_left[s] == 0 && after_last_backward) (*after_last_backward)[s]();
+      }
+    });
   }
 
   template <class Loss, class Sched, class Opt>
@@ -883,6 +899,8 @@ private:
       orders[s] = sched.order(s, num_stages, m);
       check_order(orders[s], s, m);
     }
+    if (const std::size_t s = walk(orders, m, [](std::size_t, schedule::Task) {}); s < num_stages)
+      detail::fail("schedule: the task order of stage ", s, " cannot be issued (a dependency never comes)");
 
     prepare(plan, orders);
     place_host_work(plan);

@@ -17,6 +17,17 @@ using namespace tandem;
 
 namespace {
 using Net = Pipeline<Stage<Device<0>, Linear<10, 20>, ReLU>, Stage<Device<1>, Linear<20, 10>, ReLU, Linear<10, 2>>>;
+
+// Task lists that wait on each other: stage 1 starts with micro-batch 1's forward, which needs
+// stage 0's, which stage 0 runs only after micro-batch 0's backward, which needs stage 1's.
+struct Deadlocked {
+  std::size_t count(std::size_t) const { return 2; }
+  std::vector<schedule::Task> order(std::size_t s, std::size_t, std::size_t) const {
+    using schedule::Task;
+    if (s == 0) return {{Task::forward, 0}, {Task::backward, 0}, {Task::forward, 1}, {Task::backward, 1}};
+    return {{Task::forward, 1}, {Task::forward, 0}, {Task::backward, 0}, {Task::backward, 1}};
+  }
+};
 } // namespace
 
 TEST_CASE("bad input throws and leaves parameters and optimizer state untouched") {
@@ -55,6 +66,10 @@ TEST_CASE("bad input throws and leaves parameters and optimizer state untouched"
       doctest::Contains("Parameter 'stage0.0.weight' (20 x 10 = 200 values on host:0): copy_from got 199"), Error);
   CHECK_THROWS_WITH_AS(net.train_step(x, y, ce, twin_opt), doctest::Contains("optimizer was built for another network"),
                        Error);
+  // Found before any work is issued: no gradient zeroed, no task left queued.
+  CHECK_THROWS_WITH_AS(net.train_step(x, y, ce, opt, Deadlocked{}),
+                       doctest::Contains("the task order of stage 0 cannot be issued"), Error);
+  CHECK_THROWS_WITH_AS(net.forward_backward(x, y, ce, Deadlocked{}), doctest::Contains("cannot be issued"), Error);
 
   CHECK(test::snapshot(net) == before);
   CHECK(opt.steps(0) == 1);
