@@ -128,6 +128,9 @@ public:
     for (auto &st : stages_) executors_.push_back(st.ex);
     auto &last = *stages_.back().ex;
     result_ = detail::Buffer<std::byte>(last, sizeof(StepResult));
+    // Zero until a step sets it: an optimizer stepped by hand before any step reads the status.
+    clear_result();
+    last.synchronize(); // (before another stage's stream reads it)
     if (last.shares_memory_with(executors_))
       for (auto &g : groups_) g.skip = invalid_flag();
     can_capture_ = stages_.front().ex->can_capture(executors_);
@@ -1037,10 +1040,7 @@ private:
         if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
       });
     }
-    // The loss and the status word in one fill: +0.0 and 0 are both all zero bits.
-    last.ex->submit([ex = last.ex, r = reinterpret_cast<T *>(result_.data())] {
-      ex->run(backend::op::Fill<T>{.n = sizeof(StepResult) / sizeof(T), .value = T(0), .dst = r});
-    });
+    clear_result();
     const T scale = Loss::template scale<T>(plan.batch, out_features);
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
     std::vector<std::function<void()>> after;
@@ -1197,6 +1197,13 @@ private:
     if (graphs_.size() == max_graphs) graphs_.erase(graphs_.begin());
     graphs_.push_back({key, std::move(graph), bytes});
     return &graphs_.back();
+  }
+  // The step's loss and status word, in one fill on the last stage: +0.0 and 0 are all zero bits.
+  void clear_result() {
+    auto &last = *stages_.back().ex;
+    last.submit([ex = &last, r = reinterpret_cast<T *>(result_.data())] {
+      ex->run(backend::op::Fill<T>{.n = sizeof(StepResult) / sizeof(T), .value = T(0), .dst = r});
+    });
   }
   // Buffers a graph points into were replaced: no graph may run again.
   void forget_graphs() {

@@ -2,6 +2,7 @@
 // optim::SGD against torch.optim.SGD's update rule, computed here in float64 from the gradients.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <vector>
 
 #include <tandem/tandem.hpp>
@@ -82,4 +83,28 @@ TEST_CASE("SGD rejects PyTorch's invalid hyper-parameters") {
   CHECK_THROWS_WITH_AS(optim::SGD(net, {.lr = 0.1f, .nesterov = true}), doctest::Contains("nesterov"), Error);
   CHECK_THROWS_WITH_AS(optim::SGD(net, {.lr = 0.1f, .momentum = 0.9f, .dampening = 0.1f, .nesterov = true}),
                        doctest::Contains("dampening"), Error);
+}
+
+TEST_CASE("opt.step() by hand, before any training step, takes the step (the step's status starts clear)") {
+  // The gradients start at zero, so only weight decay moves the weights: p -= lr * wd * p. A status
+  // word left uninitialised would read as a bad label now and then and skip the update.
+  Context ctx({.devices = "host"});
+  Net net(ctx, 23);
+  const optim::SGD::Options options{.lr = 0.1f, .weight_decay = 0.5f};
+  optim::SGD opt(net, options);
+  Reference ref{options, {}};
+  std::vector<std::vector<double>> params;
+  std::vector<std::vector<float>> grads;
+  for (const auto &p : net.parameters()) {
+    const auto v = p.to_host();
+    params.emplace_back(v.begin(), v.end());
+    grads.push_back(p.grad_to_host());
+    CHECK(std::all_of(grads.back().begin(), grads.back().end(), [](float g) { return g == 0; }));
+  }
+  ref.step(params, grads, true);
+  opt.step();
+  for (std::size_t t = 0; t < params.size(); ++t) {
+    INFO(net.parameters()[t].name());
+    CHECK(test::relative_error(net.parameters()[t].to_host(), params[t]) < 1e-6);
+  }
 }
