@@ -32,6 +32,13 @@ std::string message_of(auto &&f) {
   return "(no tandem::Error thrown)";
 }
 
+// Keeps its stream busy for about `cycles` clock cycles.
+__global__ void busy(long long cycles) {
+  const long long start = clock64();
+  while (clock64() - start < cycles) {
+  }
+}
+
 // Moves 3 chunks through `link` one after another, as micro-batches cross a boundary, and checks
 // what arrives. The source is overwritten only after a chunk's `done`, as the pipeline does.
 void check_link(Executor &src, Executor &dst, backend::Link &link) {
@@ -123,6 +130,8 @@ TEST_SUITE("gpu") {
     TANDEM_SKIP_WITHOUT_GPU();
     // From page-locked memory the runtime copies while the caller goes on; the contract says the
     // caller may refill its buffer as soon as upload() returns, so upload() waits for that copy.
+    // The copy is queued behind a kernel that keeps the stream busy for about 0.1 s: without the
+    // wait, the refill below would land before the copy starts.
     Executor ex(0, 0, Precision::fp32);
     const std::size_t n = std::size_t(6) << 20; // 24 MiB, beyond the 16 MiB staging area
     const auto values = test::uniform<float>(n, 8);
@@ -131,6 +140,8 @@ TEST_SUITE("gpu") {
     std::copy(values.begin(), values.end(), host);
     test::DeviceArray<float> d(ex, std::vector<float>(n, 0.0f));
     ex.synchronize();
+    busy<<<1, 1, 0, ex.stream()>>>(200'000'000);
+    REQUIRE(cudaGetLastError() == cudaSuccess);
     ex.upload(d.get(), host, n * sizeof(float));
     std::fill(host, host + n, -1.0f); // at once, as a data loader refilling its batch
     CHECK(d.to_host() == values);

@@ -10,8 +10,7 @@
 
 #include "tandem/error.hpp"
 
-// C++20 under nvcc, cudaGraphInstantiate's flags form and cuBLASLt's DRELU/BGRAD epilogues all
-// arrived with CUDA 12.
+// C++20 under nvcc and cudaGraphInstantiate's flags form need CUDA 12.
 #if CUDART_VERSION < 12000
 #error "TANDEM_CUDA_TOO_OLD: tandem's CUDA backend needs CUDA 12.0 or newer; build without nvcc for the host backend"
 #endif

@@ -141,11 +141,12 @@ public:
     DeviceGuard guard(site_.device, site_);
     if (bytes > max_staged) {
       // From pageable memory the runtime has read `src` when the call returns; from page-locked
-      // memory it reads it later, so wait for the copy then: the caller may refill `src` at once.
-      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)", site_);
+      // (or managed) memory it reads it later, so wait for the copy then: the caller may refill
+      // `src` at once.
       cudaPointerAttributes attributes{};
       check(cudaPointerGetAttributes(&attributes, src), "cudaPointerGetAttributes (upload)", site_);
-      if (attributes.type == cudaMemoryTypeHost)
+      check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync (upload)", site_);
+      if (attributes.type != cudaMemoryTypeUnregistered)
         check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (upload from page-locked memory)", site_);
       return;
     }
