@@ -124,6 +124,10 @@ public:
   // steady-state step.
   void deallocate(void *ptr) noexcept override {
     if (!ptr) return;
+    // The Lts know a ReLU mask by its address only: none they saw may outlive the memory, where
+    // a later allocation could take it for one. (Freeing is rare; a mask is rewritten each step.)
+    for (Lt *lt : {lt_.get(), side_lt_.get()})
+      if (lt) lt->forget_masks();
     int previous = 0;
     (void)cudaGetDevice(&previous);
     (void)cudaSetDevice(site_.device);

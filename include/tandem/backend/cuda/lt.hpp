@@ -188,6 +188,8 @@ public:
   }
   // Whether the ReLU mask at p was written by this Lt's latest linear_forward given it.
   bool has_mask(const void *p) const { return std::find(masks_.begin(), masks_.end(), p) != masks_.end(); }
+  // Every mask it saw: their memory may be about to be freed (Executor::deallocate).
+  void forget_masks() noexcept { masks_.clear(); }
   // Plans whose algorithm a timing chose (here or, for the same shape, by another Lt).
   std::size_t tuned() const {
     std::size_t n = 0;
