@@ -835,15 +835,18 @@ private:
 
   // Issues every stage's task list in walk()'s order, so each wait is issued after the record it
   // waits for. `at_output(k, slot)` is issued on the last stage right after its forward of
-  // micro-batch k, `after_last_backward[s]` (the update) right after stage s's last backward. Its
+  // micro-batch k, `after_last_backward[s]` (the update) after stage s's last backward. Its
   // stream has then run a backward of every micro-batch, each after the last stage's backward of
-  // it: the update comes after every loss, and reads the status word they leave.
+  // it: the update comes after every loss, and reads the status word they leave. The updates are
+  // issued last, together: each is still the last work on its stage's stream (a stage's last task
+  // is its last backward), and a capture that fails on the way has counted no optimizer step.
   template <class AtOutput>
   void issue(const Plan &plan, const std::vector<std::vector<schedule::Task>> &orders, const Source<T> &x,
              AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
     const std::size_t S = num_stages;
     std::vector<std::size_t> backward_left(S, 0);
     std::vector<char> first_backward(S, 1);
+    std::vector<std::size_t> finished; // stages whose last backward is issued, in that order
     for (std::size_t s = 0; s < S; ++s) {
       stages_[s].live = stages_[s].peak = 0;
       for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
@@ -875,9 +878,13 @@ private:
         first_backward[s] = 0;
         st.ex->record(*slot.backward_done);
         --st.live;
-        if (--backward_left[s] == 0 && after_last_backward) (*after_last_backward)[s]();
+        if (--backward_left[s] == 0) finished.push_back(s);
       }
     });
+    if (after_last_backward) {
+      for (const std::size_t s : finished) (*after_last_backward)[s]();
+      step_counted_ = true;
+    }
   }
 
   template <class Loss, class Sched, class Opt>
@@ -1085,8 +1092,10 @@ private:
       const std::size_t rows = plan.rows[k];
       backend::op::SmallNetwork<T> net{.rows = rows, .first = k == 0};
       if constexpr (fuses_updates)
-        if (how.optimize && k + 1 == plan.m)
+        if (how.optimize && k + 1 == plan.m) {
           for (std::size_t s = 0; s < num_stages; ++s) net.updates[net.update_count++] = opt->fused_step_group(s);
+          step_counted_ = true;
+        }
       net.loss =
           Loss::template small_loss<T>(targets + plan.offset[k] * per_sample, scale, loss_slot(), invalid_flag());
       for_each_stage([&]<std::size_t I>() {
@@ -1110,8 +1119,10 @@ private:
     first.ex->record(*first.mark);
     for (std::size_t s = 1; s < num_stages; ++s) stages_[s].ex->wait(*first.mark);
     if constexpr (optimizing && !fuses_updates)
-      if (how.optimize)
+      if (how.optimize) {
         for (std::size_t s = 0; s < num_stages; ++s) timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
+        step_counted_ = true;
+      }
   }
 
   // On the host backend, a step with nothing for the stages to overlap, or too little work per
@@ -1177,17 +1188,20 @@ private:
   }
 
   // Captures a step; on failure (an operation that cannot be captured) remembers why, undoes the
-  // optimizer's count of the step that was not run, and returns null: the step is then issued.
+  // optimizer's count of the step that was not run, if the capture got as far as counting it, and
+  // returns null: the step is then issued.
   template <class Issue, class Opt> CapturedStep *capture_step(const GraphKey &key, Issue &&issue_work, Opt *opt) {
     const std::size_t before = transferred_;
     std::unique_ptr<backend::Graph> graph;
+    step_counted_ = false;
     try {
       graph = stages_.front().ex->capture(executors_, issue_work);
     } catch (const std::exception &e) {
       graph_error_ = e.what();
       if (graph_error_.empty()) graph_error_ = "capture failed";
       transferred_ = before;
-      if constexpr (optim::Discardable<Opt>) opt->discard_step(); // else never captured
+      if constexpr (optim::Discardable<Opt>) // else never captured
+        if (step_counted_) opt->discard_step();
       return nullptr;
     }
     // Issuing counted the step's bytes and the optimizer's steps; the launch counts them again.
@@ -1297,6 +1311,9 @@ private:
   std::size_t replayed_ = 0;
   std::string graph_error_;
   std::size_t transferred_ = 0;
+  // Set where a step's issue counted the optimizer's step (all its groups at once: the updates go
+  // last); capture_step reads it to undo the count of a step that was never captured.
+  bool step_counted_ = false;
   Timeline *timeline_ = nullptr; // the context's, during a step that records
 };
 

@@ -100,7 +100,7 @@ template <class Sched> void captured_equals_issued(Context::Options options, Sch
 // captures: refusing it invalidates the capture, so the work every stage issues after it fails
 // too, and each executor keeps a failure.
 struct AllocatingTanh : Tanh {
-  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
+  template <class T> [[maybe_unused]] static void forward(backend::Executor &ex, const LayerForward<T> &f) {
     ex.deallocate(ex.allocate(64));
     Tanh::forward(ex, f);
   }
@@ -125,6 +125,9 @@ TEST_SUITE("gpu") {
       }
       graph_error = net.graph_error();
       CHECK(net.replayed_steps() == 0);
+      // Every step counted once: the failed capture had counted none, so it undid none.
+      CHECK(opt.steps(0) == 5);
+      CHECK(opt.steps(1) == 5);
       return std::pair{losses, test::snapshot(net)};
     };
     std::string captured_error, issued_error;
