@@ -289,7 +289,7 @@ private:
   }
   template <class Opt> void check_owner(const Opt &opt) const {
     if (opt.owner() != static_cast<const void *>(this))
-      detail::fail("train_step: the optimizer was built for another network");
+      detail::fail("train_step: the optimizer was built for another network (or was moved from)");
   }
 
   template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {

@@ -193,17 +193,17 @@ TEST_CASE("moving an optimizer completes the step in flight, whose bad label the
 
   optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
   const auto pending = net.train_step_async(x, bad, ce, opt);
-  optim::SGD moved(std::move(opt));
-  CHECK(pending.ready()); // completed by the move, before the state changed hands
+  optim::SGD moved(std::move(opt)); // completes the step first: its count is undone on `opt`, then moved
   CHECK_THROWS_AS(pending.get(), Error);
   CHECK(moved.steps(0) == 0); // undone on the optimizer that holds the state now
   CHECK(test::snapshot(net) == before);
+  // What was moved from trains nothing; it says so rather than reaching for state it gave away.
+  CHECK_THROWS_WITH_AS(net.train_step(batch_x(0), batch_y(0), ce, opt), doctest::Contains("another network"), Error);
 
   optim::Adam adam(net, {.lr = 1e-2f});
   const auto second = net.train_step_async(x, bad, ce, adam);
   optim::Adam assigned(net, {.lr = 1e-3f});
   assigned = std::move(adam);
-  CHECK(second.ready());
   CHECK_THROWS_AS(second.get(), Error);
   CHECK(assigned.steps(0) == 0);
   CHECK(assigned.options().lr == 1e-2f);

@@ -37,6 +37,9 @@ template <class Options, bool Decoupled> class AdamFamily {
 public:
   template <class Net> AdamFamily(Net &net, Options options) : options_(options), owner_(&net) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::Adam/AdamW train float networks");
+    // It synchronises below: a step in flight completes first, so that its failure reaches its
+    // PendingLoss rather than this constructor.
+    optim::complete_step_in_flight(net.parameter_groups());
     validate(options);
     for (const auto &g : net.parameter_groups()) {
       auto &s = groups_.emplace_back(State{g, {}, {}, {}, {}, 0});
@@ -68,7 +71,7 @@ public:
     optim::complete_step_in_flight(groups_);
     optim::complete_step_in_flight(other.groups_);
     options_ = other.options_;
-    owner_ = other.owner_;
+    owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
     id_ = other.id_;
     groups_ = std::move(other.groups_);
     return *this;

@@ -54,11 +54,14 @@ template <class States> void discard_counts(States &states) {
 template <class T> void complete_step_in_flight(const ParameterGroup<T> &group) noexcept {
   if (auto in_flight = group.in_flight.lock()) in_flight->complete_pending();
 }
-// The same for an optimizer's per-group states (each holding a `group`; all share one network).
-// An optimizer calls it in its destructor and on both sides of a move: the step in flight uses the
-// state it owns and holds a pointer to it, to undo its count after a bad label.
+// The same for an optimizer's per-group states (each holding a `group`), or for a network's
+// groups; all share one network. An optimizer calls it when it is made, in its destructor and on
+// both sides of a move: the step in flight uses the state it owns and holds a pointer to it, to
+// undo its count after a bad label, and its failure belongs to its PendingLoss.
 template <class States> void complete_step_in_flight(const States &states) noexcept {
-  if (!states.empty()) complete_step_in_flight(states.front().group);
+  if (states.empty()) return;
+  if constexpr (requires { states.front().group; }) complete_step_in_flight(states.front().group);
+  else complete_step_in_flight(states.front()); // a network's parameter_groups()
 }
 
 // An optimizer is built from a network (it keeps its state beside each group, on that group's

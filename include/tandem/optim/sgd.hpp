@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
@@ -32,6 +33,7 @@ public:
   template <class Net>
   SGD(Net &net, Options options) : options_(options), owner_(&net), id_(detail::next_optimizer_id()) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::SGD trains float networks");
+    complete_step_in_flight(net.parameter_groups()); // its failure belongs to its PendingLoss
     // PyTorch's checks, raised before anything is allocated.
     if (!(options.lr >= 0)) detail::fail("optim::SGD: invalid learning rate ", options.lr, " (must be >= 0)");
     if (!(options.momentum >= 0)) detail::fail("optim::SGD: invalid momentum ", options.momentum, " (must be >= 0)");
@@ -54,7 +56,7 @@ public:
     complete_step_in_flight(groups_);
     complete_step_in_flight(other.groups_);
     options_ = other.options_;
-    owner_ = other.owner_;
+    owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
     id_ = other.id_;
     groups_ = std::move(other.groups_);
     return *this;
