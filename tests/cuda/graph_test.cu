@@ -46,8 +46,9 @@ struct Run {
 // `steps` SGD steps (momentum, so the first differs from the rest) on fresh data each step: from
 // host memory, or written into the same device tensors each time; with `async`, every step issued
 // by train_step_async and the losses read at the end.
+// `new_lr`, where not 0: set_lr(new_lr) before the fourth step (an LR schedule).
 template <class Sched>
-Run train(Context::Options options, Sched sched, bool tensors, int steps = 8, bool async = false) {
+Run train(Context::Options options, Sched sched, bool tensors, int steps = 8, bool async = false, float new_lr = 0) {
   Context ctx(options);
   REQUIRE(ctx.backend() == backend::Kind::cuda);
   Net net(ctx, 21);
@@ -59,6 +60,7 @@ Run train(Context::Options options, Sched sched, bool tensors, int steps = 8, bo
   Run r;
   std::vector<PendingLoss<float>> pending;
   for (int i = 0; i < steps; ++i) {
+    if (i == 3 && new_lr != 0) opt.set_lr(new_lr);
     const auto xs = test::uniform<float>(batch * Net::in_features, 300 + static_cast<std::uint32_t>(i));
     const auto ys = labels_of(xs, batch);
     if (tensors) {
@@ -160,6 +162,23 @@ TEST_SUITE("gpu") {
         CHECK(async.parameters == sync.parameters);
         CHECK(async.replayed == sync.replayed);
       }
+  }
+
+  TEST_CASE("graphs: a new learning rate is captured anew, and the steps keep the issued steps' bits") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    const Context::Options options{.devices = "0,0"};
+    Context::Options off = options;
+    off.graphs = false;
+    const Run issued = train(off, schedule::Naive{}, false, 8, false, 0.01f);
+    const Run captured = train(options, schedule::Naive{}, false, 8, false, 0.01f);
+    // Step 1 seeds momentum, step 2 is seen once, step 3 is captured and run; step 4 has the new
+    // rate (issued: seen once), step 5 is captured again, 6 to 8 replay: 5 steps ran as graphs.
+    CHECK(captured.replayed == 5);
+    CHECK(captured.graph_error == "");
+    CHECK(captured.losses == issued.losses);
+    CHECK(captured.parameters == issued.parameters);
+    const Run unchanged = train(off, schedule::Naive{}, false, 8, false, 0);
+    CHECK(unchanged.parameters != issued.parameters); // the rate did change the training
   }
 
   TEST_CASE("graphs: a new batch size, schedule or optimizer without replay is issued, not replayed") {

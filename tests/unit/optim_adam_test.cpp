@@ -80,7 +80,8 @@ struct Case {
   std::pair<float, float> betas;
   float eps, weight_decay;
   bool amsgrad, decoupled;
-  double shrink; // gradients scale by shrink^t: < 1 makes v fall, so AMSGrad's maximum matters
+  double shrink;       // gradients scale by shrink^t: < 1 makes v fall, so AMSGrad's maximum matters
+  float lr_from_3 = 0; // set_lr(lr_from_3) before the fourth step, where not 0 (an LR schedule)
 };
 
 template <class Opt> void check_against_reference(const Case &c) {
@@ -102,6 +103,10 @@ template <class Opt> void check_against_reference(const Case &c) {
   // Group 0 steps six times, group 1 only on even steps: each keeps its own step count, and so
   // its own bias correction.
   for (int t = 0; t < 6; ++t) {
+    if (t == 3 && c.lr_from_3 != 0) {
+      opt.set_lr(c.lr_from_3);
+      ref0.lr = ref1.lr = plain0.lr = c.lr_from_3;
+    }
     const double scale = std::pow(c.shrink, t);
     for (auto &g : f.g0) g = static_cast<float>(scale * rng.uniform(-2, 2));
     for (auto &g : f.g1) g = static_cast<float>(scale * rng.uniform(-2, 2));
@@ -151,6 +156,20 @@ TEST_CASE("optim::Adam matches the algorithm in double precision") {
   check_against_reference<optim::Adam>({"l2 decay, eps", 0.05f, {0.8f, 0.95f}, 1e-2f, 0.3f, false, false, 0.5});
   check_against_reference<optim::Adam>({"amsgrad", 0.05f, {0.9f, 0.99f}, 1e-8f, 0.1f, true, false, 0.5});
   check_against_reference<optim::Adam>({"beta1 = 0", 0.05f, {0.0f, 0.9f}, 1e-6f, 0.0f, true, false, 0.3});
+}
+
+TEST_CASE("optim::Adam and optim::AdamW take a new learning rate from the next step on (set_lr)") {
+  check_against_reference<optim::Adam>(
+      {"lr 0.05 then 0.01", 0.05f, {0.9f, 0.99f}, 1e-8f, 0.1f, false, false, 0.5, 0.01f});
+  // AdamW's decay uses the rate too: p -= lr * wd * p.
+  check_against_reference<optim::AdamW>(
+      {"lr 0.05 then 0.2", 0.05f, {0.9f, 0.999f}, 1e-8f, 0.3f, false, true, 0.5, 0.2f});
+  Random rng(5);
+  Fixture f(rng);
+  optim::AdamW opt(f.net, {});
+  CHECK_THROWS_WITH_AS(opt.set_lr(-0.5f), doctest::Contains("optim::AdamW: invalid learning rate -0.5"), Error);
+  CHECK_THROWS_AS(opt.set_lr(std::numeric_limits<float>::infinity()), Error);
+  CHECK(opt.options().lr == 1e-3f);
 }
 
 TEST_CASE("optim::AdamW matches the algorithm in double precision") {

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include <tandem/tandem.hpp>
@@ -35,7 +36,8 @@ struct Reference {
   }
 };
 
-void check_against_reference(optim::SGD::Options options) {
+// Three steps, or one per rate in `rates`: set_lr(rates[step]) before each (an LR schedule).
+void check_against_reference(optim::SGD::Options options, const std::vector<float> &rates = {}) {
   Context ctx({.devices = "host"});
   Net net(ctx, 17);
   optim::SGD opt(net, options);
@@ -44,7 +46,13 @@ void check_against_reference(optim::SGD::Options options) {
   const auto x = test::uniform<float>(batch * 5, 51);
   const auto y = test::labels(batch, 3, 52);
   Reference ref{options, {}};
-  for (int step = 0; step < 3; ++step) {
+  const std::size_t steps = rates.empty() ? 3 : rates.size();
+  for (std::size_t step = 0; step < steps; ++step) {
+    if (!rates.empty()) {
+      opt.set_lr(rates[step]);
+      CHECK(opt.options().lr == rates[step]);
+      ref.o.lr = rates[step];
+    }
     std::vector<std::vector<double>> params;
     std::vector<std::vector<float>> grads;
     net.forward_backward(x, y, ce); // the gradients train_step is about to use
@@ -60,7 +68,7 @@ void check_against_reference(optim::SGD::Options options) {
       CHECK(test::relative_error(net.parameters()[t].to_host(), params[t]) < 1e-6);
     }
   }
-  CHECK(opt.steps(0) == 3);
+  CHECK(opt.steps(0) == steps);
 }
 } // namespace
 
@@ -73,6 +81,21 @@ TEST_CASE("SGD with momentum, dampening and weight decay matches the float64 rul
 }
 
 TEST_CASE("plain SGD matches the float64 rule") { check_against_reference({.lr = 0.2f}); }
+
+TEST_CASE("SGD's set_lr changes the rate from the next step on, momentum and all") {
+  check_against_reference({.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f}, {0.1f, 0.02f, 0.02f, 0.3f});
+  Context ctx({.devices = "host"});
+  Net net(ctx, 1);
+  optim::SGD opt(net, {.lr = 0.1f});
+  const auto id = opt.replay_id();
+  opt.set_lr(0.1f);
+  CHECK(opt.replay_id() == id); // the same rate: the same step, which may still replay
+  opt.set_lr(0.05f);
+  CHECK(opt.replay_id() != id); // a step captured with the old rate must not replay
+  CHECK_THROWS_WITH_AS(opt.set_lr(-1.0f), doctest::Contains("optim::SGD::set_lr: invalid learning rate -1"), Error);
+  CHECK_THROWS_AS(opt.set_lr(std::numeric_limits<float>::quiet_NaN()), Error);
+  CHECK(opt.options().lr == 0.05f);
+}
 
 TEST_CASE("SGD rejects PyTorch's invalid hyper-parameters") {
   Context ctx({.devices = "host"});

@@ -80,6 +80,17 @@ public:
 
   const Options &options() const { return options_; }
   const void *owner() const { return owner_; }
+  // The learning rate from the next step on, as assigning a param group's "lr" does in PyTorch,
+  // checked as the constructor checks it. As SGD's: a captured step keeps the rate it was captured
+  // with, so the steps after a change are captured anew.
+  void set_lr(float lr) {
+    Options changed = options_;
+    changed.lr = lr;
+    validate(changed);
+    if (lr == options_.lr) return;
+    options_.lr = lr;
+    id_ = detail::next_optimizer_id(); // no step captured with the old rate replays
+  }
   // Steps taken by group i; the bias correction of its next step uses steps(i) + 1.
   std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }
 

@@ -65,6 +65,16 @@ public:
 
   const Options &options() const { return options_; }
   const void *owner() const { return owner_; }
+  // The learning rate from the next step on, as assigning a param group's "lr" does in PyTorch (what
+  // an LR schedule does), checked as the constructor checks it. A captured step keeps the rate it
+  // was captured with, so a new rate makes the steps after it new ones to capture (graphs): the
+  // first of them is issued, and a rate that changes every step leaves every step issued.
+  void set_lr(float lr) {
+    if (!(lr >= 0)) detail::fail("optim::SGD::set_lr: invalid learning rate ", lr, " (must be >= 0)");
+    if (lr == options_.lr) return;
+    options_.lr = lr;
+    id_ = detail::next_optimizer_id(); // no step captured with the old rate replays
+  }
   // Steps taken by group i (its momentum buffer is seeded on the first).
   std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }
 
