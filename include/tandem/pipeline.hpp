@@ -388,9 +388,9 @@ private:
             L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
             std::size_t within = at;
             for (const ParameterSpec &p : L::parameters) {
-              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." +
-                                           std::string(p.name),
-                                       *st.ex, st.params.data() + within, st.grads.data() + within, p.rows, p.cols);
+              parameters_.emplace_back(
+                  "stage" + std::to_string(I) + "." + std::to_string(J) + "." + std::string(p.name), *st.ex,
+                  st.params.data() + within, st.grads.data() + within, p.rows, p.cols, in_flight_);
               within += p.size();
             }
           }(),

@@ -212,3 +212,33 @@ TEST_CASE("moving an optimizer completes the step in flight, whose bad label the
   CHECK(std::isfinite(net.train_step(batch_x(1), batch_y(1), ce, assigned)));
   CHECK(assigned.steps(0) == 1);
 }
+
+namespace {
+// A Tanh whose forward fails while `fail` is set, as a device fault would: the task throws on its
+// executor, and the step's completion reports it.
+struct FailingTanh : Tanh {
+  static inline bool fail = false;
+  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
+    if (fail) throw Error("FailingTanh: failed on purpose");
+    Tanh::forward(ex, f);
+  }
+};
+} // namespace
+
+TEST_CASE("reading a parameter completes the step in flight, whose failure stays with its PendingLoss") {
+  using Failing = Pipeline<Stage<Device<0>, Linear<6, 14>, FailingTanh>, Stage<Device<1>, Linear<14, 3>>>;
+  for (const auto where : {HostExecution::workers, HostExecution::calling_thread}) {
+    CAPTURE(static_cast<int>(where));
+    Context ctx({.devices = "host", .host_execution = where});
+    Failing net(ctx, 9);
+    optim::SGD opt(net, {.lr = 0.1f});
+    loss::CrossEntropy ce;
+    FailingTanh::fail = true;
+    const auto pending = net.train_step_async(batch_x(0), batch_y(0), ce, opt);
+    CHECK_NOTHROW(net.parameters()[0].to_host()); // not this call's failure
+    FailingTanh::fail = false;
+    CHECK(pending.ready());
+    CHECK_THROWS_WITH_AS(pending.get(), doctest::Contains("failed on purpose"), Error);
+    CHECK_NOTHROW(net.train_step(batch_x(1), batch_y(1), ce, opt)); // no failure left over
+  }
+}
