@@ -43,17 +43,14 @@ public:
     if (values.size() != size())
       detail::fail("Parameter '", name_, "' (", rows_, " x ", cols_, " = ", size(), " values on ", ex_->name(),
                    "): copy_from got ", values.size(), " values");
-    complete_step_in_flight();
+    optim::complete_step_in_flight(in_flight_);
     ex_->upload(data_, values.data(), values.size() * sizeof(T));
     ex_->synchronize();
   }
 
 private:
-  void complete_step_in_flight() const {
-    if (auto in_flight = in_flight_.lock()) in_flight->complete_pending();
-  }
   std::vector<T> read(const T *src) const {
-    complete_step_in_flight();
+    optim::complete_step_in_flight(in_flight_);
     std::vector<T> out(size());
     ex_->download(out.data(), src, out.size() * sizeof(T));
     ex_->synchronize();

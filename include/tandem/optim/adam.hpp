@@ -14,7 +14,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/detail/buffer.hpp"
 #include "tandem/error.hpp"
-#include "tandem/optim/optimizer.hpp"
+#include "tandem/optim/optimizer_base.hpp"
 
 namespace tandem::optim {
 
@@ -31,15 +31,27 @@ struct AdamOptions {
 
 namespace tandem::detail {
 
+// One group's state: the moments (and AMSGrad's running maximum), and the step count on the device.
+struct AdamState {
+  optim::ParameterGroup<float> group;
+  Buffer<backend::op::AdamCount> count; // the device's count of steps taken
+  Buffer<float> exp_avg, exp_avg_sq, max_exp_avg_sq;
+  std::size_t steps; // the same count, kept on the host for steps(i)
+};
+
 // Adam and AdamW differ only in where weight decay enters (the gradient, or the weight itself),
 // so one body serves both; `Decoupled` picks AdamW's form and the name in messages.
-template <class Options, bool Decoupled> class AdamFamily {
+template <class Options, bool Decoupled> class AdamFamily : public optim::OptimizerBase<Options, AdamState> {
+  using Base = optim::OptimizerBase<Options, AdamState>;
+  using Base::groups_;
+  using Base::id_;
+  using Base::options_;
+
 public:
-  template <class Net> AdamFamily(Net &net, Options options) : options_(options), owner_(&net) {
+  // The base completes a step in flight first: this synchronises below, and the step's failure
+  // belongs to its PendingLoss.
+  template <class Net> AdamFamily(Net &net, Options options) : Base(net, options) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::Adam/AdamW train float networks");
-    // It synchronises below: a step in flight completes first, so that its failure reaches its
-    // PendingLoss rather than this constructor.
-    optim::complete_step_in_flight(net.parameter_groups());
     validate(options);
     for (const auto &g : net.parameter_groups()) {
       auto &s = groups_.emplace_back(State{g, {}, {}, {}, {}, 0});
@@ -63,36 +75,15 @@ public:
     // The buffers must not be freed under a pending fill if this optimizer is dropped at once.
     for (auto &s : groups_) s.group.executor->synchronize();
   }
-  // A step in flight may still read and write the moments, and may have to undo its count: moving
-  // or destroying an optimizer completes it first (optimizer.hpp).
-  AdamFamily(AdamFamily &&other) noexcept { *this = std::move(other); }
-  AdamFamily &operator=(AdamFamily &&other) noexcept {
-    if (this == &other) return *this;
-    optim::complete_step_in_flight(groups_);
-    optim::complete_step_in_flight(other.groups_);
-    options_ = other.options_;
-    owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
-    id_ = other.id_;
-    groups_ = std::move(other.groups_);
-    return *this;
-  }
-  ~AdamFamily() { optim::complete_step_in_flight(groups_); }
-
-  const Options &options() const { return options_; }
-  const void *owner() const { return owner_; }
   // The learning rate from the next step on, as assigning a param group's "lr" does in PyTorch,
-  // checked as the constructor checks it. As SGD's: a captured step keeps the rate it was captured
-  // with, so the steps after a change are captured anew.
+  // checked as the constructor checks it; see OptimizerBase::change_lr. (The bias correction of a
+  // group's next step uses steps(i) + 1.)
   void set_lr(float lr) {
     Options changed = options_;
     changed.lr = lr;
     validate(changed);
-    if (lr == options_.lr) return;
-    options_.lr = lr;
-    id_ = detail::next_optimizer_id(); // no step captured with the old rate replays
+    this->change_lr(lr);
   }
-  // Steps taken by group i; the bias correction of its next step uses steps(i) + 1.
-  std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }
 
   void step_group(std::size_t i) {
     auto &s = groups_.at(i);
@@ -109,8 +100,6 @@ public:
   // The step number lives on the device (op::AdamCount): every step issues the same work, and a
   // captured one replays with the next number. A step skipped on the device left it as it was.
   std::optional<std::uint64_t> replay_id() const { return id_; }
-  void replayed(std::size_t i) { optim::count_replayed(groups_, i); }
-  void discard_step() { optim::discard_counts(groups_); }
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
   void step() {
@@ -136,12 +125,7 @@ private:
       fail(name, ": invalid weight_decay ", o.weight_decay, " (must be finite and >= 0)");
   }
 
-  struct State {
-    optim::ParameterGroup<float> group;
-    Buffer<backend::op::AdamCount> count; // the device's count of steps taken
-    Buffer<float> exp_avg, exp_avg_sq, max_exp_avg_sq;
-    std::size_t steps; // the same count, kept on the host for steps(i)
-  };
+  using State = AdamState;
   // The next step of a group, counted. PyTorch counts from 1: the first step's bias correction
   // is 1 - beta^1.
   backend::op::AdamStep<float> take_step(State &s) {
@@ -164,11 +148,6 @@ private:
                                           .count = s.count.data()};
     return op;
   }
-
-  Options options_;
-  const void *owner_ = nullptr;
-  std::uint64_t id_ = detail::next_optimizer_id();
-  std::vector<State> groups_;
 };
 
 } // namespace tandem::detail

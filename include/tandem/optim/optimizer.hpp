@@ -35,29 +35,21 @@ template <class T> struct ParameterGroup {
   // bad input on the device (a label out of range), and the update must change nothing. Pass it
   // on as the optimizer op's `skip`. Null where the pipeline checks input on the host instead.
   const std::int32_t *skip = nullptr;
-  // The network's step in flight; expired once the network is gone. An optimizer's destructor
-  // calls complete_step_in_flight on one of its groups (they all share their network's).
+  // The network's step in flight; expired once the network is gone. The library's optimizers
+  // complete it before they are made, moved or destroyed (OptimizerBase); so does Parameter
+  // before it reads or writes.
   std::weak_ptr<StepsInFlight> in_flight{};
 };
 
-// The step-count bookkeeping of the library's optimizers, whose per-group states each hold a
-// `group` and a `steps` count (Replayable::replayed, Discardable::discard_step).
-template <class States> void count_replayed(States &states, std::size_t i) {
-  auto &s = states.at(i);
-  if (s.group.size) ++s.steps;
+// Completes the step in flight, if the network is still there and has one.
+inline void complete_step_in_flight(const std::weak_ptr<StepsInFlight> &in_flight) noexcept {
+  if (auto step = in_flight.lock()) step->complete_pending();
 }
-template <class States> void discard_counts(States &states) {
-  for (auto &s : states)
-    if (s.group.size && s.steps) --s.steps;
-}
-
 template <class T> void complete_step_in_flight(const ParameterGroup<T> &group) noexcept {
-  if (auto in_flight = group.in_flight.lock()) in_flight->complete_pending();
+  complete_step_in_flight(group.in_flight);
 }
 // The same for an optimizer's per-group states (each holding a `group`), or for a network's
-// groups; all share one network. An optimizer calls it when it is made, in its destructor and on
-// both sides of a move: the step in flight uses the state it owns and holds a pointer to it, to
-// undo its count after a bad label, and its failure belongs to its PendingLoss.
+// groups: all share one network.
 template <class States> void complete_step_in_flight(const States &states) noexcept {
   if (states.empty()) return;
   if constexpr (requires { states.front().group; }) complete_step_in_flight(states.front().group);

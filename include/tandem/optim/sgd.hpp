@@ -13,7 +13,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/detail/buffer.hpp"
 #include "tandem/error.hpp"
-#include "tandem/optim/optimizer.hpp"
+#include "tandem/optim/optimizer_base.hpp"
 
 namespace tandem::optim {
 
@@ -26,14 +26,25 @@ struct SGDOptions {
   bool nesterov = false;
 };
 
-class SGD {
+} // namespace tandem::optim
+
+namespace tandem::detail {
+// One group's state: its momentum buffer (where momentum is on), seeded on its first step.
+struct SgdState {
+  optim::ParameterGroup<float> group;
+  Buffer<float> momentum;
+  std::size_t steps;
+};
+} // namespace tandem::detail
+
+namespace tandem::optim {
+
+class SGD : public OptimizerBase<SGDOptions, detail::SgdState> {
 public:
   using Options = SGDOptions;
 
-  template <class Net>
-  SGD(Net &net, Options options) : options_(options), owner_(&net), id_(detail::next_optimizer_id()) {
+  template <class Net> SGD(Net &net, Options options) : OptimizerBase(net, options) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::SGD trains float networks");
-    complete_step_in_flight(net.parameter_groups()); // its failure belongs to its PendingLoss
     // PyTorch's checks, raised before anything is allocated.
     if (!(options.lr >= 0)) detail::fail("optim::SGD: invalid learning rate ", options.lr, " (must be >= 0)");
     if (!(options.momentum >= 0)) detail::fail("optim::SGD: invalid momentum ", options.momentum, " (must be >= 0)");
@@ -48,35 +59,12 @@ public:
     }
   }
 
-  // A step in flight may still use the momentum buffers, and may have to undo its count: moving
-  // or destroying an optimizer completes it first (optimizer.hpp).
-  SGD(SGD &&other) noexcept { *this = std::move(other); }
-  SGD &operator=(SGD &&other) noexcept {
-    if (this == &other) return *this;
-    complete_step_in_flight(groups_);
-    complete_step_in_flight(other.groups_);
-    options_ = other.options_;
-    owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
-    id_ = other.id_;
-    groups_ = std::move(other.groups_);
-    return *this;
-  }
-  ~SGD() { complete_step_in_flight(groups_); }
-
-  const Options &options() const { return options_; }
-  const void *owner() const { return owner_; }
   // The learning rate from the next step on, as assigning a param group's "lr" does in PyTorch (what
-  // an LR schedule does), checked as the constructor checks it. A captured step keeps the rate it
-  // was captured with, so a new rate makes the steps after it new ones to capture (graphs): the
-  // first of them is issued, and a rate that changes every step leaves every step issued.
+  // an LR schedule does), checked as the constructor checks it; see OptimizerBase::change_lr.
   void set_lr(float lr) {
     if (!(lr >= 0)) detail::fail("optim::SGD::set_lr: invalid learning rate ", lr, " (must be >= 0)");
-    if (lr == options_.lr) return;
-    options_.lr = lr;
-    id_ = detail::next_optimizer_id(); // no step captured with the old rate replays
+    change_lr(lr);
   }
-  // Steps taken by group i (its momentum buffer is seeded on the first).
-  std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }
 
   void step_group(std::size_t i) {
     auto &s = groups_.at(i);
@@ -96,8 +84,6 @@ public:
       if (s.group.size && s.steps == 0 && options_.momentum != 0) return std::nullopt;
     return id_;
   }
-  void replayed(std::size_t i) { count_replayed(groups_, i); }
-  void discard_step() { discard_counts(groups_); }
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
   void step() {
@@ -106,11 +92,7 @@ public:
   }
 
 private:
-  struct State {
-    ParameterGroup<float> group;
-    detail::Buffer<float> momentum;
-    std::size_t steps;
-  };
+  using State = detail::SgdState;
   // The next step of a group, counted.
   backend::op::SgdStep<float> take_step(State &s) {
     const backend::op::SgdStep<float> op{.n = s.group.size,
@@ -127,10 +109,6 @@ private:
     ++s.steps;
     return op;
   }
-  Options options_;
-  const void *owner_ = nullptr;
-  std::uint64_t id_ = 0;
-  std::vector<State> groups_;
 };
 
 } // namespace tandem::optim

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: Apache-2.0
+// optim::OptimizerBase: what the library's optimizers share, their options, network, replay id and
+// per-group states, with the Optimizer protocol's bookkeeping.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "tandem/optim/optimizer.hpp"
+
+namespace tandem::optim {
+
+// `State` holds a group's `group` (ParameterGroup<float>) and its `steps` count, beside the
+// buffers the optimizer keeps for it. The network's step in flight (train_step_async) uses those
+// buffers and holds a pointer to the optimizer, to undo its count after a bad label: making,
+// moving or destroying an optimizer completes that step first, so that its failure reaches its
+// PendingLoss and its count is undone where the state is.
+template <class Options, class State> class OptimizerBase {
+public:
+  OptimizerBase(OptimizerBase &&other) noexcept { *this = std::move(other); }
+  OptimizerBase &operator=(OptimizerBase &&other) noexcept {
+    if (this == &other) return *this;
+    complete_step_in_flight(groups_);
+    complete_step_in_flight(other.groups_);
+    options_ = other.options_;
+    owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
+    id_ = other.id_;
+    groups_ = std::move(other.groups_);
+    return *this;
+  }
+  ~OptimizerBase() { complete_step_in_flight(groups_); }
+
+  const Options &options() const { return options_; }
+  const void *owner() const { return owner_; }
+  // Steps taken by group i.
+  std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }
+  // Replayable: a replayed step counts as step_group(i) would have.
+  void replayed(std::size_t i) {
+    auto &s = groups_.at(i);
+    if (s.group.size) ++s.steps;
+  }
+  // Discardable: undoes the last step's count of every group.
+  void discard_step() {
+    for (auto &s : groups_)
+      if (s.group.size && s.steps) --s.steps;
+  }
+
+protected:
+  template <class Net>
+  OptimizerBase(Net &net, Options options) : options_(options), owner_(&net), id_(detail::next_optimizer_id()) {
+    complete_step_in_flight(net.parameter_groups());
+  }
+  // The learning rate from the next step on, already checked. A captured step keeps the rate it
+  // was captured with, so a new rate takes a new replay id: no step captured with the old one
+  // replays, the next is issued and the one after it captured anew.
+  void change_lr(float lr) {
+    if (lr == options_.lr) return;
+    options_.lr = lr;
+    id_ = detail::next_optimizer_id();
+  }
+
+  Options options_;
+  const void *owner_ = nullptr;
+  std::uint64_t id_ = 0;
+  std::vector<State> groups_;
+};
+
+} // namespace tandem::optim
