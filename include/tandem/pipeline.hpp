@@ -116,6 +116,8 @@ public:
   }
 
   BasicPipeline(Context &ctx, std::uint64_t seed) : ctx_(&ctx) {
+    // Building waits on the devices: another network's step in flight there completes first.
+    for (std::size_t s = 0; s < num_stages; ++s) ctx.executor(device_of(s)).complete_steps_in_flight();
     for_each_stage([&]<std::size_t I>() { build_stage<I>(seed); });
     for (std::size_t s = 0; s + 1 < num_stages; ++s) {
       stages_[s].to_next = ctx.link(device_of(s), device_of(s + 1));
@@ -139,7 +141,7 @@ public:
   BasicPipeline &operator=(const BasicPipeline &) = delete;
   ~BasicPipeline() {
     complete_pending(); // (it keeps a failure for its PendingLoss; it throws nothing)
-    in_flight_.reset(); // optimizers outliving the network find nothing to complete
+    in_flight_.reset(); // the devices' lists of steps in flight find nothing left of it
     // Nothing may still use the buffers about to be freed.
     for (auto &st : stages_) {
       try {
@@ -293,7 +295,7 @@ private:
   }
 
   template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
-    complete_pending();
+    complete_steps_in_flight();
     const std::size_t batch = batch_of(x.size, "forward");
     const std::size_t m = micro_batches_of(sched, batch, "forward");
     const Sink out = make_sink(batch);
@@ -388,9 +390,9 @@ private:
             L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
             std::size_t within = at;
             for (const ParameterSpec &p : L::parameters) {
-              parameters_.emplace_back(
-                  "stage" + std::to_string(I) + "." + std::to_string(J) + "." + std::string(p.name), *st.ex,
-                  st.params.data() + within, st.grads.data() + within, p.rows, p.cols, in_flight_);
+              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." +
+                                           std::string(p.name),
+                                       *st.ex, st.params.data() + within, st.grads.data() + within, p.rows, p.cols);
               within += p.size();
             }
           }(),
@@ -404,7 +406,7 @@ private:
       });
     }
     st.ex->synchronize();
-    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr, in_flight_});
+    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr});
   }
 
   std::size_t batch_of(std::size_t values, const char *what) const {
@@ -890,7 +892,7 @@ private:
   template <class Loss, class Sched, class Opt>
   PendingLoss<T> step(const Source<T> &x, const Source<typename Loss::template target_type<T>> &y, const Sched &sched,
                       Opt *opt) {
-    complete_pending(); // the step before, if still in flight: its loss check may undo an optimizer count
+    complete_steps_in_flight(); // the step before: its loss check may undo an optimizer count
     using Target = typename Loss::template target_type<T>;
     constexpr bool optimizing = !std::is_same_v<Opt, NoOptimizer>;
     // Preconditions, all checked before any work is issued. Targets on the device are checked
@@ -969,6 +971,7 @@ private:
                   detail::fail("train_step: the targets failed the loss's check on the device, but not when read back");
                 }};
     outcome->complete = [this] { complete_pending(); };
+    for (backend::Executor *ex : executors_) ex->add_step_in_flight(in_flight_);
     outcome->finished = [this] {
       return std::all_of(executors_.begin(), executors_.end(), [](backend::Executor *e) { return e->idle(); });
     };
@@ -1007,7 +1010,7 @@ private:
   };
   // Waits for the step in flight, if any, and settles its outcome: the loss, or its failure
   // (kept for PendingLoss::get, not thrown here).
-  void complete_pending() {
+  void complete_pending() noexcept {
     if (!pending_.outcome) return;
     InFlightStep step = std::move(pending_);
     pending_ = {};
@@ -1275,10 +1278,17 @@ private:
     timeline_->close(mark, done);
   }
 
-  // Handed to optimizers (ParameterGroup::in_flight): one that goes first completes the step.
-  struct Completer final : optim::StepsInFlight {
+  // Its own step in flight and any other network's on its devices (Executor::add_step_in_flight):
+  // whatever this network waits for next must not take another step's failure.
+  void complete_steps_in_flight() noexcept {
+    complete_pending();
+    for (backend::Executor *ex : executors_) ex->complete_steps_in_flight();
+  }
+
+  // Listed on each device of a step in flight: whoever waits on that device first completes it.
+  struct Completer final : backend::StepInFlight {
     explicit Completer(BasicPipeline *p) : pipeline(p) {}
-    void complete_pending() override { pipeline->complete_pending(); }
+    void complete_pending() noexcept override { pipeline->complete_pending(); }
     BasicPipeline *pipeline;
   };
 
@@ -1299,8 +1309,8 @@ private:
   std::vector<Parameter<T>> parameters_;
   std::vector<optim::ParameterGroup<T>> groups_;
   InFlightStep pending_;
-  std::shared_ptr<Completer> in_flight_ = std::make_shared<Completer>(this); // (before groups_ are made)
-  std::vector<backend::Executor *> executors_;                               // each stage's, in stage order
+  std::shared_ptr<Completer> in_flight_ = std::make_shared<Completer>(this);
+  std::vector<backend::Executor *> executors_; // each stage's, in stage order
   detail::Buffer<std::byte> targets_;
   detail::Buffer<std::byte> result_; // a StepResult on the last stage's device
   // Captured steps (ContextOptions::graphs), after the buffers they point into: destroyed first.

@@ -28,6 +28,9 @@ public:
       : Tensor(ctx, device, rows, cols) {
     copy_from(values);
   }
+  template <std::size_t N>
+  Tensor(Context &ctx, Device<N>, std::size_t rows, std::size_t cols, std::span<const T> values)
+      : Tensor(ctx, N, rows, cols, values) {}
 
   std::size_t rows() const { return rows_; }
   std::size_t cols() const { return cols_; }
@@ -39,8 +42,11 @@ public:
   T *data() { return buffer_.data(); }
   const T *data() const { return buffer_.data(); }
 
-  // Waits for the work issued on the device so far, then reads.
+  // Wait for the work issued on the device so far, then read or write. A network's training step
+  // in flight there (train_step_async) is completed first: a failure of that step is for its
+  // PendingLoss, not for this call.
   std::vector<T> to_host() const {
+    executor().complete_steps_in_flight();
     std::vector<T> out(size());
     executor().download(out.data(), data(), out.size() * sizeof(T));
     executor().synchronize();
@@ -50,6 +56,7 @@ public:
     if (values.size() != size())
       detail::fail("Tensor (", rows_, " x ", cols_, " on Device<", device_, ">): copy_from got ", values.size(),
                    " values");
+    executor().complete_steps_in_flight();
     executor().upload(data(), values.data(), values.size() * sizeof(T));
     executor().synchronize();
   }

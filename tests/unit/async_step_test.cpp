@@ -6,10 +6,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <tandem/tandem.hpp>
@@ -239,6 +242,45 @@ TEST_CASE("reading a parameter completes the step in flight, whose failure stays
     FailingTanh::fail = false;
     CHECK(pending.ready());
     CHECK_THROWS_WITH_AS(pending.get(), doctest::Contains("failed on purpose"), Error);
+    CHECK_NOTHROW(net.train_step(batch_x(1), batch_y(1), ce, opt)); // no failure left over
+  }
+}
+
+TEST_CASE("whatever else waits on a device completes the step in flight there, whose failure stays with its "
+          "PendingLoss") {
+  // Bystanders on the failing network's devices: a Tensor read and write, another network's
+  // step, inference and construction, and that network's optimizer stepped by hand. Each would
+  // otherwise take the failure waiting on the device and throw it as its own.
+  using Failing = Pipeline<Stage<Device<0>, Linear<6, 14>, FailingTanh>, Stage<Device<1>, Linear<14, 3>>>;
+  using Other = Pipeline<Stage<Device<0>, Linear<6, 3>>>; // where the failure waits
+  for (const auto where : {HostExecution::workers, HostExecution::calling_thread}) {
+    CAPTURE(static_cast<int>(where));
+    Context ctx({.devices = "host", .host_execution = where});
+    Failing net(ctx, 9);
+    optim::SGD opt(net, {.lr = 0.1f});
+    Other other(ctx, 10);
+    optim::SGD other_opt(other, {.lr = 0.1f});
+    loss::CrossEntropy ce;
+    const std::vector<float> values = test::uniform<float>(6, 11);
+    Tensor<float> tensor(ctx, Device<0>{}, 1, 6, values);
+    const std::vector<std::pair<std::string, std::function<void()>>> bystanders = {
+        {"Tensor::to_host", [&] { CHECK(tensor.to_host() == values); }},
+        {"Tensor::copy_from", [&] { tensor.copy_from(values); }},
+        {"another network's train_step",
+         [&] { CHECK(std::isfinite(other.train_step(batch_x(2), batch_y(2), ce, other_opt))); }},
+        {"another network's forward", [&] { CHECK(other.forward(batch_x(3)).size() == batch * 3); }},
+        {"another network's optimizer by hand", [&] { other_opt.step(); }},
+        {"a new network", [&] { Other built(ctx, 12); }},
+    };
+    for (const auto &[what, bystander] : bystanders) {
+      CAPTURE(what);
+      FailingTanh::fail = true;
+      const auto pending = net.train_step_async(batch_x(0), batch_y(0), ce, opt);
+      CHECK_NOTHROW(bystander());
+      FailingTanh::fail = false;
+      CHECK(pending.ready());
+      CHECK_THROWS_WITH_AS(pending.get(), doctest::Contains("failed on purpose"), Error);
+    }
     CHECK_NOTHROW(net.train_step(batch_x(1), batch_y(1), ce, opt)); // no failure left over
   }
 }

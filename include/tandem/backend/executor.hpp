@@ -11,6 +11,7 @@
 
 #include "tandem/backend/event.hpp"
 #include "tandem/backend/graph.hpp"
+#include "tandem/backend/in_flight.hpp"
 #include "tandem/backend/link.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/error.hpp"
@@ -105,6 +106,16 @@ public:
   virtual void run(const op::SmallNetwork<double> &) = 0;
   // Same-device copy.
   virtual void copy(void *dst, const void *src, std::size_t bytes) = 0;
+
+  // The networks' steps that may still be in flight here (train_step_async registers its step on
+  // each of its devices). Whatever waits on this device for its own reasons - a Tensor's or a
+  // Parameter's copy, an optimizer, another network's step - completes them first, so that a
+  // step's failure reaches its own PendingLoss and not that bystander.
+  void add_step_in_flight(const std::shared_ptr<StepInFlight> &step) { in_flight_.add(step); }
+  void complete_steps_in_flight() noexcept { in_flight_.complete(); }
+
+private:
+  StepsInFlight in_flight_;
 };
 
 inline std::unique_ptr<Graph> Executor::capture(std::span<Executor *const> /*executors*/,

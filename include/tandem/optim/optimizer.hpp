@@ -6,24 +6,12 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <span>
 
 #include "tandem/backend/executor.hpp"
 
 namespace tandem::optim {
-
-// A network's training step still in flight (train_step_async). An optimizer completes it before
-// it frees its state, which that step may still be using, and whose step count a step found
-// invalid on the device still has to undo.
-class StepsInFlight {
-public:
-  virtual void complete_pending() = 0;
-
-protected:
-  ~StepsInFlight() = default;
-};
 
 // The flat parameters and gradients of one stage, on that stage's device.
 template <class T> struct ParameterGroup {
@@ -35,25 +23,19 @@ template <class T> struct ParameterGroup {
   // bad input on the device (a label out of range), and the update must change nothing. Pass it
   // on as the optimizer op's `skip`. Null where the pipeline checks input on the host instead.
   const std::int32_t *skip = nullptr;
-  // The network's step in flight; expired once the network is gone. The library's optimizers
-  // complete it before they are made, moved or destroyed (OptimizerBase); so does Parameter
-  // before it reads or writes.
-  std::weak_ptr<StepsInFlight> in_flight{};
 };
 
-// Completes the step in flight, if the network is still there and has one.
-inline void complete_step_in_flight(const std::weak_ptr<StepsInFlight> &in_flight) noexcept {
-  if (auto step = in_flight.lock()) step->complete_pending();
-}
-template <class T> void complete_step_in_flight(const ParameterGroup<T> &group) noexcept {
-  complete_step_in_flight(group.in_flight);
-}
-// The same for an optimizer's per-group states (each holding a `group`), or for a network's
-// groups: all share one network.
-template <class States> void complete_step_in_flight(const States &states) noexcept {
-  if (states.empty()) return;
-  if constexpr (requires { states.front().group; }) complete_step_in_flight(states.front().group);
-  else complete_step_in_flight(states.front()); // a network's parameter_groups()
+// Completes the steps in flight on the groups' devices (Executor::complete_steps_in_flight): the
+// library's optimizers do so before they are made, moved or destroyed (OptimizerBase), and before
+// a step by hand, which would otherwise wait on the device and take such a step's failure.
+// `states` are an optimizer's per-group states (each holding a `group`) or a network's groups.
+template <class States> void complete_steps_in_flight(const States &states) noexcept {
+  for (const auto &s : states) {
+    backend::Executor *ex = nullptr;
+    if constexpr (requires { s.group; }) ex = s.group.executor;
+    else ex = s.executor;
+    if (ex) ex->complete_steps_in_flight();
+  }
 }
 
 // An optimizer is built from a network (it keeps its state beside each group, on that group's
