@@ -324,6 +324,29 @@ TEST_SUITE("gpu") {
     CHECK(lt.allocations() == allocations);
   }
 
+  TEST_CASE("Lt: at most max_plans shapes stay planned, the least recently used going first") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
+    // One shape used between all the others stays; the first of the others is dropped.
+    const Shape kept{64, 20, 10};
+    auto other = [](std::size_t i) { return Shape{i + 1, 12, 5}; };
+    const std::size_t n = Lt::max_plans + 40;
+    unsigned seed = 0;
+    REQUIRE(run_case(ex, lt, kept, true, Activation::relu, fp32_tolerance, 0, ++seed));
+    for (std::size_t i = 0; i < n; ++i) {
+      CAPTURE(i);
+      run_case(ex, lt, other(i), false, Activation::identity, fp32_tolerance, 0, ++seed); // refused is fine
+      REQUIRE(run_case(ex, lt, kept, true, Activation::relu, fp32_tolerance, 0, ++seed));
+      REQUIRE(lt.plans() <= Lt::max_plans);
+    }
+    CHECK(lt.plans() == Lt::max_plans);
+    CHECK(lt.planned() == n + 1); // `kept` was planned once
+    run_case(ex, lt, other(0), false, Activation::identity, fp32_tolerance, 0, ++seed);
+    CHECK(lt.planned() == n + 2); // the first other shape had been dropped
+    CHECK(lt.allocations() == 1);
+  }
+
   TEST_CASE("Lt: a warmed-up call can be captured into a CUDA graph") {
     TANDEM_SKIP_WITHOUT_GPU();
     backend::cuda::Executor ex(0, 0, Precision::fp32);

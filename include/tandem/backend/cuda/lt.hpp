@@ -64,6 +64,11 @@ public:
   // cost milliseconds: 2^30 is a 1024-wide product of batch 1024 (about 40 us in fp32 on an H100).
   static constexpr double tune_max_macs = 1073741824.0;
   static constexpr int tune_runs = 5; // timed per candidate, after one untimed run
+  // Shapes kept planned. Training meets a few dozen; inference over many batch sizes would
+  // otherwise grow the list (and each lookup's scan) without bound. Past it, the least recently
+  // used plan goes: a descriptor is read only during its own cublasLtMatmul call, so nothing
+  // issued (or captured) still needs it, and a tuned shape finds its choice again in choices().
+  static constexpr std::size_t max_plans = 256;
 
   Lt(const Site &site, Precision precision, bool tune = false) : site_(site), precision_(precision), tune_(tune) {
     DeviceGuard guard(site_.device, site_);
@@ -162,8 +167,10 @@ public:
 
   // Device allocations made so far (the workspace, once): a steady state adds none.
   std::size_t allocations() const { return allocations_; }
-  // Shapes planned so far, those found unsupported included.
+  // Shapes planned and kept (at most max_plans), those found unsupported included.
   std::size_t plans() const { return plans_.size(); }
+  // Plans made so far, those since dropped included: a shape that comes again unplanned was dropped.
+  std::size_t planned() const { return planned_; }
   Precision precision() const { return precision_; }
   bool tunes() const { return tune_; }
   // The plans by epilogue, "name supported/planned[, tuned]": which fused paths cuBLASLt took
@@ -252,6 +259,7 @@ private:
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr; // C is D (beta = 0, C = D)
     cublasLtMatmulAlgo_t algo{};
+    std::uint64_t used = 0; // the Lt's use count at its latest use (least recently used goes first)
 
     explicit Plan(const Key &k) : key(k) {}
     Plan(const Plan &) = delete;
@@ -336,9 +344,12 @@ private:
     return true;
   }
 
-  Plan *find(const Key &key) const {
+  Plan *find(const Key &key) {
     for (const auto &p : plans_)
-      if (p->key == key) return p.get();
+      if (p->key == key) {
+        p->used = ++uses_;
+        return p.get();
+      }
     return nullptr;
   }
 
@@ -468,6 +479,11 @@ private:
       const double macs = static_cast<double>(batch) * static_cast<double>(in) * static_cast<double>(out);
       if (tune_ && candidates.size() > 1 && macs <= tune_max_macs) p.tuned = tune(p, candidates, stream, o);
     }
+    if (plans_.size() >= max_plans)
+      plans_.erase(std::min_element(plans_.begin(), plans_.end(),
+                                    [](const auto &l, const auto &r) { return l->used < r->used; }));
+    plan->used = ++uses_;
+    ++planned_;
     plans_.push_back(std::move(plan));
     return plans_.back().get();
   }
@@ -578,7 +594,9 @@ private:
   std::size_t workspace_size_ = 0;
   bool workspace_ready_ = false;
   std::size_t allocations_ = 0;
-  std::vector<std::unique_ptr<Plan>> plans_;
+  std::vector<std::unique_ptr<Plan>> plans_; // at most max_plans
+  std::uint64_t uses_ = 0;
+  std::size_t planned_ = 0;
   std::vector<const void *> masks_; // ReLU masks the latest linear_forward given each wrote
 };
 
