@@ -32,12 +32,16 @@ function(tandem_add_unit_tests)
   add_executable(tandem_tests ${sources})
   _tandem_test_target(tandem_tests)
   target_link_libraries(tandem_tests PRIVATE doctest::doctest)
+  # glibc fills every block malloc hands out with this byte (MALLOC_PERTURB_), so host memory read
+  # before it is written gives garbage in the tests rather than the zeros a fresh page happens to
+  # hold (a status word left uninitialised, a gradient never zeroed).
+  set(perturb MALLOC_PERTURB_=165)
   # ADD_LABELS: a test case's TEST_SUITE becomes its CTest label (so `-LE gpu` works).
-  doctest_discover_tests(tandem_tests ADD_LABELS 1)
+  doctest_discover_tests(tandem_tests ADD_LABELS 1 PROPERTIES ENVIRONMENT ${perturb})
   # HostExecution::automatic runs the tests' small networks on the calling thread: the whole suite
   # runs once more with every stage on its worker thread, so both paths stay covered.
   add_test(NAME unit.workers COMMAND tandem_tests)
-  set_tests_properties(unit.workers PROPERTIES ENVIRONMENT TANDEM_HOST_EXECUTION=workers LABELS unit)
+  set_tests_properties(unit.workers PROPERTIES ENVIRONMENT "TANDEM_HOST_EXECUTION=workers;${perturb}" LABELS unit)
 
   # GPU tests: .cu files linked with the same doctest main. Their cases live in TEST_SUITE("gpu").
   file(GLOB cu_sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/cuda/*.cu)
