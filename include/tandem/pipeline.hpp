@@ -589,24 +589,35 @@ private:
     return op;
   }
 
-  // Layer J of stage I takes the ReLU after it into its own forward (Linear's activated forward).
-  template <std::size_t I, std::size_t J> static constexpr bool fuses_relu() {
+  // The activation after layer J of stage I that J takes into its own forward (Linear's activated
+  // forward): a ReLU or a GELUTanh, the two that cuBLASLt's epilogues compute (its GELU is the tanh
+  // form; nn.GELU's erf form keeps its own operation). Identity: none.
+  template <std::size_t I, std::size_t J> static constexpr backend::Activation fused_activation() {
     using St = stage<I>;
-    if constexpr (J + 1 >= St::num_layers) return false;
+    constexpr auto none = backend::Activation::identity;
+    if constexpr (J + 1 >= St::num_layers) return none;
     else {
       using Next = typename St::template layer<J + 1>;
-      if constexpr (requires { Next::activation; })
-        return Next::activation == backend::Activation::relu &&
-               requires(backend::Executor & ex, const LayerForward<T> &f) {
-          St::template layer<J>::forward(ex, f, backend::Activation::relu);
-        };
-      else return false;
+      if constexpr (requires { Next::activation; }) {
+        constexpr backend::Activation act = Next::activation;
+        if constexpr (act != backend::Activation::relu && act != backend::Activation::gelu_tanh) return none;
+        else if constexpr (requires(backend::Executor & ex, const LayerForward<T> &f) {
+                             St::template layer<J>::forward(ex, f, act);
+                           })
+          return act;
+        else return none;
+      } else {
+        return none;
+      }
     }
+  }
+  template <std::size_t I, std::size_t J> static constexpr bool fuses_relu() {
+    return fused_activation<I, J>() == backend::Activation::relu;
   }
 
   template <std::size_t I, std::size_t J> static constexpr bool follows_fused_linear() {
     if constexpr (J == 0) return false;
-    else return fuses_relu<I, J - 1>();
+    else return fused_activation<I, J - 1>() != backend::Activation::identity;
   }
 
   // Layer J of stage I, a Linear fused with the ReLU after it, hands that ReLU's backward and its
@@ -678,9 +689,14 @@ private:
                 g.y = ys[J + 1];
                 g.relu_mask = relu_mask_of<I, J>(ys);
                 St::template layer<J>::forward(*ex, g, backend::Activation::relu);
+              } else if constexpr (fused_activation<I, J>() == backend::Activation::gelu_tanh) {
+                LayerForward<T> g = f; // GELU's backward reads its input: the Linear's output, kept
+                g.y = ys[J + 1];
+                g.pre_activation = ys[J];
+                St::template layer<J>::forward(*ex, g, backend::Activation::gelu_tanh);
               } else if constexpr (follows_fused_linear<I, J>()) {
-                // done with the Linear before it; its own output was never needed (ReLU's
-                // backward reads the output)
+                // done with the Linear before it (ReLU's backward reads the output only, so the
+                // Linear's own output was never needed; GELU's input was kept by the product)
               } else {
                 St::template layer<J>::forward(*ex, f);
               }

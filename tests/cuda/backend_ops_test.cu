@@ -77,6 +77,32 @@ template <class T> void linear_case(backend::Executor &ex, bool bias, bool dx, b
   check_close(d_db.to_host(), db, tolerance<T>, what + "dbias");
 }
 
+// y = act(z), z = x w^T + b, with z kept at pre_activation or not, against the host kernels.
+template <class T> void activated_linear_case(backend::Executor &ex, Activation act, std::size_t out, bool keep) {
+  const std::size_t batch = 33, in = 17;
+  auto x = uniform<T>(batch * in, 20), w = uniform<T>(out * in, 21), b = uniform<T>(out, 22);
+  std::vector<T> y(batch * out), z(batch * out, T(7));
+  DeviceArray<T> d_x(ex, x), d_w(ex, w), d_b(ex, b), d_y(ex, y), d_z(ex, z);
+  op::LinearForward<T> f{.batch = batch,
+                         .in = in,
+                         .out = out,
+                         .x = x.data(),
+                         .weight = w.data(),
+                         .bias = b.data(),
+                         .y = y.data(),
+                         .activation = act,
+                         .pre_activation = keep ? z.data() : nullptr};
+  host::run(f);
+  f.x = d_x.get(), f.weight = d_w.get(), f.bias = d_b.get(), f.y = d_y.get();
+  f.pre_activation = keep ? d_z.get() : nullptr;
+  run_on(ex, f);
+  const std::string what = std::string("LinearForward<") + type_name(T{}) + "> activation " +
+                           std::to_string(static_cast<int>(act)) + " out " + std::to_string(out) +
+                           (keep ? " keeping z " : " ");
+  check_close(d_y.to_host(), y, tolerance<T>, what + "y");
+  check_close(d_z.to_host(), z, tolerance<T>, what + "z"); // (untouched: 7s on both sides)
+}
+
 // A Linear (in -> hidden) with its ReLU, then a Linear (hidden -> out) whose backward takes the
 // ReLU's over (relu_before) and writes the first one's bias gradient (dbias_before): on the GPU
 // through cuBLASLt's DRELU(_BGRAD) epilogue where the forward kept the ReLU's mask, by kernels
@@ -438,6 +464,20 @@ TEST_SUITE("gpu") {
             linear_case<float>(tuned, bias, dx, dbias, accumulate);
           }
     MESSAGE("products tuned: " << tuned.tuned_products());
+  }
+
+  TEST_CASE("ops: LinearForward with each activation after it, its input kept or not, matches the host kernels") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    // Fused (cuBLASLt for ReLU and GELU's tanh form, where it takes the shape) and plain.
+    backend::cuda::Executor ex(0, 0, Precision::fp32), plain(0, 1, Precision::fp32, {.fuse_epilogues = false});
+    for (backend::Executor *e : {static_cast<backend::Executor *>(&ex), static_cast<backend::Executor *>(&plain)})
+      for (const std::size_t out : {std::size_t{9}, std::size_t{24}})
+        for (const Activation act : {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh,
+                                     Activation::gelu, Activation::gelu_tanh})
+          for (bool keep : {false, true}) {
+            activated_linear_case<float>(*e, act, out, keep);
+            activated_linear_case<double>(*e, act, out, keep);
+          }
   }
 
   TEST_CASE("ops: a Linear taking the ReLU before it (relu_before, DRELU_BGRAD) matches the host kernels") {

@@ -15,6 +15,7 @@
 #include <doctest/doctest.h>
 
 #include "support.hpp"
+#include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/cuda/executor.hpp"
 #include "tandem/backend/cuda/lt.hpp"
 #include "tandem/backend/ops.hpp"
@@ -322,6 +323,54 @@ TEST_SUITE("gpu") {
     REQUIRE(run_case(ex, lt, s, true, Activation::relu, fp32_tolerance, 0, 3));
     CHECK(lt.plans() == plans);
     CHECK(lt.allocations() == allocations);
+  }
+
+  TEST_CASE("Lt: GELU (tanh form) in the epilogue, keeping its input where asked (GELU_AUX_BIAS), matches float64") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    backend::cuda::Executor ex(0, 0, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
+    // (1024, 256, 256) must take the fused path; out = 20 cannot keep z (cuBLASLt wants an aux
+    // leading dimension divisible by 8) and must say so by returning false.
+    const Shape shapes[] = {{1024, 256, 256}, {64, 32, 16}, {64, 10, 20}};
+    unsigned seed = 40;
+    for (const Shape &s : shapes)
+      for (bool bias : {true, false})
+        for (bool keep : {true, false}) {
+          const std::string what = describe(s, bias, Activation::identity) + " gelu_tanh" + (keep ? " keeping z" : "");
+          CAPTURE(what);
+          ++seed;
+          const auto x = uniform<float>(s.batch * s.in, 100 + seed, -2, 2),
+                     w = uniform<float>(s.out * s.in, 200 + seed), b = uniform<float>(s.out, 300 + seed);
+          DeviceArray<float> d_x(ex, x), d_w(ex, w), d_b(ex, b), d_y(ex, std::vector<float>(s.batch * s.out, poison)),
+              d_z(ex, std::vector<float>(s.batch * s.out, poison));
+          op::LinearForward<float> f{.batch = s.batch,
+                                     .in = s.in,
+                                     .out = s.out,
+                                     .x = d_x.get(),
+                                     .weight = d_w.get(),
+                                     .bias = bias ? d_b.get() : nullptr,
+                                     .y = d_y.get(),
+                                     .activation = Activation::gelu_tanh,
+                                     .pre_activation = keep ? d_z.get() : nullptr};
+          const bool done = lt.linear_forward(ex.stream(), f, Activation::gelu_tanh);
+          const auto y = d_y.to_host(), z = d_z.to_host();
+          if (keep && s.out % 8 != 0) CHECK_MESSAGE(!done, "an aux leading dimension of " << s.out << " was taken");
+          if (s.batch == 1024) REQUIRE_MESSAGE(done, "cuBLASLt refused the 256-wide GELU epilogue");
+          if (!done) {
+            CHECK(std::all_of(y.begin(), y.end(), [](float v) { return std::isnan(v); }));
+            continue;
+          }
+          const auto want_z = reference(s, x, w, bias ? b.data() : nullptr, Activation::identity);
+          std::vector<double> want_y(want_z.size());
+          for (std::size_t i = 0; i < want_z.size(); ++i)
+            want_y[i] = backend::activate<Activation::gelu_tanh>(want_z[i]);
+          // The GPU bound of the design (1e-4): cuBLASLt's tanh need not be the correctly rounded one.
+          const double err_y = relative_error(y.data(), want_y);
+          MESSAGE(what << ": relative error of y " << err_y);
+          CHECK(err_y <= 1e-4);
+          if (keep) CHECK(relative_error(z.data(), want_z) <= fp32_tolerance);
+          else CHECK(std::all_of(z.begin(), z.end(), [](float v) { return std::isnan(v); }));
+        }
   }
 
   TEST_CASE("Lt: at most max_plans shapes stay planned, the least recently used going first") {

@@ -163,3 +163,48 @@ TEST_CASE("Linear, ReLU, Linear in one stage: gradients through the ReLUs match 
     check_against_central_differences(net, x, y, schedule::OneFOneB{.micro_batches = 2});
   }
 }
+
+// A Linear followed by a GELUTanh runs as one operation that keeps the product for the GELU's
+// backward (LinearForward::pre_activation; a GPU's GELU_AUX_BIAS epilogue), also where the GELU
+// ends a stage. Micro-batches reuse the kept products of earlier ones.
+TEST_CASE("Linear then GELUTanh in one operation: gradients match central differences (double)") {
+  using Net = BasicPipeline<double, Stage<Device<0>, Linear<4, 8>, GELUTanh, Linear<8, 5>>,
+                            Stage<Device<1>, Linear<5, 6>, GELUTanh>>;
+  Context ctx({.devices = "host", .fuse_small_stages = StageFusion::never});
+  Net net(ctx, 7);
+  const std::size_t batch = 9;
+  const auto x = test::uniform<double>(batch * Net::in_features, 43, -2, 2);
+  const auto y = test::labels(batch, Net::out_features, 44);
+  SUBCASE("whole batch") { check_against_central_differences(net, x, y, schedule::Naive{}); }
+  SUBCASE("GPipe, 3 micro-batches") {
+    check_against_central_differences(net, x, y, schedule::GPipe{.micro_batches = 3});
+  }
+}
+
+TEST_CASE("Linear then GELUTanh in one operation trains as the two layers apart, bit for bit") {
+  // An Identity between them keeps the two apart: the same arithmetic, in two operations.
+  using Fused =
+      Pipeline<Stage<Device<0>, Linear<7, 16>, GELUTanh, Linear<16, 5>>, Stage<Device<1>, Linear<5, 8>, GELUTanh>>;
+  using Apart = Pipeline<Stage<Device<0>, Linear<7, 16>, Identity, GELUTanh, Linear<16, 5>>,
+                         Stage<Device<1>, Linear<5, 8>, Identity, GELUTanh>>;
+  Context ctx({.devices = "host", .fuse_small_stages = StageFusion::never});
+  Fused fused(ctx, 3);
+  Apart apart(ctx, 4);
+  REQUIRE(fused.parameters().size() == apart.parameters().size());
+  for (std::size_t i = 0; i < fused.parameters().size(); ++i)
+    apart.parameters()[i].copy_from(fused.parameters()[i].to_host());
+  optim::SGD fused_opt(fused, {.lr = 0.05f, .momentum = 0.9f}), apart_opt(apart, {.lr = 0.05f, .momentum = 0.9f});
+  loss::CrossEntropy ce;
+  const std::size_t batch = 11;
+  for (std::uint64_t k = 0; k < 3; ++k) {
+    const auto x = test::uniform<float>(batch * 7, 60 + k, -2, 2);
+    const auto y = test::labels(batch, 8, 70 + k);
+    const schedule::GPipe sched{.micro_batches = 2};
+    CHECK(fused.train_step(x, y, ce, fused_opt, sched) == apart.train_step(x, y, ce, apart_opt, sched));
+    CHECK(fused.forward(x) == apart.forward(x));
+  }
+  for (std::size_t i = 0; i < fused.parameters().size(); ++i) {
+    INFO(fused.parameters()[i].name());
+    CHECK(fused.parameters()[i].to_host() == apart.parameters()[i].to_host());
+  }
+}

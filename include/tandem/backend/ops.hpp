@@ -45,6 +45,10 @@ template <class T> struct LinearForward {
   T *y = nullptr;
   Activation activation = Activation::identity;
   void *relu_mask = nullptr;
+  // With an activation: where z = x * weight^T + bias, the activation's input, is kept beside its
+  // output y (null: nowhere). A Linear followed by GELU(tanh) needs it, as that backward reads z;
+  // a GPU writes it from the product's epilogue (cuBLASLt's GELU_AUX_BIAS).
+  T *pre_activation = nullptr;
 };
 
 // The room a ReLU mask takes (LinearForward::relu_mask): one bit an element, each row of `width`

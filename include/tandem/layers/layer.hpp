@@ -30,6 +30,9 @@ template <class T> struct LayerForward {
   // A Linear's forward with the ReLU after it (Linear::forward's `then`): where the backend may keep
   // the ReLU's mask for the next Linear's backward (op::LinearForward::relu_mask); may be null.
   void *relu_mask = nullptr;
+  // A Linear's forward with an activation after it whose backward reads its input (GELUTanh):
+  // where to keep that input, the Linear's own output (op::LinearForward::pre_activation).
+  T *pre_activation = nullptr;
 };
 
 // What a layer's backward sees: the saved input and output, the output's gradient, and where to

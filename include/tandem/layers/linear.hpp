@@ -42,8 +42,9 @@ template <std::size_t In, std::size_t Out> struct Linear {
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
     forward(ex, f, backend::Activation::identity);
   }
-  // With the ReLU that follows it in one operation (y is then the ReLU's output): the pipeline
-  // uses this for a Linear followed by a ReLU, so a GPU fuses both into the product.
+  // With the activation that follows it in one operation (y is then the activation's output): the
+  // pipeline uses this for a Linear followed by a ReLU or a GELUTanh, so that a GPU fuses both
+  // into the product (GELUTanh's input, this layer's own output, is kept at f.pre_activation).
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f, backend::Activation then) {
     ex.run(backend::op::LinearForward<T>{.batch = f.batch,
                                          .in = In,
@@ -53,7 +54,8 @@ template <std::size_t In, std::size_t Out> struct Linear {
                                          .bias = f.params + bias_offset,
                                          .y = f.y,
                                          .activation = then,
-                                         .relu_mask = then == backend::Activation::relu ? f.relu_mask : nullptr});
+                                         .relu_mask = then == backend::Activation::relu ? f.relu_mask : nullptr,
+                                         .pre_activation = f.pre_activation});
   }
 
   template <class T> static backend::op::SmallLayer<T> small_layer(const LayerBackward<T> &b) {

@@ -378,12 +378,13 @@ template <class T> void run(const op::Gemm<T> &g, const Launch &l) {
 
 template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
   // One cuBLASLt call with the bias (and a following ReLU, whose epilogue keeps NaN as torch.relu
-  // does: measured on an H200) in its epilogue where it can (float).
+  // does: measured on an H200; or GELU's tanh form) in its epilogue where it can (float).
   if constexpr (std::is_same_v<T, float>)
     if (l.lt && l.lt->linear_forward(l.stream, f, f.activation)) return;
-  // PyTorch's addmm order: y starts as the broadcast bias and the product adds to it (beta = 1),
+  // PyTorch's addmm order: z starts as the broadcast bias and the product adds to it (beta = 1),
   // so the bias joins inside cuBLAS's epilogue with a single rounding.
-  if (f.bias) launch_each(f.batch * f.out, BroadcastRow<T>{f.bias, f.out, f.y}, "BroadcastRow", l);
+  T *const z = f.pre_activation ? f.pre_activation : f.y;
+  if (f.bias) launch_each(f.batch * f.out, BroadcastRow<T>{f.bias, f.out, z}, "BroadcastRow", l);
   run(op::Gemm<T>{.trans_a = false,
                   .trans_b = true,
                   .m = f.batch, // y (batch, out) = x (batch, in) * weight^T (in, out)
@@ -395,11 +396,11 @@ template <class T> void run(const op::LinearForward<T> &f, const Launch &l) {
                   .b = f.weight,
                   .ldb = f.in,
                   .beta = f.bias ? T(1) : T(0),
-                  .c = f.y,
+                  .c = z,
                   .ldc = f.out},
       l);
-  if (f.activation != Activation::identity) // in place: each element reads only itself
-    launch_each(f.batch * f.out, ActivationForwardFn<T>{f.activation, f.y, f.y}, "ActivationForward", l);
+  if (f.activation != Activation::identity || z != f.y) // (in place or not: each element reads only itself)
+    launch_each(f.batch * f.out, ActivationForwardFn<T>{f.activation, z, f.y}, "ActivationForward", l);
 }
 
 // out (cols) = (or +=, with `accumulate`) the column sums of m (rows, cols): a bias gradient.

@@ -79,14 +79,18 @@ public:
   ~Lt() { release(); }
 
   // y (batch, out) = act(x (batch, in) * weight^T + bias), all row-major, weight (out, in) as in
-  // PyTorch, bias (out) or null; act is identity or relu (anything else returns false). With relu
-  // and f.relu_mask, the RELU_AUX epilogues also write the ReLU's bit mask there, for the next
-  // Linear's input_gradient (DRELU); where they cannot, the product goes without (and that
-  // input_gradient then leaves the ReLU to its caller).
+  // PyTorch, bias (out) or null; act is identity, relu or gelu_tanh (anything else returns false).
+  // With relu and f.relu_mask, the RELU_AUX epilogues also write the ReLU's bit mask there, for the
+  // next Linear's input_gradient (DRELU); where they cannot, the product goes without (and that
+  // input_gradient then leaves the ReLU to its caller). With gelu_tanh and f.pre_activation, the
+  // GELU_AUX epilogues keep the product before the GELU there (its backward reads it); cuBLASLt's
+  // GELU is the tanh form (PyTorch's _addmm_activation relies on it too).
   bool linear_forward(cudaStream_t stream, const op::LinearForward<float> &f, Activation act) {
     if (f.relu_mask) forget_mask(f.relu_mask); // until this call writes it
-    if (act != Activation::identity && act != Activation::relu) return false;
     if (!f.x || !f.weight || !f.y) return false;
+    if (act == Activation::gelu_tanh) return gelu_forward(stream, f);
+    // Only the GELU epilogues keep the product: elsewhere, the caller's plain path does.
+    if (f.pre_activation || (act != Activation::identity && act != Activation::relu)) return false;
     const bool relu = act == Activation::relu, bias = f.bias != nullptr;
     Key key{Product::linear_forward,
             f.batch,
@@ -177,9 +181,11 @@ public:
   // for the shapes met so far (bench_gpu_step prints it next to each workload).
   std::string summary() const {
     std::string out;
-    for (const auto e : {CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_EPILOGUE_BIAS, CUBLASLT_EPILOGUE_RELU,
-                         CUBLASLT_EPILOGUE_RELU_BIAS, CUBLASLT_EPILOGUE_RELU_AUX, CUBLASLT_EPILOGUE_RELU_AUX_BIAS,
-                         CUBLASLT_EPILOGUE_DRELU, CUBLASLT_EPILOGUE_DRELU_BGRAD, CUBLASLT_EPILOGUE_BGRADB}) {
+    for (const auto e :
+         {CUBLASLT_EPILOGUE_DEFAULT, CUBLASLT_EPILOGUE_BIAS, CUBLASLT_EPILOGUE_RELU, CUBLASLT_EPILOGUE_RELU_BIAS,
+          CUBLASLT_EPILOGUE_RELU_AUX, CUBLASLT_EPILOGUE_RELU_AUX_BIAS, CUBLASLT_EPILOGUE_GELU,
+          CUBLASLT_EPILOGUE_GELU_BIAS, CUBLASLT_EPILOGUE_GELU_AUX, CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
+          CUBLASLT_EPILOGUE_DRELU, CUBLASLT_EPILOGUE_DRELU_BGRAD, CUBLASLT_EPILOGUE_BGRADB}) {
       std::size_t planned = 0, supported = 0, tuned = 0;
       for (const auto &p : plans_)
         if (p->key.epilogue == e) {
@@ -215,11 +221,11 @@ private:
     std::size_t batch, in, out;
     cublasLtEpilogue_t epilogue; // whether it reads or writes a bias vector: uses_bias()
     std::uint32_t align_a, align_b, align_d, align_bias;
-    std::uint32_t align_aux = 0; // of the ReLU mask, for the epilogues that use one
+    std::uint32_t align_aux = 0; // of the aux (a ReLU mask, GELU's input), for the epilogues that use one
     bool operator==(const Key &) const = default;
   };
-  // A product's arrays, as make_plan names them; bias and aux (a ReLU mask) where the epilogue
-  // uses them.
+  // A product's arrays, as make_plan names them; bias and aux (a ReLU mask, GELU's input) where the
+  // epilogue uses them.
   struct Operands {
     const float *a, *b;
     float *d;
@@ -234,6 +240,10 @@ private:
     case CUBLASLT_EPILOGUE_RELU_BIAS: return "RELU_BIAS";
     case CUBLASLT_EPILOGUE_RELU_AUX: return "RELU_AUX";
     case CUBLASLT_EPILOGUE_RELU_AUX_BIAS: return "RELU_AUX_BIAS";
+    case CUBLASLT_EPILOGUE_GELU: return "GELU";
+    case CUBLASLT_EPILOGUE_GELU_BIAS: return "GELU_BIAS";
+    case CUBLASLT_EPILOGUE_GELU_AUX: return "GELU_AUX";
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "GELU_AUX_BIAS";
     case CUBLASLT_EPILOGUE_DRELU: return "DRELU";
     case CUBLASLT_EPILOGUE_DRELU_BGRAD: return "DRELU_BGRAD";
     case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
@@ -242,11 +252,17 @@ private:
   }
   static bool uses_bias(cublasLtEpilogue_t e) {
     return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_RELU_BIAS || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS ||
-           e == CUBLASLT_EPILOGUE_BGRADB || e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
+           e == CUBLASLT_EPILOGUE_GELU_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_BGRADB ||
+           e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
   }
-  static bool uses_aux(cublasLtEpilogue_t e) {
+  // The aux is a ReLU's bit mask.
+  static bool uses_mask(cublasLtEpilogue_t e) {
     return e == CUBLASLT_EPILOGUE_RELU_AUX || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DRELU ||
            e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
+  }
+  // The aux is a mask, or the GELU's input (floats laid out as D).
+  static bool uses_aux(cublasLtEpilogue_t e) {
+    return uses_mask(e) || e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
   }
   void forget_mask(const void *p) {
     if (auto it = std::find(masks_.begin(), masks_.end(), p); it != masks_.end()) masks_.erase(it);
@@ -344,6 +360,26 @@ private:
     return true;
   }
 
+  // linear_forward's GELU (tanh form) in the epilogue, z = x * weight^T + bias kept at
+  // f.pre_activation where given (GELU_AUX_BIAS). cuBLASLt takes that aux only with a leading
+  // dimension divisible by 8: z is packed, so `out` must be.
+  bool gelu_forward(cudaStream_t stream, const op::LinearForward<float> &f) {
+    const bool bias = f.bias != nullptr, keep = f.pre_activation != nullptr;
+    if (keep && f.out % 8 != 0) return false;
+    const Key key{Product::linear_forward,
+                  f.batch,
+                  f.in,
+                  f.out,
+                  keep ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                       : (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU),
+                  alignment(f.weight),
+                  alignment(f.x),
+                  alignment(f.y),
+                  bias ? alignment(f.bias) : 0u,
+                  keep ? alignment(f.pre_activation) : 0u};
+    return matmul(stream, key, Operands{f.weight, f.x, f.y, f.bias, f.pre_activation});
+  }
+
   Plan *find(const Key &key) {
     for (const auto &p : plans_)
       if (p->key == key) {
@@ -416,8 +452,9 @@ private:
     const std::int32_t trans_a = forward ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = dw ? CUBLAS_OP_T : CUBLAS_OP_N;
     const auto epilogue = static_cast<std::uint32_t>(key.epilogue);
     const void *bias_pointer = o.bias, *aux_pointer = o.aux;
-    // The mask's leading dimension in bits (elements): D's rows, padded to 128 (op::relu_mask_bytes).
-    const auto aux_ld = static_cast<std::int64_t>((m + 127) / 128 * 128);
+    // The aux's leading dimension in elements: a mask's in bits, D's rows padded to 128
+    // (op::relu_mask_bytes); GELU's input is laid out as D (gelu_forward checks the 8 it needs).
+    const auto aux_ld = static_cast<std::int64_t>(uses_mask(key.epilogue) ? (m + 127) / 128 * 128 : m);
     const std::uint64_t max_workspace = workspace_size_;
     Preference pref;
     std::array<cublasLtMatmulHeuristicResult_t, 8> results{};

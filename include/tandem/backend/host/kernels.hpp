@@ -57,12 +57,15 @@ template <class T> void run(const op::Gemm<T> &g) {
 }
 
 template <class T> void run(const op::LinearForward<T> &f) {
-  auto y = view(f.y, f.batch, f.out, f.out);                           // (batch, out)
-  y.noalias() = view(f.x, f.batch, f.in, f.in)                         // (batch, in)
-                * view(f.weight, f.out, f.in, f.in).transpose();       // (in, out)
-  if (f.bias) y.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
-  if (f.activation == Activation::relu)                                // as the ReLU layer computes it
-    for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = activate<Activation::relu>(f.y[i]);
+  T *const z = f.pre_activation ? f.pre_activation : f.y;
+  auto zs = view(z, f.batch, f.out, f.out);                             // (batch, out)
+  zs.noalias() = view(f.x, f.batch, f.in, f.in)                         // (batch, in)
+                 * view(f.weight, f.out, f.in, f.in).transpose();       // (in, out)
+  if (f.bias) zs.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
+  if (f.activation == Activation::identity && z == f.y) return;
+  with_activation(f.activation, [&]<Activation K>() { // as the activation layer computes it
+    for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = activate<K>(z[i]);
+  });
 }
 
 // out (cols) = (or +=, with `accumulate`) the column sums of m (rows, cols): a bias gradient.
