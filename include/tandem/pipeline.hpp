@@ -140,8 +140,10 @@ public:
   BasicPipeline(const BasicPipeline &) = delete;
   BasicPipeline &operator=(const BasicPipeline &) = delete;
   ~BasicPipeline() {
-    complete_pending(); // (it keeps a failure for its PendingLoss; it throws nothing)
-    in_flight_.reset(); // the devices' lists of steps in flight find nothing left of it
+    // Its own step and any other network's on its devices: the waits below must not take (and
+    // drop) a failure that is for another PendingLoss. Completing keeps failures; it throws nothing.
+    complete_steps_in_flight();
+    in_flight_.reset(); // the devices' lists and the optimizers find nothing left of it
     // Nothing may still use the buffers about to be freed.
     for (auto &st : stages_) {
       try {
@@ -406,7 +408,7 @@ private:
       });
     }
     st.ex->synchronize();
-    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr});
+    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr, in_flight_});
   }
 
   std::size_t batch_of(std::size_t values, const char *what) const {
@@ -1325,8 +1327,8 @@ private:
   std::vector<Parameter<T>> parameters_;
   std::vector<optim::ParameterGroup<T>> groups_;
   InFlightStep pending_;
-  std::shared_ptr<Completer> in_flight_ = std::make_shared<Completer>(this);
-  std::vector<backend::Executor *> executors_; // each stage's, in stage order
+  std::shared_ptr<Completer> in_flight_ = std::make_shared<Completer>(this); // (before groups_ are made)
+  std::vector<backend::Executor *> executors_;                               // each stage's, in stage order
   detail::Buffer<std::byte> targets_;
   detail::Buffer<std::byte> result_; // a StepResult on the last stage's device
   // Captured steps (ContextOptions::graphs), after the buffers they point into: destroyed first.

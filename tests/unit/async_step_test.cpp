@@ -281,6 +281,29 @@ TEST_CASE("whatever else waits on a device completes the step in flight there, w
       CHECK(pending.ready());
       CHECK_THROWS_WITH_AS(pending.get(), doctest::Contains("failed on purpose"), Error);
     }
+    { // and another network destroyed, which waits on the device before it frees its memory
+      auto doomed = std::make_unique<Other>(ctx, 13);
+      FailingTanh::fail = true;
+      const auto pending = net.train_step_async(batch_x(0), batch_y(0), ce, opt);
+      CHECK_NOTHROW(doomed.reset());
+      FailingTanh::fail = false;
+      CHECK_THROWS_WITH_AS(pending.get(), doctest::Contains("failed on purpose"), Error);
+    }
     CHECK_NOTHROW(net.train_step(batch_x(1), batch_y(1), ce, opt)); // no failure left over
   }
+}
+
+TEST_CASE("an optimizer without device state may outlive its network and the Context") {
+  // Plain SGD keeps nothing on the devices; destroying it afterwards touches none of them.
+  std::optional<optim::SGD> opt;
+  {
+    Context ctx({.devices = "host"});
+    Net net(ctx, 5);
+    opt.emplace(net, optim::SGD::Options{.lr = 0.1f});
+    loss::CrossEntropy ce;
+    const auto pending = net.train_step_async(batch_x(0), batch_y(0), ce, *opt);
+    CHECK(std::isfinite(pending.get()));
+  }
+  CHECK(opt->steps(0) == 1);
+  opt.reset();
 }

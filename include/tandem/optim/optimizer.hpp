@@ -6,6 +6,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 
@@ -23,19 +24,29 @@ template <class T> struct ParameterGroup {
   // bad input on the device (a label out of range), and the update must change nothing. Pass it
   // on as the optimizer op's `skip`. Null where the pipeline checks input on the host instead.
   const std::int32_t *skip = nullptr;
+  // The network's step in flight (train_step_async), which uses the optimizer's state: held
+  // weakly, expired once the network is gone, so that an optimizer without device state may
+  // outlive the network and its Context.
+  std::weak_ptr<backend::StepInFlight> in_flight{};
 };
 
-// Completes the steps in flight on the groups' devices (Executor::complete_steps_in_flight): the
-// library's optimizers do so before they are made, moved or destroyed (OptimizerBase), and before
-// a step by hand, which would otherwise wait on the device and take such a step's failure.
-// `states` are an optimizer's per-group states (each holding a `group`) or a network's groups.
-template <class States> void complete_steps_in_flight(const States &states) noexcept {
-  for (const auto &s : states) {
-    backend::Executor *ex = nullptr;
-    if constexpr (requires { s.group; }) ex = s.group.executor;
-    else ex = s.executor;
-    if (ex) ex->complete_steps_in_flight();
-  }
+// `states`: an optimizer's per-group states (each holding a `group`) or a network's groups.
+template <class State> const auto &group_of(const State &s) {
+  if constexpr (requires { s.group; }) return s.group;
+  else return s;
+}
+// Completes the network's step in flight, if the network is still there and has one: the library's
+// optimizers do so before they are moved or destroyed (OptimizerBase).
+template <class States> void complete_step_in_flight(const States &states) noexcept {
+  if (states.empty()) return;
+  if (const auto step = group_of(states.front()).in_flight.lock()) step->complete_pending();
+}
+// Completes every step in flight on the groups' devices (Executor::complete_steps_in_flight), the
+// network's and any other's: when an optimizer is made or steps by hand, which waits on those
+// devices and would otherwise take such a step's failure as its own.
+template <class States> void complete_steps_on_devices(const States &states) noexcept {
+  for (const auto &s : states)
+    if (backend::Executor *ex = group_of(s).executor) ex->complete_steps_in_flight();
 }
 
 // An optimizer is built from a network (it keeps its state beside each group, on that group's

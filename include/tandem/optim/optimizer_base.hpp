@@ -22,15 +22,15 @@ public:
   OptimizerBase(OptimizerBase &&other) noexcept { *this = std::move(other); }
   OptimizerBase &operator=(OptimizerBase &&other) noexcept {
     if (this == &other) return *this;
-    complete_steps_in_flight(groups_);
-    complete_steps_in_flight(other.groups_);
+    complete_step_in_flight(groups_);
+    complete_step_in_flight(other.groups_);
     options_ = other.options_;
     owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
     id_ = other.id_;
     groups_ = std::move(other.groups_);
     return *this;
   }
-  ~OptimizerBase() { complete_steps_in_flight(groups_); }
+  ~OptimizerBase() { complete_step_in_flight(groups_); }
 
   const Options &options() const { return options_; }
   const void *owner() const { return owner_; }
@@ -50,7 +50,8 @@ public:
 protected:
   template <class Net>
   OptimizerBase(Net &net, Options options) : options_(options), owner_(&net), id_(detail::next_optimizer_id()) {
-    complete_steps_in_flight(net.parameter_groups());
+    // Every step on its devices, the network's included: making the state waits on them.
+    complete_steps_on_devices(net.parameter_groups());
   }
   // The learning rate from the next step on, already checked. A captured step keeps the rate it
   // was captured with, so a new rate takes a new replay id: no step captured with the old one

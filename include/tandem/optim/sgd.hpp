@@ -87,7 +87,7 @@ public:
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
   void step() {
-    optim::complete_steps_in_flight(groups_); // its failure is for its PendingLoss, not for this wait
+    optim::complete_steps_on_devices(groups_); // their failures are for their PendingLoss, not this wait
     for (std::size_t i = 0; i < groups_.size(); ++i) step_group(i);
     for (auto &s : groups_) s.group.executor->synchronize();
   }
