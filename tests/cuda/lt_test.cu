@@ -373,33 +373,34 @@ TEST_SUITE("gpu") {
         }
   }
 
-  TEST_CASE("Lt: at most max_plans shapes stay planned, the least recently used going first") {
+  TEST_CASE("Lt: at most max_plans products stay planned, the least recently used going first") {
     TANDEM_SKIP_WITHOUT_GPU();
     backend::cuda::Executor ex(0, 0, Precision::fp32);
-    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32, false, 16);
+    REQUIRE(lt.max_plans() == 16);
     // One shape used between all the others stays; the first of the others is dropped.
     const Shape kept{64, 20, 10};
     auto other = [](std::size_t i) { return Shape{i + 1, 12, 5}; };
-    const std::size_t n = Lt::max_plans + 40;
+    const std::size_t n = lt.max_plans() + 40;
     unsigned seed = 0;
     REQUIRE(run_case(ex, lt, kept, true, Activation::relu, fp32_tolerance, 0, ++seed));
     for (std::size_t i = 0; i < n; ++i) {
       CAPTURE(i);
       run_case(ex, lt, other(i), false, Activation::identity, fp32_tolerance, 0, ++seed); // refused is fine
       REQUIRE(run_case(ex, lt, kept, true, Activation::relu, fp32_tolerance, 0, ++seed));
-      REQUIRE(lt.plans() <= Lt::max_plans);
+      REQUIRE(lt.plans() <= lt.max_plans());
     }
-    CHECK(lt.plans() == Lt::max_plans);
+    CHECK(lt.plans() == lt.max_plans());
     CHECK(lt.planned() == n + 1); // `kept` was planned once
     run_case(ex, lt, other(0), false, Activation::identity, fp32_tolerance, 0, ++seed);
     CHECK(lt.planned() == n + 2); // the first other shape had been dropped
     CHECK(lt.allocations() == 1);
   }
 
-  TEST_CASE("Lt: a warmed-up call can be captured into a CUDA graph") {
+  TEST_CASE("Lt: a warmed-up call can be captured into a CUDA graph, which replays after its plan is dropped") {
     TANDEM_SKIP_WITHOUT_GPU();
     backend::cuda::Executor ex(0, 0, Precision::fp32);
-    Lt lt({ex.device(), ex.logical()}, Precision::fp32);
+    Lt lt({ex.device(), ex.logical()}, Precision::fp32, false, 2);
     const Shape s{64, 10, 20};
     const auto x = uniform<float>(s.batch * s.in, 401), w = uniform<float>(s.out * s.in, 402),
                b1 = uniform<float>(s.out, 403), b2 = uniform<float>(s.out, 404);
@@ -433,6 +434,11 @@ TEST_SUITE("gpu") {
     const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
     (void)cudaGraphDestroy(graph);
     REQUIRE(instantiated == cudaSuccess);
+    // Two other products drop the captured one's plan (its descriptor and layouts destroyed).
+    const std::size_t planned = lt.planned();
+    run_case(ex, lt, Shape{32, 8, 8}, true, Activation::identity, fp32_tolerance, 0, 405);
+    run_case(ex, lt, Shape{16, 8, 8}, true, Activation::identity, fp32_tolerance, 0, 406);
+    CHECK(lt.planned() == planned + 2);
     // The graph reads the arrays when it runs: new bias values and a fresh poison in y.
     ex.upload(d_b.get(), b2.data(), b2.size() * sizeof(float));
     const std::vector<float> fresh(s.batch * s.out, poison);
@@ -443,6 +449,9 @@ TEST_SUITE("gpu") {
     REQUIRE(launched == cudaSuccess);
     const double err = relative_error(y.data(), reference(s, x, w, b2.data(), Activation::relu));
     CHECK_MESSAGE(err <= fp32_tolerance, "graph replay: relative error " << err);
+    REQUIRE(lt.linear_forward(ex.stream(), f, Activation::relu));
+    ex.synchronize();
+    CHECK(lt.planned() == planned + 3); // it had been dropped indeed
   }
 
   TEST_CASE("Lt: TF32 when allowed, within TF32's rounding") {

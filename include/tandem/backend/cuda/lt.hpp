@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <cublasLt.h>
@@ -64,13 +65,16 @@ public:
   // cost milliseconds: 2^30 is a 1024-wide product of batch 1024 (about 40 us in fp32 on an H100).
   static constexpr double tune_max_macs = 1073741824.0;
   static constexpr int tune_runs = 5; // timed per candidate, after one untimed run
-  // Shapes kept planned. Training meets a few dozen; inference over many batch sizes would
-  // otherwise grow the list (and each lookup's scan) without bound. Past it, the least recently
-  // used plan goes: a descriptor is read only during its own cublasLtMatmul call, so nothing
-  // issued (or captured) still needs it, and a tuned shape finds its choice again in choices().
-  static constexpr std::size_t max_plans = 256;
+  // Products kept planned (each key: shape, epilogue, alignments). A training step meets about
+  // three a Linear and row count, so this is well above what one step uses: a step that needed more
+  // would plan anew at every call, and a captured one fall back to plain cuBLAS. What it bounds is
+  // inference over ever new batch sizes. Past it, the least recently used plan goes: a descriptor
+  // is read only during its own cublasLtMatmul call, so nothing issued (or captured) still needs
+  // it, and a tuned shape finds its choice again in choices().
+  static constexpr std::size_t default_max_plans = 4096;
 
-  Lt(const Site &site, Precision precision, bool tune = false) : site_(site), precision_(precision), tune_(tune) {
+  Lt(const Site &site, Precision precision, bool tune = false, std::size_t max_plans = default_max_plans)
+      : site_(site), precision_(precision), tune_(tune), max_plans_(max_plans < 1 ? 1 : max_plans) {
     DeviceGuard guard(site_.device, site_);
     check(cublasLtCreate(&handle_), "cublasLtCreate", site_);
   }
@@ -171,8 +175,9 @@ public:
 
   // Device allocations made so far (the workspace, once): a steady state adds none.
   std::size_t allocations() const { return allocations_; }
-  // Shapes planned and kept (at most max_plans), those found unsupported included.
+  // Products planned and kept (at most max_plans()), those found unsupported included.
   std::size_t plans() const { return plans_.size(); }
+  std::size_t max_plans() const { return max_plans_; }
   // Plans made so far, those since dropped included: a shape that comes again unplanned was dropped.
   std::size_t planned() const { return planned_; }
   Precision precision() const { return precision_; }
@@ -187,8 +192,8 @@ public:
           CUBLASLT_EPILOGUE_GELU_BIAS, CUBLASLT_EPILOGUE_GELU_AUX, CUBLASLT_EPILOGUE_GELU_AUX_BIAS,
           CUBLASLT_EPILOGUE_DRELU, CUBLASLT_EPILOGUE_DRELU_BGRAD, CUBLASLT_EPILOGUE_BGRADB}) {
       std::size_t planned = 0, supported = 0, tuned = 0;
-      for (const auto &p : plans_)
-        if (p->key.epilogue == e) {
+      for (const auto &[key, p] : plans_)
+        if (key.epilogue == e) {
           ++planned;
           supported += p->supported;
           tuned += p->tuned;
@@ -206,7 +211,7 @@ public:
   // Plans whose algorithm a timing chose (here or, for the same shape, by another Lt).
   std::size_t tuned() const {
     std::size_t n = 0;
-    for (const auto &p : plans_) n += p->tuned;
+    for (const auto &[key, p] : plans_) n += p->tuned;
     return n;
   }
 
@@ -223,6 +228,16 @@ private:
     std::uint32_t align_a, align_b, align_d, align_bias;
     std::uint32_t align_aux = 0; // of the aux (a ReLU mask, GELU's input), for the epilogues that use one
     bool operator==(const Key &) const = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key &k) const noexcept {
+      std::size_t h = static_cast<std::size_t>(k.product);
+      for (const std::size_t v :
+           {k.batch, k.in, k.out, static_cast<std::size_t>(k.epilogue), std::size_t{k.align_a}, std::size_t{k.align_b},
+            std::size_t{k.align_d}, std::size_t{k.align_bias}, std::size_t{k.align_aux}})
+        h = (h ^ v) * 1099511628211u; // FNV-1a's prime: a multiply mixes each field into every bit above it
+      return h;
+    }
   };
   // A product's arrays, as make_plan names them; bias and aux (a ReLU mask, GELU's input) where the
   // epilogue uses them.
@@ -381,12 +396,10 @@ private:
   }
 
   Plan *find(const Key &key) {
-    for (const auto &p : plans_)
-      if (p->key == key) {
-        p->used = ++uses_;
-        return p.get();
-      }
-    return nullptr;
+    const auto it = plans_.find(key);
+    if (it == plans_.end()) return nullptr;
+    it->second->used = ++uses_;
+    return it->second.get();
   }
 
   // Allocated on first use, never grown: plans made afterwards ask for no more than it holds.
@@ -516,13 +529,12 @@ private:
       const double macs = static_cast<double>(batch) * static_cast<double>(in) * static_cast<double>(out);
       if (tune_ && candidates.size() > 1 && macs <= tune_max_macs) p.tuned = tune(p, candidates, stream, o);
     }
-    if (plans_.size() >= max_plans)
+    if (plans_.size() >= max_plans_) // (a scan, but only when a new product comes past the bound)
       plans_.erase(std::min_element(plans_.begin(), plans_.end(),
-                                    [](const auto &l, const auto &r) { return l->used < r->used; }));
+                                    [](const auto &l, const auto &r) { return l.second->used < r.second->used; }));
     plan->used = ++uses_;
     ++planned_;
-    plans_.push_back(std::move(plan));
-    return plans_.back().get();
+    return plans_.insert_or_assign(key, std::move(plan)).first->second.get();
   }
 
   // What a timing chose, for every Lt of the process: a handful of shapes, searched in order.
@@ -631,7 +643,8 @@ private:
   std::size_t workspace_size_ = 0;
   bool workspace_ready_ = false;
   std::size_t allocations_ = 0;
-  std::vector<std::unique_ptr<Plan>> plans_; // at most max_plans
+  std::size_t max_plans_ = default_max_plans;
+  std::unordered_map<Key, std::unique_ptr<Plan>, KeyHash> plans_; // at most max_plans_
   std::uint64_t uses_ = 0;
   std::size_t planned_ = 0;
   std::vector<const void *> masks_; // ReLU masks the latest linear_forward given each wrote
