@@ -96,29 +96,17 @@ public:
     // Only the GELU epilogues keep the product: elsewhere, the caller's plain path does.
     if (f.pre_activation || (act != Activation::identity && act != Activation::relu)) return false;
     const bool relu = act == Activation::relu, bias = f.bias != nullptr;
-    Key key{Product::linear_forward,
-            f.batch,
-            f.in,
-            f.out,
-            relu ? (bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
-                 : (bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT),
-            alignment(f.weight),
-            alignment(f.x),
-            alignment(f.y),
-            bias ? alignment(f.bias) : 0u};
-    const Operands operands{f.weight, f.x, f.y, f.bias, nullptr};
-    if (relu && f.relu_mask) {
-      Key masked = key;
-      masked.epilogue = bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX;
-      masked.align_aux = alignment(f.relu_mask);
-      Operands with_mask = operands;
-      with_mask.aux = f.relu_mask;
-      if (matmul(stream, masked, with_mask)) {
-        masks_.push_back(f.relu_mask);
-        return true;
-      }
+    if (relu && f.relu_mask &&
+        matmul(stream, forward_key(f, bias ? CUBLASLT_EPILOGUE_RELU_AUX_BIAS : CUBLASLT_EPILOGUE_RELU_AUX, f.relu_mask),
+               Operands{f.weight, f.x, f.y, f.bias, f.relu_mask})) {
+      masks_.push_back(f.relu_mask);
+      return true;
     }
-    return matmul(stream, key, operands);
+    const Key key = forward_key(f,
+                                relu ? (bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU)
+                                     : (bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT),
+                                nullptr);
+    return matmul(stream, key, Operands{f.weight, f.x, f.y, f.bias, nullptr});
   }
 
   // A Linear layer's weight gradient and bias gradient in one call (the BGRADB epilogue sums dy's
@@ -381,18 +369,23 @@ private:
   bool gelu_forward(cudaStream_t stream, const op::LinearForward<float> &f) {
     const bool bias = f.bias != nullptr, keep = f.pre_activation != nullptr;
     if (keep && f.out % 8 != 0) return false;
-    const Key key{Product::linear_forward,
-                  f.batch,
-                  f.in,
-                  f.out,
-                  keep ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
-                       : (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU),
-                  alignment(f.weight),
-                  alignment(f.x),
-                  alignment(f.y),
-                  bias ? alignment(f.bias) : 0u,
-                  keep ? alignment(f.pre_activation) : 0u};
-    return matmul(stream, key, Operands{f.weight, f.x, f.y, f.bias, f.pre_activation});
+    const auto epilogue = keep ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                               : (bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU);
+    return matmul(stream, forward_key(f, epilogue, f.pre_activation),
+                  Operands{f.weight, f.x, f.y, f.bias, f.pre_activation});
+  }
+  // A forward product's key: weight as A, x as B, y as D (make_plan), and the aux where used.
+  static Key forward_key(const op::LinearForward<float> &f, cublasLtEpilogue_t epilogue, const void *aux) {
+    return {Product::linear_forward,
+            f.batch,
+            f.in,
+            f.out,
+            epilogue,
+            alignment(f.weight),
+            alignment(f.x),
+            alignment(f.y),
+            f.bias ? alignment(f.bias) : 0u,
+            aux ? alignment(aux) : 0u};
   }
 
   Plan *find(const Key &key) {
