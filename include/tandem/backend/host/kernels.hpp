@@ -64,7 +64,12 @@ template <class T> void run(const op::LinearForward<T> &f) {
   if (f.bias) zs.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
   if (f.activation == Activation::identity && z == f.y) return;
   with_activation(f.activation, [&]<Activation K>() { // as the activation layer computes it
-    for (std::size_t i = 0; i < f.batch * f.out; ++i) f.y[i] = activate<K>(z[i]);
+    const std::size_t n = f.batch * f.out;
+    // Spelled out in place and apart: a loop that may read what it writes does not vectorize
+    // as well (the seed step measured 2% slower).
+    if (z == f.y)
+      for (std::size_t i = 0; i < n; ++i) f.y[i] = activate<K>(f.y[i]);
+    else Row<T>(f.y, Eigen::Index(n)) = ConstRow<T>(z, Eigen::Index(n)).unaryExpr([](T v) { return activate<K>(v); });
   });
 }
 
