@@ -4,10 +4,10 @@
 
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <utility>
 
+#include "tandem/backend/step_in_flight.hpp"
 #include "tandem/error.hpp"
 
 namespace tandem {
@@ -25,10 +25,9 @@ template <class T> struct StepOutcome {
   StepResult<T> result{}; // the download's destination: stays put while the step is in flight
   bool done = false;
   std::exception_ptr error; // the step's failure, rethrown by get()
-  // Completes the step (the pipeline's); empty once done, and after the pipeline is gone.
-  std::function<void()> complete;
-  // Whether the step's work has all run, asked without waiting (the pipeline's; empty as above).
-  std::function<bool()> finished;
+  // The network's step in flight, which completes this outcome; expired once the network is gone
+  // (which completes it first).
+  std::weak_ptr<backend::StepInFlight> step;
 };
 } // namespace detail
 
@@ -47,7 +46,8 @@ public:
   // so a loop may poll it while it does other work; once true, the step is complete.
   bool ready() const {
     if (!outcome_) return false;
-    if (!outcome_->done && outcome_->finished && outcome_->finished()) complete();
+    if (!outcome_->done)
+      if (const auto step = outcome_->step.lock(); step && step->finished()) step->complete();
     return outcome_->done;
   }
 
@@ -56,18 +56,13 @@ public:
   // with parameters and optimizer state as they were), each time it is asked.
   T get() const {
     if (!outcome_) detail::fail("PendingLoss::get: this PendingLoss refers to no step");
-    if (!outcome_->done) complete();
+    if (!outcome_->done)
+      if (const auto step = outcome_->step.lock()) step->complete();
     if (outcome_->error) std::rethrow_exception(outcome_->error);
     return outcome_->result.loss;
   }
 
 private:
-  void complete() const {
-    if (!outcome_->complete) return;
-    auto run = std::move(outcome_->complete); // (it clears the slot it would run from)
-    run();
-  }
-
   std::shared_ptr<detail::StepOutcome<T>> outcome_;
 };
 

@@ -11,7 +11,7 @@
 
 #include "tandem/backend/event.hpp"
 #include "tandem/backend/graph.hpp"
-#include "tandem/backend/in_flight.hpp"
+#include "tandem/backend/step_in_flight.hpp"
 #include "tandem/backend/link.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/error.hpp"
@@ -115,7 +115,7 @@ public:
   void complete_steps_in_flight() noexcept { in_flight_.complete(); }
 
 private:
-  StepsInFlight in_flight_;
+  StepInFlight::List in_flight_;
 };
 
 inline std::unique_ptr<Graph> Executor::capture(std::span<Executor *const> /*executors*/,

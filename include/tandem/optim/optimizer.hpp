@@ -39,7 +39,7 @@ template <class State> const auto &group_of(const State &s) {
 // optimizers do so before they are moved or destroyed (OptimizerBase).
 template <class States> void complete_step_in_flight(const States &states) noexcept {
   if (states.empty()) return;
-  if (const auto step = group_of(states.front()).in_flight.lock()) step->complete_pending();
+  if (const auto step = group_of(states.front()).in_flight.lock()) step->complete();
 }
 // Completes every step in flight on the groups' devices (Executor::complete_steps_in_flight), the
 // network's and any other's: when an optimizer is made or steps by hand, which waits on those

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // backend::StepInFlight: a step issued and not yet completed (a network's train_step_async), and
-// backend::StepsInFlight, the list of them that each device keeps.
+// StepInFlight::List, the steps each device may still be running.
 #pragma once
 
 #include <memory>
@@ -16,7 +16,11 @@ class StepInFlight {
 public:
   // Waits for the step, if one is still in flight, and keeps its outcome (the loss, or its
   // failure) for whoever asked for it. Throws nothing.
-  virtual void complete_pending() noexcept = 0;
+  virtual void complete() noexcept = 0;
+  // Whether the step's work has all run, asked without waiting.
+  virtual bool finished() = 0;
+
+  class List;
 
 protected:
   ~StepInFlight() = default;
@@ -24,7 +28,7 @@ protected:
 
 // The steps issued on one device that may still be in flight, held weakly: a network that is
 // gone has completed its step. Used from the issuing thread only, like every ordering call.
-class StepsInFlight {
+class StepInFlight::List {
 public:
   void add(const std::shared_ptr<StepInFlight> &step) {
     std::erase_if(steps_, [&](const std::weak_ptr<StepInFlight> &w) {
@@ -38,7 +42,7 @@ public:
   void complete() noexcept {
     const auto steps = std::exchange(steps_, {});
     for (const auto &w : steps)
-      if (const auto step = w.lock()) step->complete_pending();
+      if (const auto step = w.lock()) step->complete();
   }
 
 private:

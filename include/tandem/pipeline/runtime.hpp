@@ -1,0 +1,502 @@
+// SPDX-License-Identifier: Apache-2.0
+// detail::Runtime: a network's run-time half - its stages' state on their devices, and the steps
+// it issues through the rooms beside this header: plan.hpp (micro-batches, task lists, the walk),
+// stage_state.hpp (buffers), fusion.hpp, stage_issue.hpp (a stage's forward and backward),
+// boundary.hpp (copies between stages), network_step.hpp, graph_cache.hpp, step_in_flight.hpp and
+// step_trace.hpp (the timeline). BasicPipeline (pipeline.hpp) is its public face.
+#pragma once
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/context.hpp"
+#include "tandem/detail/buffer.hpp"
+#include "tandem/error.hpp"
+#include "tandem/loss/loss.hpp"
+#include "tandem/optim/optimizer.hpp"
+#include "tandem/parameter.hpp"
+#include "tandem/pending_loss.hpp"
+#include "tandem/pipeline/boundary.hpp"
+#include "tandem/pipeline/fusion.hpp"
+#include "tandem/pipeline/graph_cache.hpp"
+#include "tandem/pipeline/network_step.hpp"
+#include "tandem/pipeline/plan.hpp"
+#include "tandem/pipeline/stage_issue.hpp"
+#include "tandem/pipeline/stage_state.hpp"
+#include "tandem/pipeline/step_in_flight.hpp"
+#include "tandem/pipeline/step_io.hpp"
+#include "tandem/pipeline/step_trace.hpp"
+#include "tandem/random.hpp"
+#include "tandem/timeline.hpp"
+
+namespace tandem::detail {
+
+template <class Topo> class Runtime {
+  using T = typename Topo::value_type;
+  using Fuse = Fusion<Topo>;
+  using Issue = StageIssue<Topo>;
+  static constexpr std::size_t num_stages = Topo::num_stages;
+  static constexpr std::size_t in_features = Topo::in_features, out_features = Topo::out_features;
+  template <class Loss> using target_t = typename Loss::template target_type<T>;
+
+public:
+  Runtime(Context &ctx, std::uint64_t seed) : ctx_(&ctx) {
+    // Building waits on the devices: another network's step in flight there completes first.
+    for (std::size_t s = 0; s < num_stages; ++s) ctx.executor(Topo::device_of(s)).complete_steps_in_flight();
+    Topo::for_each_stage([&]<std::size_t I>() { build_stage<I>(seed); });
+    for (std::size_t s = 0; s + 1 < num_stages; ++s) {
+      stages_[s].to_next = ctx.link(Topo::device_of(s), Topo::device_of(s + 1));
+      stages_[s + 1].to_prev = ctx.link(Topo::device_of(s + 1), Topo::device_of(s));
+    }
+    for (auto &st : stages_) executors_.push_back(st.ex);
+    in_flight_ = std::make_shared<NetworkStepInFlight<T>>(executors_);
+    for (auto &g : groups_) g.in_flight = in_flight_;
+    // Each step's loss and status, side by side so that one download brings both back. Where
+    // every stage can read the last stage's memory, the optimizers read the status there and
+    // skip the update of a step that found a bad label (so labels on the device need no check
+    // on the host before the step); captured steps need every stage on one GPU in any case.
+    auto &last = *stages_.back().ex;
+    result_ = Buffer<std::byte>(last, sizeof(StepResult<T>));
+    // Zero until a step sets it: an optimizer stepped by hand before any step reads the status.
+    clear_result();
+    last.synchronize(); // (before another stage's stream reads it)
+    if (last.shares_memory_with(executors_))
+      for (auto &g : groups_) g.skip = invalid_flag();
+    graphs_.set_capturable(stages_.front().ex->can_capture(executors_));
+  }
+  Runtime(const Runtime &) = delete;
+  Runtime &operator=(const Runtime &) = delete;
+  ~Runtime() {
+    // Its own step and any other network's on its devices: the waits below must not take (and
+    // drop) a failure that is for another PendingLoss. Completing keeps failures; it throws nothing.
+    in_flight_->complete_all();
+    in_flight_.reset(); // the devices' lists and the optimizers find nothing left of it
+    // Nothing may still use the buffers about to be freed.
+    for (auto &st : stages_) {
+      try {
+        st.ex->synchronize();
+      } catch (...) {
+      }
+    }
+  }
+
+  Context &context() const { return *ctx_; }
+  std::span<const Parameter<T>> parameters() const { return parameters_; }
+  std::span<const optim::ParameterGroup<T>> parameter_groups() const { return groups_; }
+  const StageState<T> &stage(std::size_t s) const { return stages_.at(s); }
+  std::size_t transferred_bytes() const { return transferred_; }
+  const GraphCache<T> &graphs() const { return graphs_; }
+
+  // Bytes the stages hold for steps (buffers of micro-batches in flight, activations kept for
+  // the backward, scratch, the targets' copy), and giving them all back.
+  std::size_t workspace_bytes() const {
+    std::size_t bytes = targets_.size();
+    for (const auto &st : stages_) bytes += st.held_bytes();
+    return bytes;
+  }
+  void release_workspace() {
+    in_flight_->complete_all();
+    synchronize_all(executors_);
+    graphs_.forget();
+    for (auto &st : stages_) st.release();
+    targets_ = Buffer<std::byte>();
+  }
+
+  // Inference: `make_sink(batch)` says where the output goes once the batch is known.
+  template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
+    in_flight_->complete_all();
+    const std::size_t batch = batch_rows(x.size, in_features, "forward");
+    const std::size_t m = micro_batches(sched, batch, "forward");
+    const Sink<T> out = make_sink(batch);
+    const auto plan = Plan::split(batch, m);
+    const TaskOrders orders = forward_orders(num_stages, m);
+    prepare(plan, orders);
+    place_host_work(plan);
+    trace_.begin(ctx_->timeline(), all_stages());
+    auto &last = stages_.back();
+    upload_input(plan, x);
+    issue(plan, orders, x, [&](std::size_t k, const Slot<T> &slot) {
+      const std::size_t at = plan.offset[k] * out_features, bytes = plan.rows[k] * out_features * sizeof(T);
+      if (out.host) last.ex->download(out.host + at, slot.out.data(), bytes);
+      else
+        last.ex->submit(
+            [ex = last.ex, dst = out.device + at, src = slot.out.data(), bytes] { ex->copy(dst, src, bytes); });
+    });
+    synchronize_all(executors_);
+    trace_.end();
+  }
+
+  // A training step (Opt = NoOptimizer: forward and backward only). Every precondition is checked
+  // before any work is issued; targets on the device are checked there, during the step, where
+  // the optimizer can undo its count of a cancelled step.
+  template <class Loss, class Sched, class Opt>
+  PendingLoss<T> step(const Source<T> &x, const Source<target_t<Loss>> &y, const Sched &sched, Opt *opt) {
+    in_flight_->complete_all(); // the step before: its loss check may undo an optimizer count
+    using Target = target_t<Loss>;
+    constexpr bool optimizing = optimizing_v<Opt>;
+    const std::size_t batch = batch_rows(x.size, in_features, "train_step");
+    const std::size_t per_sample = Loss::targets_per_sample(out_features);
+    bool check_on_device = false;
+    if constexpr (!optimizing || optim::Discardable<Opt>)
+      check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
+    if (y.device && !check_on_device) validate_device_targets<Loss>(y, batch);
+    else if (!y.device) Loss::validate(y.host_span(), batch, out_features);
+    const std::size_t m = micro_batches(sched, batch, "train_step");
+    const auto plan = Plan::split(batch, m);
+    const TaskOrders orders = training_orders(sched, num_stages, m);
+
+    prepare(plan, orders);
+    place_host_work(plan);
+    auto &last = stages_.back();
+    if (const std::size_t bytes = checked_product(batch * per_sample, sizeof(Target));
+        !y.device && (targets_.size() < bytes || (targets_.size() / workspace_shrink_factor > bytes &&
+                                                  targets_.size() - bytes > workspace_keep_bytes))) {
+      last.ex->synchronize();
+      graphs_.forget();
+      targets_ = Buffer<std::byte>();
+      targets_ = Buffer<std::byte>(*last.ex, bytes);
+    }
+    const Target *targets = y.device ? y.device : reinterpret_cast<const Target *>(targets_.data());
+    const bool checking = ctx_->options().check_finite;
+
+    // A step like the last one is captured, and replayed while steps stay like it.
+    std::optional<typename GraphCache<T>::Key> key;
+    if (ctx_->options().graphs && graphs_.usable() && !checking && !ctx_->timeline().enabled()) {
+      std::optional<std::uint64_t> id = 0;
+      if constexpr (optimizing) {
+        if constexpr (optim::Replayable<Opt> && optim::Discardable<Opt>) id = opt->replay_id();
+        else id = std::nullopt;
+      }
+      if (id)
+        key = typename GraphCache<T>::Key{
+            batch, m, orders, x.device, y.device, *id, GraphCache<T>::template loss_tag<Loss>(), graphs_.generation()};
+    }
+    bool capture_now = false;
+    auto *captured = graphs_.find(std::move(key), capture_now);
+    if (capture_now) captured = capture_step<Loss>(plan, orders, x, targets, opt);
+    // Host inputs go into the buffers the step reads (a graph's too) ahead of its work.
+    upload_input(plan, x);
+    if (!y.device) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+    if (captured) {
+      captured->graph->launch();
+      transferred_ += captured->bytes;
+      graphs_.count_replay();
+      if constexpr (optim::Replayable<Opt>) // else never captured
+        for (std::size_t s = 0; s < num_stages; ++s) opt->replayed(s);
+    } else {
+      trace_.begin(ctx_->timeline(), all_stages());
+      bool counted = false;
+      issue_step<Loss>(plan, orders, x, targets, opt, !checking, counted);
+    }
+
+    // The step is in flight; it completes when its loss is asked for, or when the network is next
+    // used. Bad targets found on the device: the update was skipped there. Undo its count, then
+    // say why. (Discardable, else the targets were checked on the host before; check_finite
+    // defers the update, which was then never issued.)
+    auto outcome = std::make_shared<StepOutcome<T>>();
+    last.ex->download(&outcome->result, result_.data(), sizeof(StepResult<T>));
+    in_flight_->start(in_flight_, outcome, [this, y, batch, checking, opt] {
+      if constexpr (optim::Discardable<Opt>)
+        if (!checking) opt->discard_step();
+      validate_device_targets<Loss>(y, batch);
+      fail("train_step: the targets failed the loss's check on the device, but not when read back");
+    });
+    if (!checking && !trace_.recording()) return PendingLoss<T>(outcome);
+    return finish_checked_step(outcome, checking, opt);
+  }
+
+private:
+  template <std::size_t I> void build_stage(std::uint64_t seed) {
+    using St = typename Topo::template stage<I>;
+    static constexpr auto w = Topo::template stage_widths<I>;
+    auto &st = stages_[I];
+    st.device = St::device_index;
+    st.ex = &ctx_->executor(St::device_index);
+    st.mark = st.ex->make_event();
+    st.widths.assign(w.begin(), w.end());
+    st.params = Buffer<T>(*st.ex, St::parameter_count);
+    st.grads = Buffer<T>(*st.ex, St::parameter_count);
+    std::vector<T> host(St::parameter_count);
+    [&]<std::size_t... J>(std::index_sequence<J...>) {
+      (
+          [&] {
+            using L = typename St::template layer<J>;
+            constexpr std::size_t at = St::parameter_offsets[J];
+            Random rng = Random::derive(seed, I, J);
+            L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
+            std::size_t within = at;
+            for (const ParameterSpec &p : L::parameters) {
+              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." +
+                                           std::string(p.name),
+                                       *st.ex, st.params.data() + within, st.grads.data() + within, p.rows, p.cols);
+              within += p.size();
+            }
+          }(),
+          ...);
+    }
+    (std::make_index_sequence<St::num_layers>{});
+    if (!host.empty()) {
+      st.ex->upload(st.params.data(), host.data(), host.size() * sizeof(T));
+      st.ex->submit([ex = st.ex, g = st.grads.data(), n = host.size()] {
+        ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
+      });
+    }
+    st.ex->synchronize();
+    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr, {}});
+  }
+
+  // Buffers for the step (the workspace). They grow to fit a step and are reused while they fit.
+  // Growing keeps the larger of the old and new micro-batch count, rows and stash entries (an
+  // epoch's full and last batches then share one size) unless that would be oversized for this
+  // step: more than workspace_shrink_factor times what it needs, and workspace_keep_bytes more.
+  // Buffers that have become oversized are made again to fit, so that one huge batch does not hold
+  // its memory for good. Replacing a buffer waits for the work that may still read it, and no
+  // graph that points into it may run again.
+  void prepare(const Plan &plan, const TaskOrders &orders) {
+    const std::size_t rows = plan.max_rows();
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      auto &st = stages_[s];
+      const StashPlan stash = assign_stash(orders[s], plan.m);
+      const std::size_t needed = st.bytes_for(plan.m, rows, stash.entries);
+      const auto oversized = [&](std::size_t held) {
+        return held / workspace_shrink_factor > needed && held - needed > workspace_keep_bytes;
+      };
+      if (!st.fits(plan.m, rows, stash.entries) || oversized(st.held_bytes())) {
+        st.ex->synchronize();
+        graphs_.forget();
+        std::size_t m = std::max(plan.m, st.slots.size()), r = std::max(rows, st.capacity),
+                    e = std::max(stash.entries, st.stash.size());
+        if (oversized(st.bytes_for(m, r, e))) m = plan.m, r = rows, e = stash.entries;
+        st.resize(m, r, e);
+      }
+      st.use_stash(stash);
+    }
+    connect_slots(all_stages());
+  }
+
+  // On the host backend, a step with nothing for the stages to overlap, or too little work per
+  // task to repay handing it to a worker thread, runs on the calling thread (context.hpp). A
+  // parameter costs about 6 flops per sample in training (2 forward, 4 backward).
+  void place_host_work(const Plan &plan) {
+    bool calling = false;
+    switch (ctx_->options().host_execution) {
+    case HostExecution::workers: break;
+    case HostExecution::calling_thread: calling = true; break;
+    case HostExecution::automatic:
+      calling = host_step_on_calling_thread(plan.m, 6.0 * static_cast<double>(Topo::largest_stage * plan.max_rows()));
+      break;
+    }
+    for (auto *ex : executors_) ex->run_on_issuing_thread(calling);
+  }
+
+  // Input from host memory into stage 0's per-micro-batch buffers, before the work that reads
+  // them is issued (or a graph that reads them is launched).
+  void upload_input(const Plan &plan, const Source<T> &x) {
+    if (x.device) return;
+    auto &first = stages_.front();
+    for (std::size_t k = 0; k < plan.m; ++k)
+      first.ex->upload(first.slots[k].input_own.data(), x.host + plan.offset[k] * in_features,
+                       plan.rows[k] * in_features * sizeof(T));
+  }
+
+  // Issues every stage's task list in walk()'s order, so each wait is issued after the record it
+  // waits for. `at_output(k, slot)` is issued on the last stage right after its forward of
+  // micro-batch k, `after_last_backward[s]` (the update) after stage s's last backward. Its
+  // stream has then run a backward of every micro-batch, each after the last stage's backward of
+  // it: the update comes after every loss, and reads the status word they leave. The updates are
+  // issued last, together: each is still the last work on its stage's stream (a stage's last task
+  // is its last backward), and a capture that fails on the way has counted no optimizer step.
+  template <class AtOutput>
+  void issue(const Plan &plan, const TaskOrders &orders, const Source<T> &x, AtOutput &&at_output,
+             std::vector<std::function<void()>> *after_last_backward = nullptr) {
+    const std::size_t S = num_stages;
+    std::vector<std::size_t> backward_left(S, 0);
+    std::vector<char> first_backward(S, 1);
+    std::vector<std::size_t> finished; // stages whose last backward is issued, in that order
+    std::array<bool, num_stages> fused{};
+    for (std::size_t s = 0; s < S; ++s) {
+      stages_[s].live = stages_[s].peak = 0;
+      fused[s] = Fuse::fuses_small_stage(ctx_->options(), *stages_[s].ex);
+      for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
+    }
+    walk(orders, plan.m, [&](std::size_t s, const schedule::Task t) {
+      auto &st = stages_[s];
+      const std::size_t k = t.micro_batch;
+      Slot<T> &slot = st.slots[k];
+      const std::size_t rows = plan.rows[k];
+      if (t.kind == schedule::Task::forward) {
+        if (s == 0) {
+          // Host input was uploaded into input_own (upload_input), where prepare() points.
+          if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
+        } else {
+          transferred_ += receive(all_stages(), s - 1, s, k, rows, trace_);
+          st.ex->wait(*slot.wait_input);
+        }
+        trace_.timed(s, TaskKind::forward, k, [&] {
+          Topo::with_stage(s, [&]<std::size_t I>() { Issue::template forward<I>(st, slot, rows, fused[s]); });
+        });
+        st.ex->record(*slot.forward_done);
+        st.peak = std::max(st.peak, ++st.live);
+        if (s + 1 == S) at_output(k, slot);
+      } else {
+        if (s + 1 < S) {
+          transferred_ += receive(all_stages(), s + 1, s, k, rows, trace_);
+          st.ex->wait(*slot.wait_dy);
+        }
+        trace_.timed(s, TaskKind::backward, k, [&] {
+          Topo::with_stage(
+              s, [&]<std::size_t I>() { Issue::template backward<I>(st, slot, rows, first_backward[s], fused[s]); });
+        });
+        first_backward[s] = 0;
+        st.ex->record(*slot.backward_done);
+        --st.live;
+        if (--backward_left[s] == 0) finished.push_back(s);
+      }
+    });
+    if (after_last_backward)
+      for (const std::size_t s : finished) (*after_last_backward)[s]();
+  }
+
+  // Zeroes the gradients and the step's result, then issues every stage's forward and backward,
+  // the loss and (with `optimize`) the updates. `counted` says whether the optimizer has counted
+  // the step, also where issuing fails after that.
+  template <class Loss, class Opt>
+  void issue_step(const Plan &plan, const TaskOrders &orders, const Source<T> &x, const target_t<Loss> *targets,
+                  Opt *opt, bool optimize, bool &counted) {
+    constexpr bool optimizing = optimizing_v<Opt>;
+    if constexpr (Fuse::small_network() && loss::FusableLoss<Loss>) {
+      if (Fuse::template fuses_network<Loss>(ctx_->options(), executors_, plan))
+        return issue_network_step<Topo, Loss>(all_stages(), plan, x.device, targets, opt, optimize, loss_slot(),
+                                              invalid_flag(), trace_, counted);
+    }
+    auto &last = stages_.back();
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      auto &st = stages_[s];
+      Topo::with_stage(s, [&]<std::size_t I>() { st.set_gradients = Fuse::template library_layers_only<I>(); });
+      if (st.set_gradients) continue; // the stage's first backward sets them
+      st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
+        if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
+      });
+    }
+    clear_result();
+    const T scale = Loss::template scale<T>(plan.batch, out_features);
+    const std::size_t per_sample = Loss::targets_per_sample(out_features);
+    std::vector<std::function<void()>> after;
+    if constexpr (optimizing)
+      for (std::size_t s = 0; s < num_stages; ++s)
+        after.push_back([this, opt, s] { trace_.timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); }); });
+    const bool updates = optimizing && optimize;
+    issue(
+        plan, orders, x,
+        [&](std::size_t k, Slot<T> &slot) {
+          trace_.timed(num_stages - 1, TaskKind::loss, k, [&] {
+            last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.out.data(),
+                             t = targets + plan.offset[k] * per_sample, scale, l = loss_slot(),
+                             invalid = invalid_flag(), dy = slot.dy] {
+              Loss::run(*ex, rows, out_features, static_cast<const T *>(out), t, scale, l, dy, invalid);
+            });
+          });
+        },
+        updates ? &after : nullptr);
+    counted = updates;
+  }
+
+  // Captures the step as a graph (GraphCache::capture). Issuing it counted the step's bytes and
+  // the optimizer's step, which each launch counts again: both are undone here, and so is the
+  // count of a capture that failed after the updates were issued. Null: issue the step instead.
+  template <class Loss, class Opt>
+  typename GraphCache<T>::Captured *capture_step(const Plan &plan, const TaskOrders &orders, const Source<T> &x,
+                                                 const target_t<Loss> *targets, Opt *opt) {
+    const std::size_t before = transferred_;
+    bool counted = false;
+    auto *captured = graphs_.capture(std::span<backend::Executor *const>(executors_),
+                                     [&] { issue_step<Loss>(plan, orders, x, targets, opt, true, counted); });
+    const std::size_t bytes = transferred_ - before;
+    transferred_ = before;
+    if constexpr (optim::Discardable<Opt>) // else never captured
+      if (counted) opt->discard_step();
+    if (captured) captured->bytes = bytes;
+    return captured;
+  }
+
+  // The timeline reads the step's events, and check_finite the loss before the update: both need
+  // the step completed here; check_finite then issues the update itself.
+  template <class Opt>
+  PendingLoss<T> finish_checked_step(const std::shared_ptr<StepOutcome<T>> &outcome, bool checking, Opt *opt) {
+    in_flight_->complete();
+    if (!outcome->error && checking && !std::isfinite(static_cast<double>(outcome->result.loss))) {
+      try {
+        fail("train_step: the loss is ", outcome->result.loss, " (check_finite is on): no optimizer step was ",
+             "taken, parameters and optimizer state are unchanged");
+      } catch (...) {
+        outcome->error = std::current_exception();
+      }
+    }
+    if (outcome->error) {
+      trace_.end();
+      std::rethrow_exception(outcome->error);
+    }
+    if constexpr (optimizing_v<Opt>) {
+      if (checking) {
+        for (std::size_t s = 0; s < num_stages; ++s)
+          trace_.timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
+        synchronize_all(executors_);
+      }
+    }
+    trace_.end();
+    return PendingLoss<T>(outcome);
+  }
+
+  // Reads targets on the device back and checks them on the host; throws the loss's Error.
+  template <class Loss> void validate_device_targets(const Source<target_t<Loss>> &y, std::size_t batch) {
+    std::vector<target_t<Loss>> host(y.size);
+    auto &last = *stages_.back().ex;
+    last.download(host.data(), y.device, y.size * sizeof(target_t<Loss>));
+    last.synchronize();
+    Loss::validate(std::span<const target_t<Loss>>(host), batch, out_features);
+  }
+
+  // The loss of a step and whether it found bad targets on the device (CrossEntropy::run's
+  // `invalid`), written on the last stage's device and downloaded together.
+  T *loss_slot() { return reinterpret_cast<T *>(result_.data() + offsetof(StepResult<T>, loss)); }
+  std::int32_t *invalid_flag() {
+    return reinterpret_cast<std::int32_t *>(result_.data() + offsetof(StepResult<T>, invalid));
+  }
+  // The step's loss and status word, in one fill on the last stage: +0.0 and 0 are all zero bits.
+  void clear_result() {
+    auto &last = *stages_.back().ex;
+    last.submit([ex = &last, r = reinterpret_cast<T *>(result_.data())] {
+      ex->run(backend::op::Fill<T>{.n = sizeof(StepResult<T>) / sizeof(T), .value = T(0), .dst = r});
+    });
+  }
+
+  std::span<StageState<T>> all_stages() { return stages_; }
+
+  Context *ctx_;
+  std::array<StageState<T>, num_stages> stages_{};
+  std::vector<Parameter<T>> parameters_;
+  std::vector<optim::ParameterGroup<T>> groups_;
+  std::vector<backend::Executor *> executors_; // each stage's, in stage order
+  std::shared_ptr<NetworkStepInFlight<T>> in_flight_;
+  Buffer<std::byte> targets_;
+  Buffer<std::byte> result_; // a StepResult on the last stage's device
+  // Captured steps, after the buffers they point into: destroyed first.
+  GraphCache<T> graphs_;
+  std::size_t transferred_ = 0;
+  StepTrace trace_;
+};
+
+} // namespace tandem::detail

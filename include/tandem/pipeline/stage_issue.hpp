@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: Apache-2.0
+// detail::StageIssue: issues one stage's forward or backward of one micro-batch on its executor,
+// layer by layer (with the fusions of fusion.hpp) or as one small-stage operation.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <utility>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/layers/layer.hpp"
+#include "tandem/pipeline/fusion.hpp"
+#include "tandem/pipeline/stage_state.hpp"
+
+namespace tandem::detail {
+
+template <class Topo> struct StageIssue {
+  using T = typename Topo::value_type;
+  using F = Fusion<Topo>;
+  template <std::size_t I> using stage = typename Topo::template stage<I>;
+
+  // Where each layer of stage I reads its input and writes its output for one micro-batch: the
+  // first layer reads `input`, each other one its predecessor's output (a stash entry), and the
+  // last writes the stage's output.
+  template <std::size_t I> struct LayerIo {
+    std::array<const T *, stage<I>::num_layers> x{};
+    std::array<T *, stage<I>::num_layers> y{};
+  };
+  template <std::size_t I> static LayerIo<I> layer_io(StageState<T> &st, Slot<T> &slot, const T *input) {
+    LayerIo<I> io;
+    for (std::size_t j = 0; j < stage<I>::num_layers; ++j) {
+      io.x[j] = j == 0 ? input : st.activation(slot, j - 1);
+      io.y[j] = st.activation(slot, j);
+    }
+    return io;
+  }
+
+  // Stage I as one small-stage operation (op::SmallForward or SmallBackward).
+  template <std::size_t I, class Op>
+  static Op small_op(std::size_t rows, const T *params, T *grads, const T *const *xs, T *const *ys) {
+    using St = stage<I>;
+    static constexpr auto w = Topo::template stage_widths<I>;
+    Op op{.rows = rows, .count = St::num_layers};
+    [&]<std::size_t... J>(std::index_sequence<J...>) {
+      ((op.layers[J] = St::template layer<J>::small_layer(
+            LayerBackward<T>{.batch = rows,
+                             .in = w[J],
+                             .out = w[J + 1],
+                             .params = params + St::parameter_offsets[J],
+                             .grads = grads ? grads + St::parameter_offsets[J] : nullptr,
+                             .x = xs[J],
+                             .y = ys[J]})),
+       ...);
+    }
+    (std::make_index_sequence<St::num_layers>{});
+    return op;
+  }
+
+  // `fused`: the stage runs as one operation where it can (Fusion::fuses_small_stage).
+  template <std::size_t I> static void forward(StageState<T> &st, Slot<T> &slot, std::size_t rows, bool fused) {
+    using St = stage<I>;
+    static constexpr auto w = Topo::template stage_widths<I>;
+    const auto io = layer_io<I>(st, slot, slot.input);
+    const auto &xs = io.x;
+    const auto &ys = io.y;
+    if constexpr (F::template small_stage<I>()) {
+      if (fused) {
+        st.ex->submit([ex = st.ex, op = small_op<I, backend::op::SmallForward<T>>(
+                                       rows, st.params.data(), nullptr, xs.data(), ys.data())] { ex->run(op); });
+        return;
+      }
+    }
+    st.ex->submit([ex = st.ex, params = st.params.data(), xs, ys, rows] {
+      [&]<std::size_t... J>(std::index_sequence<J...>) {
+        (
+            [&] {
+              const LayerForward<T> f{.batch = rows,
+                                      .in = w[J],
+                                      .out = w[J + 1],
+                                      .params = params + St::parameter_offsets[J],
+                                      .x = xs[J],
+                                      .y = ys[J]};
+              if constexpr (F::template fuses_relu<I, J>()) { // the ReLU's output, straight from the product
+                LayerForward<T> g = f;
+                g.y = ys[J + 1];
+                g.relu_mask = F::template relu_mask_of<I, J>(ys);
+                St::template layer<J>::forward(*ex, g, backend::Activation::relu);
+              } else if constexpr (F::template fused_activation<I, J>() == backend::Activation::gelu_tanh) {
+                LayerForward<T> g = f; // GELU's backward reads its input: the Linear's output, kept
+                g.y = ys[J + 1];
+                g.pre_activation = ys[J];
+                St::template layer<J>::forward(*ex, g, backend::Activation::gelu_tanh);
+              } else if constexpr (F::template follows_fused_linear<I, J>()) {
+                // done with the Linear before it (ReLU's backward reads the output only, so the
+                // Linear's own output was never needed; GELU's input was kept by the product)
+              } else {
+                St::template layer<J>::forward(*ex, f);
+              }
+            }(),
+            ...);
+      }
+      (std::make_index_sequence<St::num_layers>{});
+    });
+  }
+
+  // `first`: the stage's first backward of the step, which sets the gradients where the stage's
+  // layers allow (StageState::set_gradients) instead of adding to them.
+  template <std::size_t I>
+  static void backward(StageState<T> &st, Slot<T> &slot, std::size_t rows, bool first, bool fused) {
+    using St = stage<I>;
+    static constexpr auto w = Topo::template stage_widths<I>;
+    constexpr std::size_t L = St::num_layers;
+    static constexpr auto skipped = F::template backward_skipped<I>;
+    const auto io = layer_io<I>(st, slot, slot.input);
+    const auto &xs = io.x;
+    const auto &ys = io.y;
+    // Each layer reads its output's gradient where the layer after it wrote its input's, from the
+    // stage's dy down to its dx, the scratch pair taking turns in between. A ReLU whose backward
+    // the Linear after it does (relu_backward_by_next) takes no turn.
+    std::array<const T *, L> dys{};
+    std::array<T *, L> dxs{};
+    {
+      const T *dy = slot.dy;
+      std::size_t turn = 0;
+      for (std::size_t j = L; j-- > 0;) {
+        dys[j] = dy;
+        // The network's input needs no gradient: the first layer of stage 0 skips it.
+        dxs[j] = j > 0 ? st.scratch[turn].data() : I > 0 ? slot.dx.data() : nullptr;
+        if (!skipped[j]) {
+          dy = dxs[j];
+          turn ^= 1;
+        }
+      }
+    }
+    const bool accumulate = !(first && st.set_gradients);
+    if constexpr (F::template small_stage<I>()) {
+      if (fused && rows <= backend::op::small_rows) {
+        auto op =
+            small_op<I, backend::op::SmallBackward<T>>(rows, st.params.data(), st.grads.data(), xs.data(), ys.data());
+        op.dy = slot.dy;
+        op.dx = dxs[0];
+        op.accumulate = accumulate;
+        st.ex->submit([ex = st.ex, op] { ex->run(op); });
+        return;
+      }
+    }
+    // A ReLU mask exists only where the forward ran layer by layer: a fused small stage's forward
+    // (used at any number of rows, its backward only up to small_rows) wrote activations there.
+    // A mask pointer is then not handed on, so that a backend can never take the activations, or
+    // a mask some earlier buffer at the same address once held, for this step's mask.
+    const bool forward_fused = F::template small_stage<I>() && fused;
+    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows, accumulate,
+                   forward_fused] {
+      [&]<std::size_t... J>(std::index_sequence<J...>) {
+        // last layer first
+        (
+            [&] {
+              constexpr std::size_t j = L - 1 - J;
+              if constexpr (skipped[j]) return; // done by layer j + 1
+              else {
+                LayerBackward<T> b{.batch = rows,
+                                   .in = w[j],
+                                   .out = w[j + 1],
+                                   .params = params + St::parameter_offsets[j],
+                                   .grads = grads + St::parameter_offsets[j],
+                                   .x = xs[j],
+                                   .y = ys[j],
+                                   .dy = dys[j],
+                                   .dx = dxs[j],
+                                   .accumulate = accumulate};
+                if constexpr (j >= 2) {
+                  if constexpr (F::template relu_backward_by_next<I, j - 2>()) {
+                    using Before = typename St::template layer<j - 2>;
+                    b.relu_before = true;
+                    b.relu_mask = forward_fused ? nullptr : F::template relu_mask_of<I, j - 2>(ys);
+                    b.dbias_before = grads + St::parameter_offsets[j - 2] + Before::bias_offset;
+                  }
+                }
+                b.bias_gradient_by_next = F::template relu_backward_by_next<I, j>();
+                St::template layer<j>::backward(*ex, b);
+              }
+            }(),
+            ...);
+      }
+      (std::make_index_sequence<L>{});
+    });
+  }
+};
+
+} // namespace tandem::detail

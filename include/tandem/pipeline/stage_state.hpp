@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+// detail::StageState: what a stage holds at run time - its executor, parameters and gradients,
+// links to its neighbours, and the buffers of the micro-batches in flight (detail::Slot) and of
+// the activations kept from forward to backward (the stash).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "tandem/backend/event.hpp"
+#include "tandem/backend/executor.hpp"
+#include "tandem/backend/link.hpp"
+#include "tandem/detail/buffer.hpp"
+#include "tandem/error.hpp"
+#include "tandem/pipeline/plan.hpp"
+
+namespace tandem::detail {
+
+// What one micro-batch needs on one stage. The buffers that cross a boundary (input, output and
+// their gradients) are per micro-batch, since a neighbour reads or writes them on its own time;
+// the activations inside the stage live in a stash entry, held from forward to backward.
+template <class T> struct Slot {
+  Buffer<T> input_own, out, dy_own, dx;
+  std::size_t stash = 0;    // this step's entry in StageState::stash
+  const T *input = nullptr; // own buffer, or the previous stage's output where no copy is made
+  T *dy = nullptr;          // own buffer, or the next stage's dx
+  std::unique_ptr<backend::Event> forward_done, backward_done, input_ready, dy_ready;
+  backend::Event *wait_input = nullptr, *wait_dy = nullptr;
+};
+
+// The workspace policy (Runtime::prepare): buffers that hold more than workspace_shrink_factor
+// times what a step needs, and more than workspace_keep_bytes beyond it, are made again to fit.
+inline constexpr std::size_t workspace_shrink_factor = 4;
+inline constexpr std::size_t workspace_keep_bytes = std::size_t{64} << 20;
+
+inline std::size_t checked_product(std::size_t a, std::size_t b) {
+  if (b != 0 && a > SIZE_MAX / b) fail("buffer size overflows: ", a, " x ", b, " does not fit in 64 bits");
+  return a * b;
+}
+inline std::size_t checked_sum(std::size_t a, std::size_t b, std::size_t c) {
+  if (a > SIZE_MAX - b || a + b > SIZE_MAX - c) fail("buffer size overflows: ", a, " + ", b, " + ", c);
+  return a + b + c;
+}
+
+template <class T> struct StageState {
+  backend::Executor *ex = nullptr;
+  std::size_t device = 0;
+  std::vector<std::size_t> widths; // input of each layer, then the output
+  Buffer<T> params, grads;
+  std::unique_ptr<backend::Link> to_next, to_prev;
+  std::vector<Slot<T>> slots;
+  // Outputs of all layers but the last, for as many micro-batches as the schedule keeps alive at
+  // once (1F1B: stages - stage; GPipe: m), and the backward's gradient ping-pong, which one stream
+  // uses for one micro-batch at a time.
+  std::vector<std::vector<Buffer<T>>> stash;
+  Buffer<T> scratch[2];
+  std::size_t capacity = 0;   // rows each buffer holds
+  bool set_gradients = false; // this step's first backward sets the gradients (library layers only)
+  // Whole-network steps: the first stage's marks the step's end; each other stage's what it was
+  // given before the step.
+  std::unique_ptr<backend::Event> mark;
+  std::size_t live = 0, peak = 0; // micro-batches whose activations are held: now, most this step
+
+  // What m slots of `rows` rows and `entries` stash entries take, in bytes (Error on overflow).
+  std::size_t bytes_for(std::size_t m, std::size_t rows, std::size_t entries) const {
+    std::size_t boundary = 0, inner = 0;
+    for (std::size_t j = 0; j < widths.size(); ++j) (j == 0 || j + 1 == widths.size() ? boundary : inner) += widths[j];
+    const std::size_t widest = *std::max_element(widths.begin(), widths.end());
+    // Per row: each slot's input, output and their gradients; each stash entry's inner
+    // activations; the two scratch buffers.
+    const std::size_t per_row =
+        checked_sum(checked_product(m, 2 * boundary), checked_product(entries, inner), 2 * widest);
+    return checked_product(checked_product(rows, per_row), sizeof(T));
+  }
+  std::size_t held_bytes() const { return capacity ? bytes_for(slots.size(), capacity, stash.size()) : 0; }
+  bool fits(std::size_t m, std::size_t rows, std::size_t entries) const {
+    return slots.size() >= m && capacity >= rows && stash.size() >= entries;
+  }
+
+  // Buffers for m slots of `rows` rows and `entries` stash entries, in place of the old ones,
+  // which go first (their contents do not outlive a step), so that the peak is the new size. The
+  // new ones are taken only once all are made: an allocation that fails leaves the stage with
+  // none, and the next step makes them again. The caller has waited for the work that may still
+  // read the old ones.
+  void resize(std::size_t m, std::size_t rows, std::size_t entries) {
+    (void)bytes_for(m, rows, entries); // (sizes that overflow fail here, before any allocation)
+    release();
+    std::vector<Slot<T>> new_slots(m);
+    for (auto &slot : new_slots) {
+      slot.input_own = Buffer<T>(*ex, rows * widths.front());
+      slot.out = Buffer<T>(*ex, rows * widths.back());
+      slot.dy_own = Buffer<T>(*ex, rows * widths.back());
+      slot.dx = Buffer<T>(*ex, rows * widths.front());
+      slot.forward_done = ex->make_event();
+      slot.backward_done = ex->make_event();
+      slot.input_ready = ex->make_event();
+      slot.dy_ready = ex->make_event();
+    }
+    std::vector<std::vector<Buffer<T>>> new_stash(entries);
+    for (auto &entry : new_stash)
+      for (std::size_t j = 1; j + 1 < widths.size(); ++j) entry.emplace_back(*ex, rows * widths[j]);
+    const std::size_t widest = *std::max_element(widths.begin(), widths.end());
+    Buffer<T> new_scratch[2] = {Buffer<T>(*ex, rows * widest), Buffer<T>(*ex, rows * widest)};
+    slots = std::move(new_slots);
+    stash = std::move(new_stash);
+    for (int i = 0; i < 2; ++i) scratch[i] = std::move(new_scratch[i]);
+    capacity = rows;
+  }
+  // Gives every buffer back; the next step makes what it needs.
+  void release() {
+    slots.clear();
+    stash.clear();
+    for (auto &g : scratch) g = Buffer<T>();
+    capacity = 0;
+  }
+  // Gives each micro-batch its stash entry.
+  void use_stash(const StashPlan &plan) {
+    for (std::size_t k = 0; k < plan.entry.size(); ++k) slots[k].stash = plan.entry[k];
+  }
+
+  // The output of layer j for one micro-batch: the stage's output, or a stash entry's.
+  T *activation(Slot<T> &slot, std::size_t j) {
+    return j + 1 == widths.size() - 1 ? slot.out.data() : stash[slot.stash][j].data();
+  }
+};
+
+// Where each slot reads its input and its output gradient: a copy (a link between the stages), or
+// in place (the neighbour's buffer, where the two share memory), and which event says it is there.
+template <class T> void connect_slots(std::span<StageState<T>> stages) {
+  const std::size_t S = stages.size();
+  for (std::size_t s = 0; s < S; ++s) {
+    for (std::size_t k = 0; k < stages[s].slots.size(); ++k) {
+      Slot<T> &slot = stages[s].slots[k];
+      const bool copied_in = s == 0 || stages[s - 1].to_next;
+      slot.input = copied_in ? slot.input_own.data() : stages[s - 1].slots[k].out.data();
+      slot.wait_input = s == 0      ? nullptr
+                        : copied_in ? slot.input_ready.get()
+                                    : stages[s - 1].slots[k].forward_done.get();
+      const bool copied_dy = s + 1 == S || stages[s].to_next;
+      slot.dy = copied_dy ? slot.dy_own.data() : stages[s + 1].slots[k].dx.data();
+      slot.wait_dy = s + 1 == S  ? nullptr
+                     : copied_dy ? slot.dy_ready.get()
+                                 : stages[s + 1].slots[k].backward_done.get();
+    }
+  }
+}
+
+} // namespace tandem::detail

@@ -1,0 +1,80 @@
+// SPDX-License-Identifier: Apache-2.0
+// detail::NetworkStepInFlight: a network's step in flight (train_step_async issues it, the next
+// call on the network, a PendingLoss or a bystander on its devices completes it), the network's
+// one implementation of backend::StepInFlight.
+#pragma once
+
+#include <algorithm>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "tandem/backend/executor.hpp"
+#include "tandem/backend/step_in_flight.hpp"
+#include "tandem/pending_loss.hpp"
+
+namespace tandem::detail {
+
+// Waits for every executor, then rethrows the first failure any of them kept.
+inline void synchronize_all(std::span<backend::Executor *const> executors) {
+  std::exception_ptr first;
+  for (backend::Executor *ex : executors) {
+    try {
+      ex->synchronize();
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+template <class T> class NetworkStepInFlight final : public backend::StepInFlight {
+public:
+  // `executors`: the network's, each stage's in stage order; they outlive this.
+  explicit NetworkStepInFlight(std::vector<backend::Executor *> executors) : executors_(std::move(executors)) {}
+
+  // A step was issued: its outcome (which PendingLoss reads) and what a bad target found on the
+  // device requires when it completes (undoing the optimizer's count, then the Error). Listed on
+  // every device of the network, so that whoever waits there first completes it.
+  void start(std::shared_ptr<StepInFlight> self, const std::shared_ptr<StepOutcome<T>> &outcome,
+             std::function<void()> on_invalid) {
+    outcome_ = outcome;
+    on_invalid_ = std::move(on_invalid);
+    outcome->step = self;
+    for (backend::Executor *ex : executors_) ex->add_step_in_flight(self);
+  }
+
+  // Waits for the step, if any, and settles its outcome: the loss, or its failure (kept for
+  // PendingLoss::get, not thrown here).
+  void complete() noexcept override {
+    if (!outcome_) return;
+    const auto outcome = std::exchange(outcome_, nullptr);
+    const auto on_invalid = std::exchange(on_invalid_, nullptr);
+    try {
+      synchronize_all(executors_);
+      if (outcome->result.invalid) on_invalid();
+    } catch (...) {
+      outcome->error = std::current_exception();
+    }
+    outcome->done = true;
+  }
+  bool finished() override {
+    return std::all_of(executors_.begin(), executors_.end(), [](backend::Executor *e) { return e->idle(); });
+  }
+
+  // This network's step and any other network's on its devices: whatever the network waits for
+  // next must not take another step's failure.
+  void complete_all() noexcept {
+    complete();
+    for (backend::Executor *ex : executors_) ex->complete_steps_in_flight();
+  }
+
+private:
+  std::vector<backend::Executor *> executors_;
+  std::shared_ptr<StepOutcome<T>> outcome_;
+  std::function<void()> on_invalid_;
+};
+
+} // namespace tandem::detail

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+// detail::Topology: a network's shape as the compiler sees it - its stages, the width entering each
+// one, their devices - with the checks that make a shape mistake a compile error.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <tuple>
+#include <utility>
+
+#include "tandem/layers/layer.hpp"
+#include "tandem/shape.hpp"
+#include "tandem/stage.hpp"
+
+namespace tandem::detail {
+
+template <std::size_t Index, class S> struct StageArgumentCheck {
+  static_assert(is_stage_v<S>, "TANDEM_NOT_A_STAGE: every Pipeline argument must be a Stage<Device<N>, Layers...>; "
+                               "StageArgumentCheck<index, type> in this message names the argument");
+  static constexpr bool value = true;
+};
+
+template <class T, class... Stages> struct Topology {
+  static_assert(sizeof...(Stages) > 0, "TANDEM_PIPELINE_WITHOUT_STAGES: a Pipeline needs at least one Stage, as in "
+                                       "Pipeline<Stage<Device<0>, Linear<10, 2>>>");
+  static_assert([]<std::size_t... S>(std::index_sequence<S...>) {
+    return (StageArgumentCheck<S, Stages>::value && ... && true);
+  }(std::index_sequence_for<Stages...>{}));
+
+  using value_type = T;
+  using stage_list = std::tuple<Stages...>;
+  static constexpr std::size_t num_stages = sizeof...(Stages);
+  template <std::size_t I> using stage = std::tuple_element_t<I, stage_list>;
+
+  // Width entering each stage, and (last) the network's output width. A stage that starts with
+  // width-keeping layers takes whatever the previous stage gives it.
+  static constexpr bool all_stages = (true && ... && is_stage_v<Stages>);
+  static constexpr std::array<std::size_t, num_stages + 1> widths = [] {
+    std::array<std::size_t, num_stages + 1> w{};
+    if constexpr (num_stages > 0 && all_stages) { // else only the argument checks above report
+      w[0] = std::tuple_element_t<0, stage_list>::in_features;
+      std::size_t s = 0;
+      ((w[s + 1] = Stages::widths(w[s])[Stages::num_layers], ++s), ...);
+    }
+    return w;
+  }();
+
+  // The input width of each layer of stage I, then the stage's output width.
+  template <std::size_t I> static constexpr auto stage_widths = stage<I>::widths(widths[I]);
+
+private:
+  template <std::size_t S> static constexpr bool stage_widths_agree() {
+    return []<std::size_t... J>(std::index_sequence<J...>) {
+      return (WidthCheck<AtStage<S>, AtLayer<J>, Expects<in_of<typename stage<S>::template layer<J>>()>,
+                         Receives<stage_widths<S>[J]>>::value &&
+              ... && true);
+    }
+    (std::make_index_sequence<stage<S>::num_layers>{});
+  }
+
+public:
+  // One diagnostic per mistake: the width checks run only on a well-formed list of stages, and
+  // not past an input width that cannot be derived.
+  static constexpr bool widths_agree = [] {
+    if constexpr (num_stages > 0 && all_stages) {
+      if constexpr (InputWidthCheck<AtStage<0>, Receives<widths[0]>>::value && widths[0] > 0)
+        return []<std::size_t... S>(std::index_sequence<S...>) { return (stage_widths_agree<S>() && ... && true); }
+      (std::make_index_sequence<num_stages>{});
+    }
+    return true;
+  }();
+  static_assert(widths_agree);
+
+  static constexpr std::size_t in_features = widths[0];
+  static constexpr std::size_t out_features = widths[num_stages];
+  static constexpr std::size_t parameter_count = (std::size_t{0} + ... + Stages::parameter_count);
+  static constexpr std::size_t largest_stage = std::max({Stages::parameter_count...});
+
+  // The seed's C = sum s_i * b * 2: each boundary's activations forward and gradients backward.
+  static constexpr std::size_t boundary_bytes(std::size_t batch) {
+    std::size_t elements = 0;
+    for (std::size_t s = 1; s < num_stages; ++s) elements += widths[s];
+    return elements * batch * 2 * sizeof(T);
+  }
+
+  static std::size_t device_of(std::size_t s) {
+    static constexpr std::array<std::size_t, num_stages> devices{Stages::device_index...};
+    return devices[s];
+  }
+
+  // Calls f.template operator()<I>() for every stage, in order.
+  template <class F> static void for_each_stage(F &&f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (f.template operator()<I>(), ...); }
+    (std::make_index_sequence<num_stages>{});
+  }
+  // Calls f.template operator()<I>() for the run-time stage index s.
+  template <class F> static void with_stage(std::size_t s, F &&f) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) { ((s == I ? (f.template operator()<I>(), 0) : 0), ...); }
+    (std::make_index_sequence<num_stages>{});
+  }
+};
+
+} // namespace tandem::detail
