@@ -8,6 +8,7 @@
 #   examples/NN_name/main.cpp   -> example_NN_name, test example.NN_name (label example)
 #   examples/NN_name/main.cu    -> example_NN_name_cuda, test example.NN_name.cuda (labels example;gpu)
 #   tests/package/              -> package.* (find_package and add_subdirectory consumers)
+#   README.md, docs/*.md        -> readme.example (the first ```cpp block), docs.links (label lint)
 include_guard(GLOBAL)
 
 set(_tandem_compile_check ${CMAKE_CURRENT_LIST_DIR}/compile_check.cmake)
@@ -260,6 +261,12 @@ function(tandem_add_format_check)
     add_test(NAME format COMMAND ${PROJECT_SOURCE_DIR}/scripts/format-check.sh)
     set_tests_properties(format PROPERTIES LABELS lint ENVIRONMENT CLANG_FORMAT=${TANDEM_CLANG_FORMAT})
   endif()
+endfunction()
+
+# Every relative link of README.md, CHANGELOG.md and docs/ must resolve (a file, or a heading's anchor).
+function(tandem_add_docs_check)
+  add_test(NAME docs.links COMMAND ${PROJECT_SOURCE_DIR}/scripts/check-doc-links.sh)
+  set_tests_properties(docs.links PROPERTIES LABELS lint)
 endfunction()
 
 # Folders with their own CMakeLists.txt (reference tests, benchmarks). They get TANDEM_TORCH_PYTHON:
