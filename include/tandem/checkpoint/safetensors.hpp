@@ -138,7 +138,7 @@ private:
       bad("its header size ", n, " is more than the ", bytes_.size() - 8, " bytes that follow");
     data_start_ = 8 + static_cast<std::size_t>(n);
     const auto *text = reinterpret_cast<const char *>(bytes_.data() + 8);
-    if (text[0] != '{') bad("its header does not start with '{'");
+    if (text[0] != '{') bad("its header is not a JSON object (it does not start with '{')");
 
     // nlohmann keeps the last of two equal keys: the callback sees each key and finds repeats.
     std::vector<std::set<std::string>> open_objects;
@@ -213,7 +213,8 @@ private:
     const auto begin = (*offsets)[0].get<std::uint64_t>(), end = (*offsets)[1].get<std::uint64_t>();
     const std::size_t data_bytes = bytes_.size() - data_start_;
     if (begin > end || end > data_bytes)
-      bad("tensor '", name, "' has data_offsets [", begin, ", ", end, "] outside the ", data_bytes, " bytes of data");
+      bad("tensor '", name, "' has data_offsets [", begin, ", ", end, "], not a range within the ", data_bytes,
+          " bytes of data");
     const auto bytes = detail::byte_count(t.shape, *element);
     if (!bytes) bad("tensor '", name, "' of shape ", detail::shape_text(t.shape), " has more bytes than 64 bits count");
     if (*bytes != end - begin)
