@@ -184,16 +184,90 @@ template <class Net> void check_model(const Net &net, const SafetensorsFile &f) 
   check_tensors(f, expected_model(net), "does not fit this network", network_hint<Net>(f));
 }
 
-// Writes a checked file's weights into the network.
-template <class Net> void write_model(const Net &net, const SafetensorsFile &f) {
+// Writes checked weights into the network: `file_of(name)` is the checked file that holds them.
+template <class Net, class FileOf> void write_model(const Net &net, FileOf &&file_of) {
   using T = typename Net::value_type;
   std::vector<T> values;
   for (const auto &p : net.parameters()) {
+    const SafetensorsFile &f = file_of(p.name());
     const auto bytes = f.data(*f.find(p.name()));
     values.resize(p.size());
     std::memcpy(values.data(), bytes.data(), bytes.size());
     p.copy_from(values);
   }
+}
+template <class Net> void write_model(const Net &net, const SafetensorsFile &f) {
+  write_model(net, [&](const std::string &) -> const SafetensorsFile & { return f; });
+}
+
+// ---- weights in shards, one file per stage with parameters, and an index ----
+
+// The shard of each stage ("" for a stage without parameters), as Hugging Face numbers them.
+template <class Net> std::vector<std::string> shard_names(const Net &net) {
+  std::vector<std::string> names;
+  std::size_t count = 0;
+  for (const auto &g : net.parameter_groups()) count += g.size != 0;
+  std::size_t k = 0;
+  for (const auto &g : net.parameter_groups()) {
+    char name[64] = "";
+    if (g.size) std::snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", ++k, count);
+    names.emplace_back(name);
+  }
+  return names;
+}
+
+// The stage whose group holds parameter p.
+template <class Net, class P> std::size_t stage_of(const Net &net, const P &p) {
+  const auto groups = net.parameter_groups();
+  for (std::size_t i = 0; i < groups.size(); ++i)
+    if (p.data() >= groups[i].params && p.data() < groups[i].params + groups[i].size) return i;
+  tandem::detail::fail("checkpoint: parameter '", p.name(), "' lies in no stage's group");
+}
+
+// Reads and checks an index and every shard it names; nothing is written.
+template <class Net>
+std::map<std::string, SafetensorsFile> read_sharded(const Net &net, const std::filesystem::path &index,
+                                                    std::map<std::string, std::string> &weight_map) {
+  const auto bytes = read_file(index);
+  const std::string file = index.string();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(reinterpret_cast<const char *>(bytes.data()),
+                              reinterpret_cast<const char *>(bytes.data()) + bytes.size());
+  } catch (const nlohmann::json::exception &e) {
+    tandem::detail::fail("'", file, "' is not a valid index: not JSON (", e.what(), ")");
+  }
+  if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+    tandem::detail::fail("'", file, "' is not a valid index: no \"weight_map\" object");
+  const nlohmann::json &map = j["weight_map"];
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    // A shard lies beside the index: a path elsewhere is refused.
+    const std::string shard = it.value().is_string() ? it.value().get<std::string>() : "";
+    if (shard.empty() || shard.find_first_of("/\\") != std::string::npos || shard == "." || shard == "..")
+      tandem::detail::fail("'", file, "' is not a valid index: '", it.key(), "' maps to ", it.value().dump(),
+                           ", not a file name beside the index");
+    weight_map[it.key()] = shard;
+  }
+  Problems problems;
+  std::set<std::string> names;
+  for (const auto &p : net.parameters()) {
+    names.insert(p.name());
+    if (!weight_map.count(p.name())) problems.add("no entry for '", p.name(), "'");
+  }
+  for (const auto &[name, shard] : weight_map)
+    if (!names.count(name)) problems.add("unexpected entry '", name, "'");
+  problems.raise(file, "does not fit this network", "This network is " + signature<Net>());
+
+  std::map<std::string, SafetensorsFile> shards;
+  std::map<std::string, std::vector<Expected>> expected;
+  for (const auto &e : expected_model(net)) expected[weight_map.at(e.name)].push_back(e);
+  for (const auto &[shard, tensors] : expected) {
+    const auto path = index.parent_path() / shard;
+    auto f = SafetensorsFile::read(path);
+    check_tensors(f, tensors, "does not fit this network", network_hint<Net>(f));
+    shards.emplace(shard, std::move(f));
+  }
+  return shards;
 }
 
 // Every parameter's values (its to_host: steps in flight complete first), with views for the writer.
@@ -408,10 +482,48 @@ template <class Net> void save(const Net &net, const std::filesystem::path &path
   checkpoint::write_safetensors(path, g.views, checkpoint::common_metadata<Net>("model"));
 }
 
-// Reads weights saved by save() or by PyTorch. Strict: every name, shape and dtype must match, and
-// nothing else may be in the file. The whole file is read and checked first: a bad one throws and
-// changes nothing.
+// The weights in one safetensors file per stage with parameters (model-00001-of-00002.safetensors,
+// ...) and the index `dir`/model.safetensors.index.json that maps each name to its file, as sharded
+// checkpoints do in the Hugging Face world. load() reads them back from the index's path. Each
+// file is written atomically, the index last.
+template <class Net> void save_sharded(const Net &net, const std::filesystem::path &dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) tandem::detail::fail("save_sharded: cannot make the directory '", dir.string(), "': ", ec.message());
+  const auto shards = checkpoint::shard_names(net);
+  const auto g = checkpoint::gather_model(net);
+  nlohmann::json index{{"metadata", checkpoint::common_metadata<Net>("model")},
+                       {"weight_map", nlohmann::json::object()}};
+  std::size_t total = 0;
+  for (std::size_t s = 0; s < shards.size(); ++s) {
+    if (shards[s].empty()) continue;
+    std::vector<checkpoint::TensorView> views;
+    for (std::size_t k = 0; k < g.views.size(); ++k)
+      if (checkpoint::stage_of(net, net.parameters()[k]) == s) {
+        views.push_back(g.views[k]);
+        index["weight_map"][g.views[k].name] = shards[s];
+        total += g.views[k].data.size();
+      }
+    checkpoint::write_safetensors(dir / shards[s], views, checkpoint::common_metadata<Net>("model"));
+  }
+  index["metadata"]["total_size"] = total;
+  const std::string text = index.dump(2) + "\n";
+  const std::span<const std::byte> part = std::as_bytes(std::span(text));
+  checkpoint::write_file_atomically(dir / checkpoint::index_file, std::span(&part, 1));
+}
+
+// Reads weights saved by save() or by PyTorch (or by save_sharded: `path` is then the index). Strict: every name, shape
+// and dtype must match, and nothing else may be in the file. The whole file is read and checked first: a bad one throws
+// and changes nothing.
 template <class Net> void load(Net &net, const std::filesystem::path &path) {
+  if (path.filename().string().ends_with(".index.json")) { // save_sharded's index
+    std::map<std::string, std::string> weight_map;
+    const auto shards = checkpoint::read_sharded(net, path, weight_map);
+    checkpoint::write_model(net, [&](const std::string &name) -> const checkpoint::SafetensorsFile & {
+      return shards.at(weight_map.at(name));
+    });
+    return;
+  }
   const auto f = checkpoint::SafetensorsFile::read(path);
   checkpoint::check_model(net, f);
   checkpoint::write_model(net, f);

@@ -428,3 +428,57 @@ TEST_CASE("checkpoint: a failed save leaves no file, and no temporary one, under
   CHECK(test::same_bits(test::weights(net), test::weights(other)));
   CHECK(entries().size() == 3);
 }
+
+TEST_CASE("checkpoint: save_sharded writes a file per stage and an index; load reads them back, or rejects them") {
+  Context ctx({.devices = "host"});
+  const test::ScratchDir dir("ckpt_sharded");
+  Net a(ctx, 1), b(ctx, 2);
+  save_sharded(a, dir.path);
+  const auto index = dir / "model.safetensors.index.json";
+  // Stage 1 has no parameters: two shards, numbered over the stages that have some.
+  const auto first = checkpoint::SafetensorsFile::read(dir / "model-00001-of-00002.safetensors");
+  const auto second = checkpoint::SafetensorsFile::read(dir / "model-00002-of-00002.safetensors");
+  CHECK(first.tensors().size() == 4);
+  CHECK(second.tensors().size() == 4);
+  CHECK(first.find("stage0.2.weight"));
+  CHECK(second.find("stage2.3.bias"));
+  const auto bytes = test::read_bytes(index);
+  const auto json = nlohmann::json::parse(reinterpret_cast<const char *>(bytes.data()),
+                                          reinterpret_cast<const char *>(bytes.data() + bytes.size()));
+  CHECK(json["weight_map"]["stage2.1.weight"] == "model-00002-of-00002.safetensors");
+  CHECK(json["metadata"]["total_size"] == Net::parameter_count * sizeof(float));
+  load(b, index);
+  CHECK(test::same_bits(test::weights(a), test::weights(b)));
+
+  Net c(ctx, 3);
+  const auto w = test::weights(c);
+  const auto good_index = test::read_bytes(index);
+  const auto rejects = [&](const std::string &what) {
+    CHECK_THROWS_WITH_AS(load(c, index), doctest::Contains(what), Error);
+    CHECK(test::same_bits(w, test::weights(c)));
+    test::write_bytes(index, good_index);
+  };
+  const auto write_json = [&](const nlohmann::json &k) {
+    const std::string text = k.dump();
+    const auto *p = reinterpret_cast<const std::byte *>(text.data());
+    test::write_bytes(index, std::vector<std::byte>(p, p + text.size()));
+  };
+  auto j = json;
+  j["weight_map"].erase("stage0.0.bias");
+  write_json(j);
+  rejects("no entry for 'stage0.0.bias'");
+  j = json;
+  j["weight_map"]["stage0.0.bias"] = "../model-00001-of-00002.safetensors";
+  write_json(j);
+  rejects("not a file name beside the index");
+  j = json;
+  j["weight_map"]["stage0.0.bias"] = "model-00002-of-00002.safetensors"; // the wrong shard
+  write_json(j);
+  rejects("unexpected tensor 'stage0.0.bias'");
+  write_json(nlohmann::json::array());
+  rejects("no \"weight_map\" object");
+  test::write_bytes(index, {std::byte{'{'}});
+  rejects("not JSON");
+  fs::remove(dir / "model-00002-of-00002.safetensors");
+  rejects("cannot open");
+}
