@@ -454,7 +454,7 @@ TEST_CASE("checkpoint: save_sharded writes a file per stage and an index; load r
   const auto w = test::weights(c);
   const auto good_index = test::read_bytes(index);
   const auto rejects = [&](const std::string &what) {
-    CHECK_THROWS_WITH_AS(load(c, index), doctest::Contains(what), Error);
+    CHECK_THROWS_WITH_AS(load(c, index), doctest::Contains(what.c_str()), Error);
     CHECK(test::same_bits(w, test::weights(c)));
     test::write_bytes(index, good_index);
   };
