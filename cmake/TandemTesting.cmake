@@ -25,6 +25,9 @@ endfunction()
 function(tandem_add_unit_tests)
   set(unit ${PROJECT_SOURCE_DIR}/tests/unit)
   file(GLOB sources CONFIGURE_DEPENDS ${unit}/*.cpp)
+  if(NOT TARGET tandem::checkpoint)
+    list(FILTER sources EXCLUDE REGEX "/checkpoint[^/]*\\.cpp$") # they need nlohmann-json
+  endif()
   if(NOT sources)
     return()
   endif()
@@ -32,7 +35,7 @@ function(tandem_add_unit_tests)
   include(doctest) # doctest_discover_tests
   add_executable(tandem_tests ${sources})
   _tandem_test_target(tandem_tests)
-  target_link_libraries(tandem_tests PRIVATE doctest::doctest)
+  target_link_libraries(tandem_tests PRIVATE doctest::doctest $<TARGET_NAME_IF_EXISTS:tandem::checkpoint>)
   # glibc fills every block malloc hands out with this byte (MALLOC_PERTURB_), so host memory read
   # before it is written gives garbage in the tests rather than the zeros a fresh page happens to
   # hold (a status word left uninitialised, a gradient never zeroed).
@@ -153,6 +156,9 @@ endfunction()
 function(tandem_add_header_checks)
   set(root ${PROJECT_SOURCE_DIR}/include)
   file(GLOB_RECURSE headers CONFIGURE_DEPENDS RELATIVE ${root} ${root}/tandem/*.hpp ${root}/tandem/*.cuh)
+  if(NOT TARGET tandem::checkpoint)
+    list(FILTER headers EXCLUDE REGEX "^tandem/checkpoint") # they need nlohmann-json
+  endif()
   set(gxx_sources "")
   set(nvcc_sources "")
   foreach(header IN LISTS headers)
@@ -188,6 +194,7 @@ function(tandem_add_header_checks)
     endif()
     add_library(${target} OBJECT EXCLUDE_FROM_ALL ${${kind}_sources})
     _tandem_test_target(${target})
+    target_link_libraries(${target} PRIVATE $<TARGET_NAME_IF_EXISTS:tandem::checkpoint>)
     add_test(NAME header_check.${kind}
              COMMAND ${CMAKE_COMMAND} --build ${PROJECT_BINARY_DIR} --config $<CONFIG> --target ${target} --parallel ${jobs})
     # Two builds at once in one build tree would trip over each other's lock and log files.
@@ -196,11 +203,16 @@ function(tandem_add_header_checks)
 endfunction()
 
 # Examples are tests (Hana style): examples/NN_name/main.cpp is built and run; exit code 0 passes.
+# An example with dependencies of its own has a CMakeLists.txt that adds it (or says why not).
 function(tandem_add_examples)
   file(GLOB dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/examples/*)
   foreach(dir IN LISTS dirs)
     get_filename_component(name ${dir} NAME)
     if(NOT IS_DIRECTORY ${dir} OR NOT name MATCHES "^[0-9][0-9]_")
+      continue()
+    endif()
+    if(EXISTS ${dir}/CMakeLists.txt)
+      add_subdirectory(${dir} ${PROJECT_BINARY_DIR}/examples/${name})
       continue()
     endif()
     if(EXISTS ${dir}/main.cpp)

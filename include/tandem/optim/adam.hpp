@@ -37,6 +37,21 @@ struct AdamState {
   Buffer<backend::op::AdamCount> count; // the device's count of steps taken
   Buffer<float> exp_avg, exp_avg_sq, max_exp_avg_sq;
   std::size_t steps; // the same count, kept on the host for steps(i)
+
+  // Checkpoints: f(PyTorch's name, device buffer, whether it holds a value only after the first step).
+  template <class F> void visit_tensors(F &&f) const {
+    f("exp_avg", exp_avg.data(), false);
+    f("exp_avg_sq", exp_avg_sq.data(), false);
+    if (max_exp_avg_sq.data()) f("max_exp_avg_sq", max_exp_avg_sq.data(), false);
+  }
+  // The next step computes its scalars from the count's `steps` alone.
+  void restore_steps(std::size_t n) {
+    steps = n;
+    if (!group.size) return;
+    const backend::op::AdamCount c{.steps = static_cast<std::int64_t>(n)};
+    group.executor->upload(count.data(), &c, sizeof c);
+    group.executor->synchronize();
+  }
 };
 
 // Adam and AdamW differ only in where weight decay enters (the gradient, or the weight itself),

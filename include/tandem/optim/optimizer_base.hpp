@@ -66,6 +66,12 @@ protected:
   const void *owner_ = nullptr;
   std::uint64_t id_ = 0;
   std::vector<State> groups_;
+
+public:
+  // For checkpoints (tandem/checkpoint.hpp): group i's state tensors, each on the group's device and
+  // as long as the group, as f(name, data, holds a value only after the first step); and its count.
+  template <class F> void visit_state(std::size_t i, F &&f) const { groups_.at(i).visit_tensors(f); }
+  void restore_steps(std::size_t i, std::size_t steps) { groups_.at(i).restore_steps(steps); }
 };
 
 } // namespace tandem::optim

@@ -34,6 +34,12 @@ struct SgdState {
   optim::ParameterGroup<float> group;
   Buffer<float> momentum;
   std::size_t steps;
+
+  // Checkpoints: f(PyTorch's name, device buffer, whether it holds a value only after the first step).
+  template <class F> void visit_tensors(F &&f) const {
+    if (momentum.data()) f("momentum_buffer", momentum.data(), true);
+  }
+  void restore_steps(std::size_t n) { steps = n; }
 };
 } // namespace tandem::detail
 
