@@ -16,6 +16,7 @@
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/executor.hpp"
+#include "tandem/detail/optimization_notice.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
 #include "tandem/timeline.hpp"
