@@ -17,6 +17,7 @@
 #include "tandem/loss/mse.hpp"
 #include "tandem/optim/adam.hpp"
 #include "tandem/optim/adamw.hpp"
+#include "tandem/optim/lr_scheduler.hpp"
 #include "tandem/optim/sgd.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pending_loss.hpp"
