@@ -63,9 +63,9 @@ TEST_CASE("an int64 label out of range is an error that changes nothing") {
   const auto before = parameters_of(net);
   const std::vector<std::int64_t> big{1, std::int64_t{1} << 33, 2}, negative{1, 2, -1};
   CHECK_THROWS_WITH_AS(net.train_step(x, big, loss::CrossEntropy{}, opt),
-                       "train_step: label 1 is 8589934592, outside [0, 4)", Error);
+                       doctest::Contains("train_step: label 1 is 8589934592, outside [0, 4)"), Error);
   CHECK_THROWS_WITH_AS(net.forward_backward(x, negative, loss::CrossEntropy{}),
-                       "forward_backward: label 2 is -1, outside [0, 4)", Error);
+                       doctest::Contains("forward_backward: label 2 is -1, outside [0, 4)"), Error);
   CHECK(parameters_of(net) == before);
   CHECK(opt.steps(0) == 0);
 }
