@@ -78,12 +78,12 @@ int main() {
   std::printf("Scale<6>: %s", report.summary().c_str());
   if (!report.passed()) return 1;
 
-  // A regression target the network can fit: y = sum_i sin(x_i) / 2.
-  constexpr std::size_t batch = 32, steps = 200;
+  // A regression target the network can fit: y = sum_i sin(x_i) / 2, in shuffled mini-batches.
+  constexpr std::size_t rows = 256, batch = 32, epochs = 25;
   Random rng(3);
-  std::vector<float> x(batch * Net::in_features), y(batch);
+  std::vector<float> x(rows * Net::in_features), y(rows);
   for (auto &v : x) v = static_cast<float>(rng.uniform(-2, 2));
-  for (std::size_t r = 0; r < batch; ++r) {
+  for (std::size_t r = 0; r < rows; ++r) {
     double s = 0;
     for (std::size_t i = 0; i < Net::in_features; ++i) s += std::sin(x[r * Net::in_features + i]);
     y[r] = static_cast<float>(s / 2);
@@ -93,11 +93,13 @@ int main() {
   Net net(ctx, /*seed=*/1);
   optim::Adam opt(net, {.lr = 1e-2f});
   loss::MSE mse;
-  float first = 0, last = 0;
-  for (std::size_t step = 0; step < steps; ++step) {
-    last = net.train_step(x, y, mse, opt);
-    if (step == 0) first = last;
-    if (step % 50 == 0 || step + 1 == steps) std::printf("step %3zu  loss %.6f\n", step, last);
+  data::Batches batches(x, y, {.batch_size = batch, .shuffle = true, .seed = 1});
+  const float first = net.forward_backward(x, y, mse); // the whole set's loss before training
+  float last = first;
+  for (std::size_t epoch = 0; epoch < epochs; ++epoch) {
+    for (auto [xb, yb] : batches.epoch(epoch)) net.train_step(xb, yb, mse, opt);
+    last = net.forward_backward(x, y, mse);
+    if (epoch % 5 == 0 || epoch + 1 == epochs) std::printf("epoch %2zu  loss %.6f\n", epoch, last);
   }
   // The gains have learned: at least one moved well away from its initial 1.
   double moved = 0;

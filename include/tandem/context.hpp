@@ -16,6 +16,7 @@
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/executor.hpp"
+#include "tandem/detail/optimization_notice.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
 #include "tandem/timeline.hpp"
@@ -151,9 +152,24 @@ public:
     return executor(from).make_link(executor(to));
   }
 
-  // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)".
+  // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)". Before
+  // any is made (no network yet): the backend, the GPUs found, and how Device<N> will map.
   std::string describe() const {
     std::ostringstream os;
+    if (executors_.empty()) {
+      if (kind_ == backend::Kind::host)
+        os << "host backend (" << (host_asked_ ? "asked for" : "no CUDA GPU found, or not compiled by nvcc")
+           << "): every Device<N> runs on the host (" << host_execution_words() << ")\n";
+      else {
+        os << "cuda backend, " << gpus_found_ << " GPU(s) found: Device<N> runs on entry N % " << gpus_.size()
+           << " of the list [";
+        for (std::size_t i = 0; i < gpus_.size(); ++i) os << (i ? ", " : "") << gpus_[i];
+        os << "]:";
+        for (std::size_t n = 0; n <= gpus_.size(); ++n) os << " Device<" << n << "> -> cuda:" << physical(n) << ",";
+        os << " ...\n";
+      }
+      return os.str();
+    }
     for (const auto &[logical, ex] : executors_) {
       os << "Device<" << logical << "> -> " << ex->name();
       for (const auto &[other, oex] : executors_) {
@@ -175,7 +191,9 @@ private:
 #ifdef TANDEM_CUDA_BACKEND
     gpus = backend::cuda::device_count();
 #endif
-    if (spec == "host") return; // asked for: no notice
+    gpus_found_ = gpus;
+    host_asked_ = spec == "host";
+    if (host_asked_) return; // asked for: no notice
     for (std::size_t at = 0; !spec.empty() && at <= spec.size();) {
       const auto comma = std::min(spec.find(',', at), spec.size());
       const std::string item = spec.substr(at, comma - at);
@@ -243,6 +261,8 @@ private:
   Options options_;
   backend::Kind kind_ = backend::Kind::host;
   std::vector<int> gpus_;
+  int gpus_found_ = 0;
+  bool host_asked_ = false;
   std::map<std::size_t, std::unique_ptr<backend::Executor>> executors_;
   Timeline timeline_{options_.timeline}; // after executors_: its events go first
 };

@@ -12,7 +12,10 @@
 #include <vector>
 
 #include "tandem/context.hpp"
+#include "tandem/detail/train_call.hpp"
 #include "tandem/error.hpp"
+#include "tandem/loss/cross_entropy.hpp"
+#include "tandem/loss/loss.hpp"
 #include "tandem/optim/optimizer.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pending_loss.hpp"
@@ -132,6 +135,62 @@ public:
   T train_step(const Tensor<T> &x, const target_tensor_t<Loss> &y, const Loss &loss, Opt &opt,
                const Sched &sched = {}) {
     return train_step_async(x, y, loss, opt, sched).get();
+  }
+
+  // Class indices as PyTorch keeps them (int64), from the host: narrowed to int32 there first.
+  template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
+  requires std::same_as<typename Loss::template target_type<T>, std::int32_t>
+      T train_step(std::span<const T> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
+                   Opt &opt, const Sched &sched = {}) {
+    const auto labels = detail::narrow_labels(y, out_features, "train_step");
+    return train_step(x, std::span<const std::int32_t>(labels), loss, opt, sched);
+  }
+  template <class Loss, schedule::Schedule Sched = schedule::Naive>
+  requires std::same_as<typename Loss::template target_type<T>, std::int32_t>
+      T forward_backward(std::span<const T> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
+                         const Sched &sched = {}) {
+    const auto labels = detail::narrow_labels(y, out_features, "forward_backward");
+    return forward_backward(x, std::span<const std::int32_t>(labels), loss, sched);
+  }
+  // Calls no overload above takes: one static_assert that says what to pass, ahead of any list of
+  // candidates (detail/train_call.hpp tells the mistakes apart).
+  template <class X, class Y, class Loss, class... Rest>
+  requires(!detail::train_step_call<T, X, Y, Loss, Rest...>) T train_step(X &&, Y &&, const Loss &, Rest &&...) {
+    using enum detail::StepDataError;
+    constexpr auto e = detail::step_data_error<T, X, Y, Loss>();
+    static_assert(e != class_indices || !std::is_same_v<Loss, loss::CrossEntropy>,
+                  "TANDEM_LABEL_TYPE: CrossEntropy takes int32 class indices (int64 accepted), one per row: "
+                  "std::vector<std::int32_t> y, not floating-point labels");
+    static_assert(e != class_indices || std::is_same_v<Loss, loss::CrossEntropy>,
+                  "TANDEM_LABEL_TYPE: this loss takes int32 class indices (int64 accepted), one per row");
+    static_assert(e != targets, "TANDEM_TARGET_TYPE: this loss (MSE) takes targets of the network's value type (float "
+                                "for Pipeline), (batch, out_features) row-major, like the outputs");
+    static_assert(e != input, "TANDEM_INPUT_TYPE: x is (batch, in_features) of the network's value type (float for "
+                              "Pipeline): a std::vector<float>, std::span<const float> or Tensor<float>");
+    static_assert(e != not_a_loss, "TANDEM_NOT_A_LOSS: train_step(x, y, loss, opt): the third argument must be a "
+                                   "loss, such as loss::CrossEntropy{} or loss::MSE{}");
+    static_assert(e != none || detail::wrong_call<X>,
+                  "TANDEM_NO_OPTIMIZER: train_step(x, y, loss, opt[, schedule]) needs the optimizer as its fourth "
+                  "argument (optim::Adam opt(net);); forward_backward(x, y, loss) computes gradients without a step");
+    return T{};
+  }
+  template <class X, class Y, class Loss, class... Rest>
+  requires(!detail::forward_backward_call<T, X, Y, Loss, Rest...>) T
+      forward_backward(X &&, Y &&, const Loss &, Rest &&...) {
+    using enum detail::StepDataError;
+    constexpr auto e = detail::step_data_error<T, X, Y, Loss>();
+    static_assert(e != class_indices, "TANDEM_LABEL_TYPE: CrossEntropy takes int32 class indices (int64 accepted), one "
+                                      "per row: std::vector<std::int32_t> y, not floating-point labels");
+    static_assert(e != targets, "TANDEM_TARGET_TYPE: this loss (MSE) takes targets of the network's value type (float "
+                                "for Pipeline), (batch, out_features) row-major, like the outputs");
+    static_assert(e != input, "TANDEM_INPUT_TYPE: x is (batch, in_features) of the network's value type (float for "
+                              "Pipeline): a std::vector<float>, std::span<const float> or Tensor<float>");
+    static_assert(e != not_a_loss, "TANDEM_NOT_A_LOSS: forward_backward(x, y, loss[, schedule]): the third argument "
+                                   "must be a loss, such as loss::CrossEntropy{} or loss::MSE{}");
+    static_assert(e != none || detail::wrong_call<X>,
+                  "TANDEM_NOT_A_SCHEDULE: forward_backward(x, y, loss[, schedule]) takes no optimizer: "
+                  "train_step(x, y, loss, opt) steps it");
+    return T{};
   }
 
   // train_step without the wait: issues the step and returns its loss as a PendingLoss, read when

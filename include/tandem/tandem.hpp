@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tandem/context.hpp"
+#include "tandem/data/batches.hpp"
 #include "tandem/device.hpp"
 #include "tandem/error.hpp"
 #include "tandem/layers/activation.hpp"
@@ -15,8 +16,10 @@
 #include "tandem/layers/tanh.hpp"
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/loss/mse.hpp"
+#include "tandem/metrics.hpp"
 #include "tandem/optim/adam.hpp"
 #include "tandem/optim/adamw.hpp"
+#include "tandem/optim/lr_scheduler.hpp"
 #include "tandem/optim/sgd.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pending_loss.hpp"

@@ -22,6 +22,10 @@ TEST_CASE("a translation unit compiled without nvcc runs on the host, whatever i
   for (const char *spec : {"", "host", "0,1", "0,0"}) {
     Context ctx({.devices = spec});
     CHECK(ctx.backend() == backend::Kind::host);
+    // describe() says so before any network exists, and why.
+    const std::string why =
+        std::string(spec) == "host" ? "(asked for)" : "(no CUDA GPU found, or not compiled by nvcc)";
+    CHECK(ctx.describe().find("host backend " + why + ": every Device<N> runs on the host") == 0);
   }
 }
 
@@ -41,7 +45,8 @@ TEST_CASE("TANDEM_DEVICES wins over the options") {
 TEST_CASE("describe() names every logical device made so far, one line each") {
   ScopedDevices env("host");
   Context ctx;
-  CHECK(ctx.describe().empty());
+  // Before any device is made: the backend and how every Device<N> will map.
+  CHECK(ctx.describe().find("host backend (asked for): every Device<N> runs on the host (") == 0);
   ctx.executor(2);
   ctx.executor(0);
   // (unit.workers runs this suite again with TANDEM_HOST_EXECUTION=workers)

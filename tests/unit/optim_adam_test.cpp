@@ -151,6 +151,21 @@ TEST_CASE("optim::Adam and optim::AdamW default to PyTorch's hyper-parameters") 
   CHECK_FALSE(adamw.amsgrad);
 }
 
+TEST_CASE("optim::Adam and optim::AdamW are made from a network alone, and lr() reads the rate back") {
+  Random rng(3);
+  Fixture f(rng);
+  optim::Adam adam(f.net);
+  CHECK(adam.lr() == 1e-3f);
+  CHECK(adam.options().betas == std::pair{0.9f, 0.999f});
+  CHECK(adam.options().weight_decay == 0.0f);
+  adam.set_lr(0.25f);
+  CHECK(adam.lr() == 0.25f);
+  optim::AdamW adamw(f.net);
+  CHECK(adamw.lr() == 1e-3f);
+  CHECK(adamw.options().weight_decay == 1e-2f);
+  CHECK_FALSE(adamw.options().amsgrad);
+}
+
 TEST_CASE("optim::Adam matches the algorithm in double precision") {
   check_against_reference<optim::Adam>({"plain", 0.05f, {0.9f, 0.999f}, 1e-8f, 0.0f, false, false, 0.5});
   check_against_reference<optim::Adam>({"l2 decay, eps", 0.05f, {0.8f, 0.95f}, 1e-2f, 0.3f, false, false, 0.5});

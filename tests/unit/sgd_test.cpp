@@ -95,6 +95,7 @@ TEST_CASE("SGD's set_lr changes the rate from the next step on, momentum and all
   CHECK_THROWS_WITH_AS(opt.set_lr(-1.0f), doctest::Contains("optim::SGD::set_lr: invalid learning rate -1"), Error);
   CHECK_THROWS_AS(opt.set_lr(std::numeric_limits<float>::quiet_NaN()), Error);
   CHECK(opt.options().lr == 0.05f);
+  CHECK(opt.lr() == 0.05f);
 }
 
 TEST_CASE("SGD rejects PyTorch's invalid hyper-parameters") {

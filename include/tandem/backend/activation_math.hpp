@@ -72,6 +72,19 @@ template <class F> TANDEM_HOST_DEVICE inline decltype(auto) with_activation(Acti
   }
   return f.template operator()<Activation::identity>();
 }
+// The same for host code that passes a lambda: a lambda's call operator is a constexpr host
+// function, which nvcc warns a __host__ __device__ caller about (without --expt-relaxed-constexpr).
+template <class F> inline decltype(auto) with_activation_on_host(Activation kind, F &&f) {
+  switch (kind) {
+  case Activation::relu: return f.template operator()<Activation::relu>();
+  case Activation::sigmoid: return f.template operator()<Activation::sigmoid>();
+  case Activation::tanh: return f.template operator()<Activation::tanh>();
+  case Activation::gelu: return f.template operator()<Activation::gelu>();
+  case Activation::gelu_tanh: return f.template operator()<Activation::gelu_tanh>();
+  case Activation::identity: break;
+  }
+  return f.template operator()<Activation::identity>();
+}
 
 // Which saved tensor a derivative reads: the input x (GELU's) or the output y (ReLU's, Sigmoid's,
 // Tanh's). A kernel over whole arrays reads only that one: the other may be absent, and reading
@@ -86,11 +99,21 @@ TANDEM_HOST_DEVICE inline T activate_backward_at(const T *x, const T *y, const T
   return activate_backward<K>(backward_reads_input<K> ? x[i] : T(0), backward_reads_output<K> ? y[i] : T(0), dy[i]);
 }
 
+// Functors rather than lambdas: a lambda's call operator is a constexpr host function, which a
+// __host__ __device__ caller may call only under nvcc's --expt-relaxed-constexpr.
+template <class T> struct ActivateAt {
+  T v;
+  template <Activation K> TANDEM_HOST_DEVICE T operator()() const { return activate<K>(v); }
+};
+template <class T> struct ActivateBackwardAt {
+  T x, y, dy;
+  template <Activation K> TANDEM_HOST_DEVICE T operator()() const { return activate_backward<K>(x, y, dy); }
+};
 template <class T> TANDEM_HOST_DEVICE inline T activate(Activation kind, T v) {
-  return with_activation(kind, [&]<Activation K>() { return activate<K>(v); });
+  return with_activation(kind, ActivateAt<T>{v});
 }
 template <class T> TANDEM_HOST_DEVICE inline T activate_backward(Activation kind, T x, T y, T dy) {
-  return with_activation(kind, [&]<Activation K>() { return activate_backward<K>(x, y, dy); });
+  return with_activation(kind, ActivateBackwardAt<T>{x, y, dy});
 }
 
 } // namespace tandem::backend

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <math.h> // NAN
 
 #include "tandem/backend/activation_math.hpp"
 #include "tandem/backend/host_device.hpp"
@@ -28,7 +29,7 @@ TANDEM_HOST_DEVICE inline double cross_entropy_row(const T *row, std::size_t cla
   if (label < 0 || static_cast<std::size_t>(label) >= classes) {
     if (drow)
       for (std::size_t j = 0; j < classes; ++j) drow[j] = T(0);
-    return std::numeric_limits<double>::quiet_NaN();
+    return static_cast<double>(NAN); // (numeric_limits' members are host functions to nvcc)
   }
   const auto at = static_cast<std::size_t>(label);
   if (drow)

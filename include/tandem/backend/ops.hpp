@@ -180,16 +180,30 @@ template <class T> struct SmallLayer {
   const T *x = nullptr;                   // this layer's input (rows, in)
   T *y = nullptr;                         // its output (rows, out): written forward, read backward
 };
+// The ops' fixed arrays, which device code indexes: std::array's members are constexpr host
+// functions, which nvcc lets device code call only under --expt-relaxed-constexpr.
+template <class T, std::size_t N> struct Array {
+  T elems[N];
+  TANDEM_HOST_DEVICE constexpr T &operator[](std::size_t i) { return elems[i]; }
+  TANDEM_HOST_DEVICE constexpr const T &operator[](std::size_t i) const { return elems[i]; }
+  TANDEM_HOST_DEVICE constexpr T *data() { return elems; }
+  TANDEM_HOST_DEVICE constexpr const T *data() const { return elems; }
+  TANDEM_HOST_DEVICE static constexpr std::size_t size() { return N; }
+  constexpr T *begin() { return elems; }
+  constexpr T *end() { return elems + N; }
+  constexpr const T *begin() const { return elems; }
+  constexpr const T *end() const { return elems + N; }
+};
 // Every layer forward, in order: layers[j].y = layer j of layers[j].x (layers[0].x the input).
 template <class T> struct SmallForward {
   std::size_t rows = 0, count = 0;
-  std::array<SmallLayer<T>, small_layers> layers{};
+  Array<SmallLayer<T>, small_layers> layers{};
 };
 // Every layer backward, last first: dy is the gradient of the last layer's output; dx (null: not
 // needed) gets the first layer's input gradient; each Linear's dweight and dbias are added to.
 template <class T> struct SmallBackward {
   std::size_t rows = 0, count = 0;
-  std::array<SmallLayer<T>, small_layers> layers{};
+  Array<SmallLayer<T>, small_layers> layers{};
   const T *dy = nullptr;
   T *dx = nullptr;
   // false: the gradients are set rather than added to (a step's first micro-batch), which saves
@@ -225,11 +239,11 @@ template <class T> struct Update {
 inline constexpr std::size_t small_network_updates = 8;
 template <class T> struct SmallNetwork {
   std::size_t rows = 0, count = 0;
-  std::array<SmallLayer<T>, small_network_layers> layers{};
+  Array<SmallLayer<T>, small_network_layers> layers{};
   SmallLoss<T> loss{};
   // Applied in order after the backward (a step's last micro-batch), each one skipped where its
   // `skip` says the step found a bad target.
-  std::array<Update<T>, small_network_updates> updates{};
+  Array<Update<T>, small_network_updates> updates{};
   std::size_t update_count = 0;
   // The step's first micro-batch: sets the gradients, the loss and the status word, which later
   // ones add to. (A step has no zeroing to do then.)

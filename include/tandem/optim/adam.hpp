@@ -65,7 +65,7 @@ template <class Options, bool Decoupled> class AdamFamily : public optim::Optimi
 public:
   // The base completes a step in flight first: this synchronises below, and the step's failure
   // belongs to its PendingLoss.
-  template <class Net> AdamFamily(Net &net, Options options) : Base(net, options) {
+  template <class Net> AdamFamily(Net &net, Options options = {}) : Base(net, options) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::Adam/AdamW train float networks");
     validate(options);
     for (const auto &g : net.parameter_groups()) {

@@ -19,7 +19,8 @@ namespace tandem::optim {
 // PendingLoss and its count is undone where the state is.
 template <class Options, class State> class OptimizerBase {
 public:
-  OptimizerBase(OptimizerBase &&other) noexcept { *this = std::move(other); }
+  // options_ copied first: SGD's options have no default (RequiredLr).
+  OptimizerBase(OptimizerBase &&other) noexcept : options_(other.options_) { *this = std::move(other); }
   OptimizerBase &operator=(OptimizerBase &&other) noexcept {
     if (this == &other) return *this;
     complete_step_in_flight(groups_);
@@ -33,6 +34,8 @@ public:
   ~OptimizerBase() { complete_step_in_flight(groups_); }
 
   const Options &options() const { return options_; }
+  // The learning rate of the next step (set_lr changes it).
+  float lr() const { return options_.lr; }
   const void *owner() const { return owner_; }
   // Steps taken by group i.
   std::size_t steps(std::size_t i) const { return groups_.at(i).steps; }

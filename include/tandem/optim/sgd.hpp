@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <ostream>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -17,9 +18,27 @@
 
 namespace tandem::optim {
 
+// A learning rate without a default: torch.optim.SGD has none. Leaving it out of SGD's options
+// (or the options out) fails to compile with a message that says what to pass.
+class RequiredLr {
+public:
+  constexpr RequiredLr(float lr) : value_(lr) {}
+  template <class T = void> constexpr RequiredLr() : value_(0) {
+    static_assert(never<T>, "optim::SGD has no default learning rate (as in PyTorch): pass one, as "
+                            "in optim::SGD opt(net, {.lr = 0.1f})");
+  }
+  constexpr operator float() const { return value_; }
+  friend std::ostream &operator<<(std::ostream &os, RequiredLr lr) { return os << lr.value_; }
+
+  template <class> static constexpr bool never = false;
+
+private:
+  float value_;
+};
+
 // Fields in torch.optim.SGD's argument order, so {.lr = 0.01f, .momentum = 0.9f} reads like it.
 struct SGDOptions {
-  float lr = 1e-3f;
+  RequiredLr lr;
   float momentum = 0;
   float dampening = 0;
   float weight_decay = 0;
@@ -49,6 +68,10 @@ class SGD : public OptimizerBase<SGDOptions, detail::SgdState> {
 public:
   using Options = SGDOptions;
 
+  template <class Net> explicit SGD(Net &net) : SGD(net, Options{.lr = 0}) {
+    static_assert(RequiredLr::never<Net>, "optim::SGD has no default learning rate (as in PyTorch): pass one, as "
+                                          "in optim::SGD opt(net, {.lr = 0.1f})");
+  }
   template <class Net> SGD(Net &net, Options options) : OptimizerBase(net, options) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::SGD trains float networks");
     // PyTorch's checks, raised before anything is allocated.

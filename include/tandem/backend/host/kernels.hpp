@@ -63,7 +63,7 @@ template <class T> void run(const op::LinearForward<T> &f) {
                  * view(f.weight, f.out, f.in, f.in).transpose();       // (in, out)
   if (f.bias) zs.rowwise() += ConstRow<T>(f.bias, Eigen::Index(f.out)); // (1, out)
   if (f.activation == Activation::identity && z == f.y) return;
-  with_activation(f.activation, [&]<Activation K>() { // as the activation layer computes it
+  with_activation_on_host(f.activation, [&]<Activation K>() { // as the activation layer computes it
     const std::size_t n = f.batch * f.out;
     // Spelled out in place and apart: a loop that may read what it writes does not vectorize
     // as well (the seed step measured 2% slower).
@@ -156,13 +156,13 @@ private:
 
 // The formulas are activation_math.hpp's; the kind is chosen once per call, not per element.
 template <class T> void run(const op::ActivationForward<T> &f) {
-  with_activation(f.kind, [&]<Activation K>() {
+  with_activation_on_host(f.kind, [&]<Activation K>() {
     for (std::size_t i = 0; i < f.n; ++i) f.y[i] = activate<K>(f.x[i]);
   });
 }
 
 template <class T> void run(const op::ActivationBackward<T> &b) {
-  with_activation(b.kind, [&]<Activation K>() {
+  with_activation_on_host(b.kind, [&]<Activation K>() {
     for (std::size_t i = 0; i < b.n; ++i) b.dx[i] = activate_backward_at<K>(b.x, b.y, b.dy, i);
   });
 }

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: Apache-2.0
+// What makes a call to a pipeline's train_step or forward_backward well-formed, and what is wrong
+// with one that is not: the pipeline's catch-all overloads turn it into one static_assert that
+// says what to pass, instead of a list of candidates.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "tandem/error.hpp"
+#include "tandem/optim/optimizer.hpp"
+#include "tandem/schedule/schedule.hpp"
+#include "tandem/tensor.hpp"
+
+namespace tandem::detail {
+
+template <class R, class E>
+concept data_of = std::convertible_to<R, std::span<const E>> || std::same_as<std::remove_cvref_t<R>, Tensor<E>>;
+template <class Loss, class T>
+concept loss_for = requires {
+  typename Loss::template target_type<T>;
+};
+
+enum class StepDataError { none, not_a_loss, input, class_indices, targets };
+
+// Checks (x, y, loss) in the order a reader would: the loss, the input, the targets.
+template <class T, class X, class Y, class Loss> constexpr StepDataError step_data_error() {
+  if constexpr (!loss_for<Loss, T>) return StepDataError::not_a_loss;
+  else {
+    using Target = typename Loss::template target_type<T>;
+    if constexpr (!data_of<X, T>) return StepDataError::input;
+    else if constexpr (data_of<Y, Target>) return StepDataError::none;
+    // int64 class indices, PyTorch's habit, from the host: train_step narrows them.
+    else if constexpr (std::same_as<Target, std::int32_t> && std::convertible_to<Y, std::span<const std::int64_t>>)
+      return StepDataError::none;
+    else if constexpr (std::same_as<Target, std::int32_t>) return StepDataError::class_indices;
+    else return StepDataError::targets;
+  }
+}
+
+template <class Opt>
+concept optimizer_argument = std::is_lvalue_reference_v<Opt> && !std::is_const_v<std::remove_reference_t<Opt>> &&
+                             optim::Optimizer<std::remove_cvref_t<Opt>>;
+// (x, y, loss, opt[, sched]) as train_step takes them.
+template <class T, class X, class Y, class Loss, class... Rest> inline constexpr bool train_step_call = false;
+template <class T, class X, class Y, class Loss, class Opt, class... Sched>
+inline constexpr bool train_step_call<T, X, Y, Loss, Opt, Sched...> =
+    step_data_error<T, X, Y, Loss>() == StepDataError::none &&optimizer_argument<Opt> && sizeof...(Sched) <= 1 &&
+    (schedule::Schedule<std::remove_cvref_t<Sched>> && ...);
+// (x, y, loss[, sched]) as forward_backward takes them.
+template <class T, class X, class Y, class Loss, class... Sched>
+inline constexpr bool forward_backward_call = step_data_error<T, X, Y, Loss>() == StepDataError::none &&
+                                              sizeof...(Sched) <= 1 &&
+                                              (schedule::Schedule<std::remove_cvref_t<Sched>> && ...);
+
+template <class...> inline constexpr bool wrong_call = false;
+
+// int64 class indices narrowed to the int32 the losses read; one outside int32 is out of range
+// for any network, and said so as the range check on the device would say it.
+inline std::vector<std::int32_t> narrow_labels(std::span<const std::int64_t> y, std::size_t classes, const char *call) {
+  std::vector<std::int32_t> out(y.size());
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    if (y[i] < 0 || y[i] >= static_cast<std::int64_t>(classes))
+      fail(call, ": label ", i, " is ", y[i], ", outside [0, ", classes, ")");
+    out[i] = static_cast<std::int32_t>(y[i]);
+  }
+  return out;
+}
+
+} // namespace tandem::detail
