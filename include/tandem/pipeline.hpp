@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
+#include "tandem/backend/run.hpp"
 #include "tandem/context.hpp"
 #include "tandem/detail/buffer.hpp"
 #include "tandem/error.hpp"
