@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
-#include "tandem/backend/run.hpp"
 #include "tandem/context.hpp"
 #include "tandem/detail/buffer.hpp"
 #include "tandem/error.hpp"

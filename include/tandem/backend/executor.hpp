@@ -94,8 +94,9 @@ public:
   // Runs an operation of ops.hpp (float, or double for finite-difference checks) on this
   // device. Not virtual: backend/run.hpp dispatches on kind() to the backend's own run, so the
   // kernels of an operation are compiled only where some code runs that operation in that type,
-  // instead of every kernel in every translation unit through a virtual table. Code that calls
-  // it includes backend/run.hpp (the layers, losses, optimizers and the pipeline do).
+  // instead of every kernel in every translation unit through a virtual table. The dispatch is
+  // complete wherever an executor class is (host/executor.hpp and cuda/executor.hpp end by
+  // including run.hpp); non-template code that calls run includes backend/run.hpp itself.
   // `Cuda` is not for callers: it differs between translation units compiled with and without
   // the CUDA backend, so their dispatches (one knows cuda::Executor, the other does not) are
   // different functions to the linker, not one inline function with two bodies.

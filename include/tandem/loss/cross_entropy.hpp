@@ -7,7 +7,6 @@
 #include <span>
 
 #include "tandem/backend/executor.hpp"
-#include "tandem/backend/run.hpp"
 #include "tandem/error.hpp"
 
 namespace tandem::loss {

@@ -431,3 +431,7 @@ private:
 };
 
 } // namespace tandem::backend::cuda
+
+// Executor::run dispatches wherever an executor can be made: the dispatch needs this class complete,
+// so it comes last (run.hpp includes this header too; #pragma once makes that include a no-op).
+#include "tandem/backend/run.hpp"

@@ -114,3 +114,7 @@ private:
 };
 
 } // namespace tandem::backend::host
+
+// Executor::run dispatches wherever an executor can be made: the dispatch needs this class complete,
+// so it comes last (run.hpp includes this header too; #pragma once makes that include a no-op).
+#include "tandem/backend/run.hpp"
