@@ -3,7 +3,7 @@
 # so adding a test, example or header needs no CMake edit:
 #   tests/unit/*.cpp            -> tandem_tests (doctest; TEST_SUITE names become CTest labels)
 #   tests/cuda/*.cu             -> tandem_cuda_tests (TEST_SUITE("gpu"), label gpu)
-#   tests/compile_fail/*.cpp    -> compile_fail.<name>.<compiler>[.twin] (label compile_fail)
+#   tests/compile_fail/*.cpp    -> compile_fail.<name>.<compiler>, compile_fail.twins.<compiler> (label compile_fail)
 #   include/tandem/**/*.hpp     -> tandem_header_check[_cuda], built by tests header_check.gxx/.nvcc
 #   examples/NN_name/main.cpp   -> example_NN_name, test example.NN_name (label example)
 #   examples/NN_name/main.cu    -> example_NN_name_cuda, test example.NN_name.cuda (labels example;gpu)
@@ -35,7 +35,9 @@ function(tandem_add_unit_tests)
   include(doctest) # doctest_discover_tests
   add_executable(tandem_tests ${sources})
   _tandem_test_target(tandem_tests)
-  target_link_libraries(tandem_tests PRIVATE doctest::doctest $<TARGET_NAME_IF_EXISTS:tandem::checkpoint>)
+  # The host kernels come compiled once from tandem::compiled, not again in every test file; the
+  # examples, the reference tests and the header checks build header-only.
+  target_link_libraries(tandem_tests PRIVATE doctest::doctest tandem::compiled $<TARGET_NAME_IF_EXISTS:tandem::checkpoint>)
   # glibc fills every block malloc hands out with this byte (MALLOC_PERTURB_), so host memory read
   # before it is written gives garbage in the tests rather than the zeros a fresh page happens to
   # hold (a status word left uninitialised, a gradient never zeroed).
@@ -52,7 +54,7 @@ function(tandem_add_unit_tests)
   if(TANDEM_CUDA AND cu_sources AND EXISTS ${unit}/main.cpp)
     add_executable(tandem_cuda_tests ${cu_sources} ${unit}/main.cpp)
     _tandem_test_target(tandem_cuda_tests)
-    target_link_libraries(tandem_cuda_tests PRIVATE doctest::doctest)
+    target_link_libraries(tandem_cuda_tests PRIVATE doctest::doctest tandem::compiled)
     # The prefix keeps CTest names unique when a GPU case shares its name with a host case. Every
     # case here needs a GPU: the label is set on the discovered list as a whole, since ADD_LABELS
     # looks each case's suite up by its name and finds nothing for a name with a comma in it.
@@ -67,12 +69,16 @@ endfunction()
 
 # Compile-fail tests, CCCL/Eigen style. tests/compile_fail/<name>.cpp starts with the line
 #   // expect: <CMake regex>          (optionally `// expect-nvcc: ...` etc. to override per compiler)
-# and wraps the offending code in #ifdef TANDEM_COMPILE_FAIL. Per compiler two tests:
-#   compile_fail.<name>.<cc>       -DTANDEM_COMPILE_FAIL: must fail AND the diagnostic must match;
-#   compile_fail.<name>.<cc>.twin  without the define: must compile, so a typo cannot pass as the
-#                                  expected failure.
+# and wraps the offending code in #ifdef TANDEM_COMPILE_FAIL. Per compiler:
+#   compile_fail.<name>.<cc>       -DTANDEM_COMPILE_FAIL: must fail AND the diagnostic must match
+#                                  (one compile per case: each diagnostic is checked on its own);
+#   compile_fail.twins.<cc>        every case without the define, in one generated translation unit
+#                                  (each case in a namespace of its own): must compile, so a typo
+#                                  cannot pass as the expected failure. One compile for all twins.
+# A case whose code cannot sit inside a namespace (it specialises a tandem or std template, say)
+# says `// twin: alone` in its first 8 lines and gets compile_fail.<name>.<cc>.twin instead.
 # <cc> is gxx (or clang, if that is the C++ compiler), plus clang when clang++ is also installed,
-# plus nvcc when CUDA is enabled. Only the front end runs, so each test costs about a second.
+# plus nvcc when CUDA is enabled. Only the front end runs.
 function(tandem_add_compile_fail_tests)
   file(GLOB cases CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/compile_fail/*.cpp)
   if(NOT cases)
@@ -125,6 +131,13 @@ function(tandem_add_compile_fail_tests)
   set(config_file ${PROJECT_BINARY_DIR}/compile_check_config.cmake)
   file(CONFIGURE OUTPUT ${config_file} CONTENT "${config}")
 
+  # The twins' translation unit: the cases' own includes first, at global scope, so that inside
+  # each case's namespace they are already-included no-ops (include guards, #pragma once).
+  set(includes "")
+  set(bodies "")
+  set(alone "")
+  # Editing a case's includes reconfigures, which regenerates the list.
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${cases})
   foreach(source IN LISTS cases)
     get_filename_component(name ${source} NAME_WE)
     # Fail at configure time, not in every test, when the expectation line is missing.
@@ -133,16 +146,42 @@ function(tandem_add_compile_fail_tests)
       message(FATAL_ERROR "${source}: the first line must be `// expect: <regex>`")
     endif()
     foreach(cc IN LISTS compilers)
-      foreach(mode IN ITEMS fail twin)
-        set(test compile_fail.${name}.${cc})
-        if(mode STREQUAL "twin")
-          string(APPEND test .twin)
-        endif()
-        add_test(NAME ${test}
-                 COMMAND ${CMAKE_COMMAND} -DCONFIG=${config_file} -DCOMPILER=${cc} -DMODE=${mode}
-                         -DSOURCE=${source} -P ${_tandem_compile_check})
-        set_tests_properties(${test} PROPERTIES LABELS compile_fail)
-      endforeach()
+      set(test compile_fail.${name}.${cc})
+      add_test(NAME ${test} COMMAND ${CMAKE_COMMAND} -DCONFIG=${config_file} -DCOMPILER=${cc} -DMODE=fail
+                                    -DSOURCE=${source} -P ${_tandem_compile_check})
+      set_tests_properties(${test} PROPERTIES LABELS compile_fail)
+    endforeach()
+    if(head MATCHES "// twin: alone")
+      list(APPEND alone ${source})
+      continue()
+    endif()
+    file(STRINGS ${source} lines REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"]")
+    list(APPEND includes ${lines})
+    string(MAKE_C_IDENTIFIER ${name} id)
+    string(APPEND bodies "namespace tandem_twin_${id} {\n#include \"${source}\"\n}\n")
+  endforeach()
+  list(REMOVE_DUPLICATES includes)
+  list(JOIN includes "\n" includes)
+
+  set(twins "")
+  if(NOT bodies STREQUAL "")
+    set(twins ${PROJECT_BINARY_DIR}/compile_fail/twins.cpp)
+    file(CONFIGURE OUTPUT ${twins} @ONLY
+         CONTENT "// Generated: every tests/compile_fail case without TANDEM_COMPILE_FAIL, each in a namespace.\n${includes}\n${bodies}")
+  endif()
+  foreach(cc IN LISTS compilers)
+    foreach(source IN LISTS twins alone)
+      if(source STREQUAL twins)
+        set(test compile_fail.twins.${cc})
+      else()
+        get_filename_component(name ${source} NAME_WE)
+        set(test compile_fail.${name}.${cc}.twin)
+      endif()
+      # -I: a case's "quoted" includes resolve from its own folder in the generated file too.
+      add_test(NAME ${test}
+               COMMAND ${CMAKE_COMMAND} -DCONFIG=${config_file} -DCOMPILER=${cc} -DMODE=twin -DSOURCE=${source}
+                       -DQUOTE_DIR=${PROJECT_SOURCE_DIR}/tests/compile_fail -P ${_tandem_compile_check})
+      set_tests_properties(${test} PROPERTIES LABELS compile_fail)
     endforeach()
   endforeach()
 endfunction()

@@ -1,29 +1,33 @@
 # SPDX-License-Identifier: Apache-2.0
 # One compile-fail check, run by CTest as
-#   cmake -DCONFIG=<compile_check_config.cmake> -DCOMPILER=gxx|clang|nvcc -DMODE=fail|twin -DSOURCE=<file> -P this
+#   cmake -DCONFIG=<compile_check_config.cmake> -DCOMPILER=gxx|clang|nvcc -DMODE=fail|twin -DSOURCE=<file>
+#         [-DQUOTE_DIR=<folder for "quoted" includes>] -P this
 # MODE=fail compiles SOURCE with -DTANDEM_COMPILE_FAIL: it passes only if the compiler rejects it
 # AND its output matches the regex of the file's `// expect: <regex>` line (a `// expect-<compiler>:`
-# line overrides it for that compiler). MODE=twin compiles it without the define and must succeed.
+# line overrides it for that compiler). MODE=twin compiles it without the define and must succeed
+# (SOURCE is then one case, or the generated file holding the twins of all of them).
 # The regex is CMake's dialect: `.` also matches newlines; no \d or {n} (write [0-9]+); escape ( [ + *.
 include(${CONFIG}) # sets <compiler>_command and <compiler>_flags
 
-file(STRINGS ${SOURCE} head LIMIT_COUNT 8)
-set(regex "")
-foreach(line IN LISTS head)
-  if(line MATCHES "^// expect: (.*)$" AND regex STREQUAL "")
-    set(regex "${CMAKE_MATCH_1}")
-  elseif(line MATCHES "^// expect-${COMPILER}: (.*)$")
-    set(regex "${CMAKE_MATCH_1}")
-    break()
-  endif()
-endforeach()
-if(regex STREQUAL "")
-  message(FATAL_ERROR "${SOURCE}: no `// expect: <regex>` line at the top of the file")
-endif()
-
-set(defines "")
+set(defines "") # and include folders
 if(MODE STREQUAL "fail")
+  file(STRINGS ${SOURCE} head LIMIT_COUNT 8)
+  set(regex "")
+  foreach(line IN LISTS head)
+    if(line MATCHES "^// expect: (.*)$" AND regex STREQUAL "")
+      set(regex "${CMAKE_MATCH_1}")
+    elseif(line MATCHES "^// expect-${COMPILER}: (.*)$")
+      set(regex "${CMAKE_MATCH_1}")
+      break()
+    endif()
+  endforeach()
+  if(regex STREQUAL "")
+    message(FATAL_ERROR "${SOURCE}: no `// expect: <regex>` line at the top of the file")
+  endif()
   set(defines -DTANDEM_COMPILE_FAIL)
+endif()
+if(QUOTE_DIR)
+  list(APPEND defines -I${QUOTE_DIR})
 endif()
 set(ENV{LC_ALL} C) # plain ASCII quotes in g++'s messages, whatever the caller's locale
 execute_process(COMMAND ${${COMPILER}_command} ${${COMPILER}_flags} ${defines} ${SOURCE}

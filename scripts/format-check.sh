@@ -12,7 +12,7 @@ if [[ ${1:-} == --fix ]]; then
 fi
 
 dirs=()
-for dir in include tests examples bench; do
+for dir in include src tests examples bench; do
   [[ -d $dir ]] && dirs+=("$dir")
 done
 [[ ${#dirs[@]} -eq 0 ]] && exit 0

@@ -21,9 +21,8 @@
 #include "tandem/precision.hpp"
 #include "tandem/timeline.hpp"
 
-#if defined(__CUDACC__) && !defined(TANDEM_HOST_ONLY)
+#ifdef TANDEM_CUDA_BACKEND // (backend/executor.hpp)
 #include "tandem/backend/cuda/executor.hpp"
-#define TANDEM_CUDA_BACKEND 1
 #endif
 
 namespace tandem {

@@ -16,9 +16,23 @@
 #include "tandem/backend/ops.hpp"
 #include "tandem/error.hpp"
 
+// nvcc compiles the CUDA backend in, unless TANDEM_HOST_ONLY asks for the host backend alone.
+#if defined(__CUDACC__) && !defined(TANDEM_HOST_ONLY)
+#define TANDEM_CUDA_BACKEND 1
+#endif
+
 namespace tandem::backend {
 
 enum class Kind { host, cuda };
+
+#ifdef TANDEM_CUDA_BACKEND
+inline constexpr bool cuda_backend = true;
+#else
+inline constexpr bool cuda_backend = false;
+#endif
+
+// Executor::run's dispatch to the backends compiled in (backend/run.hpp defines it).
+template <bool Cuda> struct Dispatch;
 
 // One logical device: its memory, one ordered stream of work, and the operations of ops.hpp.
 //
@@ -77,33 +91,16 @@ public:
   virtual void run_on_issuing_thread(bool /*yes*/) {}
   virtual std::unique_ptr<Graph> capture(std::span<Executor *const> executors, const std::function<void()> &issue_work);
 
-  // Operations, in single and double precision (double serves finite-difference checks).
-  virtual void run(const op::Gemm<float> &) = 0;
-  virtual void run(const op::Gemm<double> &) = 0;
-  virtual void run(const op::LinearForward<float> &) = 0;
-  virtual void run(const op::LinearForward<double> &) = 0;
-  virtual void run(const op::LinearBackward<float> &) = 0;
-  virtual void run(const op::LinearBackward<double> &) = 0;
-  virtual void run(const op::ActivationForward<float> &) = 0;
-  virtual void run(const op::ActivationForward<double> &) = 0;
-  virtual void run(const op::ActivationBackward<float> &) = 0;
-  virtual void run(const op::ActivationBackward<double> &) = 0;
-  virtual void run(const op::Fill<float> &) = 0;
-  virtual void run(const op::Fill<double> &) = 0;
-  virtual void run(const op::CrossEntropy<float> &) = 0;
-  virtual void run(const op::CrossEntropy<double> &) = 0;
-  virtual void run(const op::SquaredError<float> &) = 0;
-  virtual void run(const op::SquaredError<double> &) = 0;
-  virtual void run(const op::SgdStep<float> &) = 0;
-  virtual void run(const op::SgdStep<double> &) = 0;
-  virtual void run(const op::AdamStep<float> &) = 0;
-  virtual void run(const op::AdamStep<double> &) = 0;
-  virtual void run(const op::SmallForward<float> &) = 0;
-  virtual void run(const op::SmallForward<double> &) = 0;
-  virtual void run(const op::SmallBackward<float> &) = 0;
-  virtual void run(const op::SmallBackward<double> &) = 0;
-  virtual void run(const op::SmallNetwork<float> &) = 0;
-  virtual void run(const op::SmallNetwork<double> &) = 0;
+  // Runs an operation of ops.hpp (float, or double for finite-difference checks) on this
+  // device. Not virtual: backend/run.hpp dispatches on kind() to the backend's own run, so the
+  // kernels of an operation are compiled only where some code runs that operation in that type,
+  // instead of every kernel in every translation unit through a virtual table. The dispatch is
+  // complete wherever an executor class is (host/executor.hpp and cuda/executor.hpp end by
+  // including run.hpp); non-template code that calls run includes backend/run.hpp itself.
+  // `Cuda` is not for callers: it differs between translation units compiled with and without
+  // the CUDA backend, so their dispatches (one knows cuda::Executor, the other does not) are
+  // different functions to the linker, not one inline function with two bodies.
+  template <class Op, bool Cuda = cuda_backend> void run(const Op &op) { Dispatch<Cuda>::run(*this, op); }
   // Same-device copy.
   virtual void copy(void *dst, const void *src, std::size_t bytes) = 0;
 

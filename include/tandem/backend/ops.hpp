@@ -251,3 +251,11 @@ template <class T> struct SmallNetwork {
 };
 } // namespace op
 } // namespace tandem::backend
+
+// Every operation above, for code that names them all: X(Op) for each. The tandem::compiled
+// library compiles each host kernel once, in float and double (src/compiled.cpp).
+// clang-format off
+#define TANDEM_OPS(X) \
+  X(Gemm) X(LinearForward) X(LinearBackward) X(ActivationForward) X(ActivationBackward) X(Fill) \
+  X(CrossEntropy) X(SquaredError) X(SgdStep) X(AdamStep) X(SmallForward) X(SmallBackward) X(SmallNetwork)
+// clang-format on

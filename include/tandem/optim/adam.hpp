@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
+#include "tandem/backend/run.hpp"
 #include "tandem/detail/buffer.hpp"
 #include "tandem/error.hpp"
 #include "tandem/optim/optimizer_base.hpp"

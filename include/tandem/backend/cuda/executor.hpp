@@ -309,32 +309,8 @@ public:
     return std::make_unique<Link>(site_, to->site_);
   }
 
-  void run(const op::Gemm<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::Gemm<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::LinearForward<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::LinearForward<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::LinearBackward<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::LinearBackward<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::ActivationForward<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::ActivationForward<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::ActivationBackward<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::ActivationBackward<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::Fill<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::Fill<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::CrossEntropy<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::CrossEntropy<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::SquaredError<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::SquaredError<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::SgdStep<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::SgdStep<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::AdamStep<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::AdamStep<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::SmallForward<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::SmallForward<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::SmallBackward<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::SmallBackward<double> &a) override { kernels::run(a, launch()); }
-  void run(const op::SmallNetwork<float> &a) override { kernels::run(a, launch()); }
-  void run(const op::SmallNetwork<double> &a) override { kernels::run(a, launch()); }
+  // Operations (backend/run.hpp): enqueued on the stream.
+  template <class Op> void run(const Op &op) { kernels::run(op, launch()); }
   void copy(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
     DeviceGuard guard(site_.device, site_);
@@ -455,3 +431,7 @@ private:
 };
 
 } // namespace tandem::backend::cuda
+
+// Executor::run dispatches wherever an executor can be made: the dispatch needs this class complete,
+// so it comes last (run.hpp includes this header too; #pragma once makes that include a no-op).
+#include "tandem/backend/run.hpp"

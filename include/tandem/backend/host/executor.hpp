@@ -96,36 +96,12 @@ public:
     return true;
   }
 
-  void run(const op::SmallForward<float> &a) override { kernels::run(a); }
-  void run(const op::SmallForward<double> &a) override { kernels::run(a); }
-  void run(const op::SmallBackward<float> &a) override { kernels::run(a); }
-  void run(const op::SmallBackward<double> &a) override { kernels::run(a); }
-  void run(const op::SmallNetwork<float> &a) override { kernels::run(a); }
-  void run(const op::SmallNetwork<double> &a) override { kernels::run(a); }
-  void run(const op::Gemm<float> &a) override { precision_ == Precision::fp32 ? kernels::run(a) : reduced_.run(a); }
-  void run(const op::Gemm<double> &a) override { kernels::run(a); }
-  void run(const op::LinearForward<float> &a) override {
-    precision_ == Precision::fp32 ? kernels::run(a) : reduced_.run(a);
+  // Operations (backend/run.hpp). Float products of reduced precision go through reduced_.
+  template <class Op> void run(const Op &op) {
+    if constexpr (kernels::ReducedProducts::takes<Op>)
+      if (precision_ != Precision::fp32) return reduced_.run(op);
+    kernels::run(op);
   }
-  void run(const op::LinearForward<double> &a) override { kernels::run(a); }
-  void run(const op::LinearBackward<float> &a) override {
-    precision_ == Precision::fp32 ? kernels::run(a) : reduced_.run(a);
-  }
-  void run(const op::LinearBackward<double> &a) override { kernels::run(a); }
-  void run(const op::ActivationForward<float> &a) override { kernels::run(a); }
-  void run(const op::ActivationForward<double> &a) override { kernels::run(a); }
-  void run(const op::ActivationBackward<float> &a) override { kernels::run(a); }
-  void run(const op::ActivationBackward<double> &a) override { kernels::run(a); }
-  void run(const op::Fill<float> &a) override { kernels::run(a); }
-  void run(const op::Fill<double> &a) override { kernels::run(a); }
-  void run(const op::CrossEntropy<float> &a) override { kernels::run(a); }
-  void run(const op::CrossEntropy<double> &a) override { kernels::run(a); }
-  void run(const op::SquaredError<float> &a) override { kernels::run(a); }
-  void run(const op::SquaredError<double> &a) override { kernels::run(a); }
-  void run(const op::SgdStep<float> &a) override { kernels::run(a); }
-  void run(const op::SgdStep<double> &a) override { kernels::run(a); }
-  void run(const op::AdamStep<float> &a) override { kernels::run(a); }
-  void run(const op::AdamStep<double> &a) override { kernels::run(a); }
   void copy(void *dst, const void *src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
 
 private:
@@ -138,3 +114,7 @@ private:
 };
 
 } // namespace tandem::backend::host
+
+// Executor::run dispatches wherever an executor can be made: the dispatch needs this class complete,
+// so it comes last (run.hpp includes this header too; #pragma once makes that include a no-op).
+#include "tandem/backend/run.hpp"

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 #include <Eigen/Core>
@@ -114,20 +115,29 @@ class ReducedProducts {
 public:
   explicit ReducedProducts(Precision p) : precision_(p) {}
 
-  void run(const op::Gemm<float> &g) {
+  // The operations it runs. Its runs are templates so that a product's kernel is compiled only
+  // where something runs it.
+  template <class Op>
+  static constexpr bool takes = std::is_same_v<Op, op::Gemm<float>> || std::is_same_v<Op, op::LinearForward<float>> ||
+                                std::is_same_v<Op, op::LinearBackward<float>>;
+
+  template <class T> void run(const op::Gemm<T> &g) {
+    static_assert(takes<op::Gemm<T>>);
     if (g.m == 0 || g.n == 0 || g.k == 0) return kernels::run(g);
     auto r = g;
     r.a = rounded(0, g.a, g.trans_a ? g.k : g.m, g.trans_a ? g.m : g.k, g.lda);
     r.b = rounded(1, g.b, g.trans_b ? g.n : g.k, g.trans_b ? g.k : g.n, g.ldb);
     kernels::run(r);
   }
-  void run(const op::LinearForward<float> &f) {
+  template <class T> void run(const op::LinearForward<T> &f) {
+    static_assert(takes<op::LinearForward<T>>);
     auto r = f;
     r.x = rounded(0, f.x, f.batch, f.in, f.in);
     r.weight = rounded(1, f.weight, f.out, f.in, f.in);
     kernels::run(r);
   }
-  void run(const op::LinearBackward<float> &b) {
+  template <class T> void run(const op::LinearBackward<T> &b) {
+    static_assert(takes<op::LinearBackward<T>>);
     auto r = b;
     r.x = rounded(0, b.x, b.batch, b.in, b.in);
     r.weight = rounded(1, b.weight, b.out, b.in, b.in);
@@ -232,5 +242,16 @@ template <class T> void run(const op::SmallNetwork<T> &n) {
   small::HostBlock block;
   small::network_step(n, small_scratch<T>(), block);
 }
+
+// Linked with tandem::compiled (which defines TANDEM_COMPILED), a program finds every kernel
+// compiled there once, in float and double, instead of compiling the ones it runs in each
+// translation unit.
+#ifdef TANDEM_COMPILED
+#define TANDEM_EXTERN_KERNEL(Op)                                                                                       \
+  extern template void run<float>(const op::Op<float> &);                                                              \
+  extern template void run<double>(const op::Op<double> &);
+TANDEM_OPS(TANDEM_EXTERN_KERNEL)
+#undef TANDEM_EXTERN_KERNEL
+#endif
 
 } // namespace tandem::backend::host::kernels
