@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Builds a user program without CMake, with the command lines docs/building_without_cmake.md
+# Builds a user program without CMake, with the command lines docs/building.md
 # gives, and fails on any warning from tandem's headers (g++: on any warning at all, -Werror).
 #   plain_build.sh gxx  <g++>  <tandem include dir> <Eigen include dir> <source> <work dir>
 #   plain_build.sh nvcc <nvcc> <tandem include dir> <Eigen include dir> <source> <work dir>

@@ -11,9 +11,9 @@
 
 #include "tandem/backend/event.hpp"
 #include "tandem/backend/graph.hpp"
-#include "tandem/backend/step_in_flight.hpp"
 #include "tandem/backend/link.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/step_in_flight.hpp"
 #include "tandem/error.hpp"
 
 // nvcc compiles the CUDA backend in, unless TANDEM_HOST_ONLY asks for the host backend alone.
@@ -84,6 +84,10 @@ public:
   // Whether op::SmallForward / SmallBackward (and SmallNetwork) beat one operation per layer here
   // (GPUs: one launch instead of many; the host: no, its per-layer products are faster).
   virtual bool prefers_small_stages() const { return false; }
+  // The bytes of the ReLU mask a LinearForward of `rows` x `width` outputs may leave in its
+  // relu_mask for the next Linear's backward (op::LinearForward), in this backend's layout; 0
+  // where it keeps none and reads the activations instead (the host).
+  virtual std::size_t relu_mask_bytes(std::size_t /*rows*/, std::size_t /*width*/) const { return 0; }
   // Whether this device's work runs on the issuing thread, at once and in issue order, instead of
   // on a thread of its own: the host backend's choice for steps too small to repay a hand-off
   // between threads (ContextOptions::host_execution). Switched between steps, never inside one.

@@ -35,7 +35,7 @@ template <class T> struct Gemm {
 
 // y (batch, out) = act(x (batch, in) * weight^T + bias), weight (out, in) as in PyTorch, act
 // identity or relu. A backend may fuse the bias and the ReLU into the product's epilogue.
-// relu_mask (with relu; may be null): relu_mask_bytes(batch, out) bytes where the backend may
+// relu_mask (with relu; may be null): Executor::relu_mask_bytes(batch, out) bytes where it may
 // keep which outputs were positive, in a format of its own, for the LinearBackward of the next
 // Linear (its relu_before). Whether it does is the backend's affair: one that did not reads x
 // there instead.
@@ -50,10 +50,6 @@ template <class T> struct LinearForward {
   // a GPU writes it from the product's epilogue (cuBLASLt's GELU_AUX_BIAS).
   T *pre_activation = nullptr;
 };
-
-// The room a ReLU mask takes (LinearForward::relu_mask): one bit an element, each row of `width`
-// padded to a multiple of 128 bits, as cuBLASLt's ReLU bit-mask epilogues lay it out.
-constexpr std::size_t relu_mask_bytes(std::size_t rows, std::size_t width) { return rows * ((width + 127) / 128) * 16; }
 
 // dx = dy * weight (skipped when dx is null), dweight += dy^T * x, dbias += column sums of dy.
 // Gradients accumulate so that micro-batches add up to the whole batch's gradient; with
@@ -195,13 +191,16 @@ template <class T, std::size_t N> struct Array {
   constexpr const T *end() const { return elems + N; }
 };
 // Every layer forward, in order: layers[j].y = layer j of layers[j].x (layers[0].x the input).
+// The limits its arrays and shared memory set, for the code that decides to use it.
 template <class T> struct SmallForward {
+  static constexpr std::size_t max_layers = small_layers, max_width = small_width;
   std::size_t rows = 0, count = 0;
   Array<SmallLayer<T>, small_layers> layers{};
 };
 // Every layer backward, last first: dy is the gradient of the last layer's output; dx (null: not
 // needed) gets the first layer's input gradient; each Linear's dweight and dbias are added to.
 template <class T> struct SmallBackward {
+  static constexpr std::size_t max_layers = small_layers, max_width = small_width, max_rows = small_rows;
   std::size_t rows = 0, count = 0;
   Array<SmallLayer<T>, small_layers> layers{};
   const T *dy = nullptr;
@@ -238,6 +237,8 @@ template <class T> struct Update {
 };
 inline constexpr std::size_t small_network_updates = 8;
 template <class T> struct SmallNetwork {
+  static constexpr std::size_t max_layers = small_network_layers, max_updates = small_network_updates,
+                               max_rows = small_rows;
   std::size_t rows = 0, count = 0;
   Array<SmallLayer<T>, small_network_layers> layers{};
   SmallLoss<T> loss{};

@@ -5,6 +5,7 @@
 // and, where the backend or the options have a say, at run time.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <span>
@@ -33,16 +34,21 @@ template <class Topo> struct Fusion {
     }
     (std::make_index_sequence<stage<I>::num_layers>{});
   }
-  // A stage of small layers only (op::SmallForward's limits) can run as one operation.
+  // A stage of small layers only (within op::SmallForward's and SmallBackward's limits) can run
+  // as one operation.
   template <std::size_t I> static constexpr bool small_stage() {
-    bool small = stage<I>::num_layers <= backend::op::small_layers && library_layers_only<I>();
-    for (const std::size_t width : Topo::template stage_widths<I>) small = small && width <= backend::op::small_width;
+    using Forward = backend::op::SmallForward<T>;
+    using Backward = backend::op::SmallBackward<T>;
+    bool small =
+        stage<I>::num_layers <= std::min(Forward::max_layers, Backward::max_layers) && library_layers_only<I>();
+    for (const std::size_t width : Topo::template stage_widths<I>)
+      small = small && width <= std::min(Forward::max_width, Backward::max_width);
     return small;
   }
   // The whole network is small: every stage is, and all their layers fit one op::SmallNetwork.
   static constexpr bool small_network() {
     return []<std::size_t... I>(std::index_sequence<I...>) {
-      return (small_stage<I>() && ...) && (stage<I>::num_layers + ...) <= backend::op::small_network_layers;
+      return (small_stage<I>() && ...) && (stage<I>::num_layers + ...) <= backend::op::SmallNetwork<T>::max_layers;
     }
     (std::make_index_sequence<num_stages>{});
   }
@@ -100,11 +106,12 @@ template <class Topo> struct Fusion {
     return r;
   }();
   // Where layer J keeps its ReLU's mask: in its own output's stash entry, which a fused Linear
-  // never writes (its product writes the ReLU's output), where the mask fits (widths of 4 and up).
-  template <std::size_t I, std::size_t J> static void *relu_mask_of(const std::array<T *, stage<I>::num_layers> &ys) {
+  // never writes (its product writes the ReLU's output), where the executor's mask fits in it.
+  template <std::size_t I, std::size_t J>
+  static void *relu_mask_of(const backend::Executor &ex, const std::array<T *, stage<I>::num_layers> &ys) {
     static constexpr std::size_t width = Topo::template stage_widths<I>[J + 1];
-    if constexpr (relu_backward_by_next<I, J>() && backend::op::relu_mask_bytes(1, width) <= width * sizeof(T))
-      return ys[J];
+    if constexpr (relu_backward_by_next<I, J>())
+      return ex.relu_mask_bytes(1, width) <= width * sizeof(T) ? ys[J] : nullptr;
     else return nullptr;
   }
 
@@ -121,7 +128,7 @@ template <class Topo> struct Fusion {
   }
   // Whether a training step runs as one op::SmallNetwork per micro-batch: a small network whose
   // stages would each be fused, all on one device's memory with no copies forced between them, and
-  // micro-batches one block can take (op::small_rows). On one GPU that is the default; on the host
+  // micro-batches the operation can take (op::SmallNetwork::max_rows). On one GPU that is the default; on the host
   // only with fuse_small_stages = always, and then nothing crosses its workers' boundaries.
   template <class Loss>
   static bool fuses_network(const ContextOptions &options, std::span<backend::Executor *const> executors,
@@ -132,7 +139,7 @@ template <class Topo> struct Fusion {
       if (options.force_copies) return false;
       for (const backend::Executor *ex : executors)
         if (!fuses_small_stage(options, *ex)) return false;
-      if (plan.max_rows() > backend::op::small_rows) return false;
+      if (plan.max_rows() > backend::op::SmallNetwork<T>::max_rows) return false;
       return executors.front()->shares_memory_with(executors);
     }
   }

@@ -44,7 +44,7 @@ void issue_network_step(std::span<StageState<typename Topo::value_type>> stages,
   // The updates go into the last micro-batch's operation where the optimizer can describe them.
   constexpr bool optimizing = optimizing_v<Opt>;
   constexpr bool fuses_updates =
-      std::is_same_v<T, float> && optim::Fusable<Opt> && num_stages <= backend::op::small_network_updates;
+      std::is_same_v<T, float> && optim::Fusable<Opt> && num_stages <= backend::op::SmallNetwork<T>::max_updates;
   for (std::size_t k = 0; k < plan.m; ++k) {
     const std::size_t rows = plan.rows[k];
     backend::op::SmallNetwork<T> net{.rows = rows, .first = k == 0};

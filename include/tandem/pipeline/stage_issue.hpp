@@ -83,7 +83,7 @@ template <class Topo> struct StageIssue {
               if constexpr (F::template fuses_relu<I, J>()) { // the ReLU's output, straight from the product
                 LayerForward<T> g = f;
                 g.y = ys[J + 1];
-                g.relu_mask = F::template relu_mask_of<I, J>(ys);
+                g.relu_mask = F::template relu_mask_of<I, J>(*ex, ys);
                 St::template layer<J>::forward(*ex, g, backend::Activation::relu);
               } else if constexpr (F::template fused_activation<I, J>() == backend::Activation::gelu_tanh) {
                 LayerForward<T> g = f; // GELU's backward reads its input: the Linear's output, kept
@@ -134,7 +134,7 @@ template <class Topo> struct StageIssue {
     }
     const bool accumulate = !(first && st.set_gradients);
     if constexpr (F::template small_stage<I>()) {
-      if (fused && rows <= backend::op::small_rows) {
+      if (fused && rows <= backend::op::SmallBackward<T>::max_rows) {
         auto op =
             small_op<I, backend::op::SmallBackward<T>>(rows, st.params.data(), st.grads.data(), xs.data(), ys.data());
         op.dy = slot.dy;
@@ -145,7 +145,7 @@ template <class Topo> struct StageIssue {
       }
     }
     // A ReLU mask exists only where the forward ran layer by layer: a fused small stage's forward
-    // (used at any number of rows, its backward only up to small_rows) wrote activations there.
+    // (used at any number of rows, its backward only up to SmallBackward::max_rows) wrote activations there.
     // A mask pointer is then not handed on, so that a backend can never take the activations, or
     // a mask some earlier buffer at the same address once held, for this step's mask.
     const bool forward_fused = F::template small_stage<I>() && fused;
@@ -172,7 +172,7 @@ template <class Topo> struct StageIssue {
                   if constexpr (F::template relu_backward_by_next<I, j - 2>()) {
                     using Before = typename St::template layer<j - 2>;
                     b.relu_before = true;
-                    b.relu_mask = forward_fused ? nullptr : F::template relu_mask_of<I, j - 2>(ys);
+                    b.relu_mask = forward_fused ? nullptr : F::template relu_mask_of<I, j - 2>(*ex, ys);
                     b.dbias_before = grads + St::parameter_offsets[j - 2] + Before::bias_offset;
                   }
                 }

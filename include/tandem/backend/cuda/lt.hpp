@@ -73,6 +73,12 @@ public:
   // it, and a tuned shape finds its choice again in choices().
   static constexpr std::size_t default_max_plans = 4096;
 
+  // The room a ReLU mask takes (op::LinearForward::relu_mask): one bit an element, each row of
+  // `width` padded to a multiple of 128 bits, as the ReLU bit-mask epilogues lay it out.
+  static constexpr std::size_t relu_mask_bytes(std::size_t rows, std::size_t width) {
+    return rows * ((width + 127) / 128) * 16;
+  }
+
   Lt(const Site &site, Precision precision, bool tune = false, std::size_t max_plans = default_max_plans)
       : site_(site), precision_(precision), tune_(tune), max_plans_(max_plans < 1 ? 1 : max_plans) {
     DeviceGuard guard(site_.device, site_);
@@ -459,7 +465,7 @@ private:
     const auto epilogue = static_cast<std::uint32_t>(key.epilogue);
     const void *bias_pointer = o.bias, *aux_pointer = o.aux;
     // The aux's leading dimension in elements: a mask's in bits, D's rows padded to 128
-    // (op::relu_mask_bytes); GELU's input is laid out as D (gelu_forward checks the 8 it needs).
+    // (relu_mask_bytes); GELU's input is laid out as D (gelu_forward checks the 8 it needs).
     const auto aux_ld = static_cast<std::int64_t>(uses_mask(key.epilogue) ? (m + 127) / 128 * 128 : m);
     const std::uint64_t max_workspace = workspace_size_;
     Preference pref;
