@@ -3,7 +3,8 @@
 # Installs the Debian packages the build and the tests need; does nothing when all are present.
 set -euo pipefail
 
-packages=(cmake g++ doctest-dev libeigen3-dev python3-torch python3-numpy clang-format)
+# Open MPI: the tests of stages across processes (label mpi) and <tandem/distributed.hpp>.
+packages=(cmake g++ doctest-dev libeigen3-dev python3-torch python3-numpy clang-format libopenmpi-dev openmpi-bin)
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "setup.sh: no dpkg here; install these yourself: ${packages[*]}" >&2
