@@ -5,3 +5,4 @@
 
 #include "tandem/distributed/environment.hpp"
 #include "tandem/distributed/mpi_transport.hpp"
+#include "tandem/distributed/trace.hpp"

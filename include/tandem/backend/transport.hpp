@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,6 +53,9 @@ public:
   // begin_step() throws. lose() says so for another rank's timeout.
   virtual bool lost() const = 0;
   virtual void lose() = 0;
+  // The step's first wait that timed out (the other waits of the step then give up at once and
+  // fail too, in whatever order); null if none did.
+  virtual std::exception_ptr first_timeout() const = 0;
 
   // Every rank's `bytes` bytes at `mine`, in rank order (issuing thread, every rank together).
   virtual std::vector<std::byte> all_gather(const void *mine, std::size_t bytes, const char *call) = 0;

@@ -111,6 +111,19 @@ template <class Done> bool poll_until(std::chrono::steady_clock::time_point dead
   }
 }
 
+// Tests each request on its own, so that those done become MPI_REQUEST_NULL (MPI_Testall leaves
+// them all active until all are done, and could not say which never came). True when all are done.
+inline bool test_each(std::vector<MPI_Request> &requests) {
+  bool all = true;
+  for (MPI_Request &r : requests) {
+    if (r == MPI_REQUEST_NULL) continue;
+    int flag = 0;
+    check(MPI_Test(&r, &flag, MPI_STATUS_IGNORE), "MPI_Test");
+    all = all && flag;
+  }
+  return all;
+}
+
 inline const char *direction_words(backend::Direction d) {
   return d == backend::Direction::forward ? "forward activations" : "backward gradients";
 }
@@ -132,6 +145,7 @@ public:
     require_in_step();
     call_ = call;
     step_failed_ = false;
+    first_timeout_ = nullptr;
   }
 
   void post_receive(void *dst, std::size_t bytes, const backend::Crossing &c) override {
@@ -171,15 +185,21 @@ public:
         tandem::detail::fail(call_, " on rank ", rank_, ": not waiting for the ", detail::direction_words(c.direction),
                              " of micro-batch ", c.micro_batch, " from rank ", c.peer,
                              ": an earlier crossing of this step failed");
-      step_failed_ = true;
-      lost_ = true;
       const std::size_t from = c.direction == backend::Direction::forward ? c.boundary : c.boundary + 1;
       const std::size_t to = c.direction == backend::Direction::forward ? c.boundary + 1 : c.boundary;
-      tandem::detail::fail(call_, " on rank ", rank_, ": the ", detail::direction_words(c.direction),
-                           " of micro-batch ", c.micro_batch, " across boundary ", c.boundary, " (stage ", from,
-                           " -> stage ", to, ") from rank ", c.peer, " never arrived (waited ", timeout_.count(),
-                           " s, ContextOptions::peer_timeout); does rank ", c.peer,
-                           " still call the network, with the same arguments?");
+      try {
+        tandem::detail::fail(call_, " on rank ", rank_, ": the ", detail::direction_words(c.direction),
+                             " of micro-batch ", c.micro_batch, " across boundary ", c.boundary, " (stage ", from,
+                             " -> stage ", to, ") from rank ", c.peer, " never arrived (waited ", timeout_.count(),
+                             " s, ContextOptions::peer_timeout); does rank ", c.peer,
+                             " still call the network, with the same arguments?");
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        if (!first_timeout_) first_timeout_ = std::current_exception();
+        step_failed_ = true;
+        lost_ = true;
+        throw;
+      }
     });
   }
 
@@ -192,12 +212,7 @@ public:
         std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout_);
     std::vector<MPI_Request> requests;
     for (const auto &s : sends_) requests.push_back(s.request);
-    int flag = 0;
-    const bool sent = detail::poll_until(deadline, [&] {
-      detail::check(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &flag, MPI_STATUSES_IGNORE),
-                    "MPI_Testall");
-      return flag != 0;
-    });
+    const bool sent = detail::poll_until(deadline, [&] { return detail::test_each(requests); });
     for (std::size_t i = 0; i < requests.size(); ++i) sends_[i].request = requests[i];
     if (!sent) {
       std::string peers;
@@ -214,6 +229,10 @@ public:
   }
 
   bool lost() const override { return lost_; }
+  std::exception_ptr first_timeout() const override {
+    std::lock_guard lock(mutex_);
+    return first_timeout_;
+  }
   void lose() override { lost_ = true; }
 
   std::vector<std::byte> all_gather(const void *mine, std::size_t bytes, const char *call) override {
@@ -309,13 +328,7 @@ private:
                     const char *call, const char *what) {
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout_);
-    int flag = 0;
-    const bool done = detail::poll_until(deadline, [&] {
-      detail::check(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &flag, MPI_STATUSES_IGNORE),
-                    "MPI_Testall");
-      return flag != 0;
-    });
-    if (done) return;
+    if (detail::poll_until(deadline, [&] { return detail::test_each(requests); })) return;
     std::string missing;
     for (std::size_t i = 0; i < receives; ++i)
       if (requests[i] != MPI_REQUEST_NULL) missing += (missing.empty() ? "" : ", ") + std::to_string(from[i]);
@@ -358,7 +371,8 @@ private:
   int tag_ub_ = 32767;
   const char *call_ = "train_step";
   std::map<Key, Receive> receives_; // posted on the issuing thread before the step's work
-  std::mutex mutex_;                // sends_ grows on the workers that send
+  mutable std::mutex mutex_;
+  std::exception_ptr first_timeout_; // under mutex_, as sends_, which grows on the workers that send
   std::vector<Send> sends_;
   std::atomic<bool> step_failed_{false}; // a crossing of this step timed out: the rest stop waiting
   std::atomic<bool> lost_{false};        // a rank did not answer: the ranks are out of step for good

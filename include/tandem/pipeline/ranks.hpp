@@ -176,6 +176,7 @@ public:
   // stage's rank. `error` is this rank's failure so far; the channel's sends complete here.
   template <class Result> void settle(const char *call, Result &result, std::exception_ptr &error) {
     if (!active()) return;
+    if (auto cause = channel_->first_timeout()) error = cause; // the root, not the waits that gave up after it
     try {
       channel_->finish_step(error != nullptr);
     } catch (...) {

@@ -142,6 +142,7 @@ public:
       if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "forward");
     });
     const std::size_t batch = call.agree_batch(rows);
+    const Sink<T> out = make_sink(batch);
     Plan plan;
     TaskOrders orders;
     call.run([&] {
@@ -151,7 +152,6 @@ public:
       prepare(plan, orders);
     });
     call.agree_plan(m, orders);
-    const Sink<T> out = make_sink(batch);
     place_host_work(plan);
     trace_.begin(ctx_->timeline(), all_stages());
     auto &last = stages_.back();
@@ -484,14 +484,17 @@ private:
       }
     }
   }
-  // Stage s waits for a crossing on its executor, then records `ready` there.
+  // Stage s waits for a crossing on its executor, then records `ready` there. The timeline shows
+  // sends and waits as copies on the stage's own track.
   void arrive(std::size_t s, const backend::Crossing &c, backend::Event &ready) {
-    ranks_.channel().arrive(*stages_[s].ex, c);
+    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+                 [&] { ranks_.channel().arrive(*stages_[s].ex, c); });
     stages_[s].ex->record(ready);
   }
   // Stage s sends `n` values at `src`; returns the bytes.
   std::size_t send(std::size_t s, const T *src, std::size_t n, const backend::Crossing &c) {
-    ranks_.channel().send(*stages_[s].ex, src, n * sizeof(T), c);
+    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+                 [&] { ranks_.channel().send(*stages_[s].ex, src, n * sizeof(T), c); });
     return n * sizeof(T);
   }
 
