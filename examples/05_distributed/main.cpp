@@ -58,7 +58,7 @@ int main(int argc, char **argv) {
     if (env.rank() == 0 && step % 5 == 4) std::printf("step %2d  loss %.6f\n", step + 1, loss);
   }
   const std::vector<float> out = net.forward(my_x, schedule::GPipe{.micro_batches = 4});
-  failures += out != ref.forward(std::span<const float>(x));
+  failures += out != ref.forward(std::span<const float>(x), schedule::GPipe{.micro_batches = 4});
   for (const auto &p : net.parameters())
     if (p.is_local()) failures += p.to_host() != ref.parameter(p.name()).to_host();
   std::printf("rank %d: %s\n", env.rank(), failures ? "DIFFERS from one process" : "equals one process bit for bit");
