@@ -11,9 +11,9 @@
 
 #include "tandem/backend/event.hpp"
 #include "tandem/backend/graph.hpp"
-#include "tandem/backend/step_in_flight.hpp"
 #include "tandem/backend/link.hpp"
 #include "tandem/backend/ops.hpp"
+#include "tandem/backend/step_in_flight.hpp"
 #include "tandem/error.hpp"
 
 namespace tandem::backend {
