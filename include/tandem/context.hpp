@@ -3,11 +3,14 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -16,6 +19,7 @@
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/executor.hpp"
+#include "tandem/backend/transport.hpp"
 #include "tandem/detail/optimization_notice.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
@@ -112,6 +116,9 @@ struct ContextOptions {
   // check_finite; elsewhere steps are issued as usual. One launch replaces dozens of kernel
   // launches, which is most of a small network's step.
   bool graphs = true;
+  // Across processes (Context(env), <tandem/distributed.hpp>): how long a rank waits for another
+  // rank's message before it throws Error naming what never came.
+  std::chrono::duration<double> peer_timeout = std::chrono::seconds(60);
 };
 
 class Context {
@@ -127,6 +134,27 @@ public:
     if (options_.allow_tf32 && options_.precision == Precision::fp32) options_.precision = Precision::tf32;
     configure(spec);
   }
+  // One process of a program that runs on several (SPMD): logical devices are placed on ranks
+  // (docs/distributed.md), and this process makes executors for its own only.
+  explicit Context(std::shared_ptr<backend::Transport> transport, Options options = {})
+      : options_(std::move(options)), transport_(std::move(transport)) {
+    std::string spec = options_.devices;
+    if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
+    if (const char *env = std::getenv("TANDEM_HOST_EXECUTION"); env && *env)
+      options_.host_execution = parse_host_execution(env);
+    if (!transport_->any_thread()) options_.host_execution = HostExecution::calling_thread;
+    if (options_.allow_tf32 && options_.precision == Precision::fp32) options_.precision = Precision::tf32;
+    configure(take_ranks(spec));
+    if (kind_ != backend::Kind::host)
+      detail::fail("Context(env): stages across processes run on the host backend only (docs/distributed.md ",
+                   "describes the GPU path); set TANDEM_DEVICES to 'host' or to 'rank:host' entries");
+  }
+  // Context(env) for a distributed::Environment (anything that offers a transport).
+  template <class Env>
+  requires requires(Env &env) {
+    { env.transport() } -> std::convertible_to<std::shared_ptr<backend::Transport>>;
+  }
+  explicit Context(Env &env, Options options = {}) : Context(env.transport(), std::move(options)) {}
   Context(const Context &) = delete;
   Context &operator=(const Context &) = delete;
 
@@ -151,9 +179,23 @@ public:
     return executor(from).make_link(executor(to));
   }
 
+  // This process's rank and the number of ranks (0 and 1 without a transport).
+  int rank() const { return transport_ ? transport_->rank() : 0; }
+  int size() const { return transport_ ? transport_->size() : 1; }
+  backend::Transport *transport() const { return transport_.get(); }
+  // The rank that runs logical device `logical`: entry N % count of the placement, by default N % size.
+  int rank_of(std::size_t logical) const {
+    placed_.insert(logical);
+    if (!transport_) return 0;
+    return ranks_.empty() ? static_cast<int>(logical % static_cast<std::size_t>(size()))
+                          : ranks_[logical % ranks_.size()];
+  }
+  bool is_local(std::size_t logical) const { return rank_of(logical) == rank(); }
+
   // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)". Before
   // any is made (no network yet): the backend, the GPUs found, and how Device<N> will map.
   std::string describe() const {
+    if (transport_) return describe_ranks();
     std::ostringstream os;
     if (executors_.empty()) {
       if (kind_ == backend::Kind::host)
@@ -185,6 +227,50 @@ public:
   }
 
 private:
+  // Across processes: "Device<1> -> rank 1 on node7: host:1 (...)", the device only where it is local.
+  std::string describe_ranks() const {
+    std::set<std::size_t> devices = placed_;
+    for (const auto &[logical, ex] : executors_) devices.insert(logical);
+    std::ostringstream os;
+    for (const std::size_t logical : devices) {
+      const int r = rank_of(logical);
+      os << "Device<" << logical << "> -> rank " << r << " on " << transport_->hosts().at(static_cast<std::size_t>(r));
+      if (const auto it = executors_.find(logical); it != executors_.end())
+        os << ": " << it->second->name() << " (" << host_execution_words() << ")";
+      os << '\n';
+    }
+    return os.str();
+  }
+
+  // Splits "rank:place" entries into the ranks (ranks_) and the places, returned in the syntax of
+  // a single process ("host", or GPU indices). Plain entries keep the default ranks.
+  std::string take_ranks(const std::string &spec) {
+    if (spec.find(':') == std::string::npos) return spec;
+    std::string places;
+    bool host = false, gpu = false;
+    for (std::size_t at = 0; at <= spec.size();) {
+      const auto comma = std::min(spec.find(',', at), spec.size());
+      const std::string item = spec.substr(at, comma - at);
+      const auto colon = item.find(':');
+      const std::string r = item.substr(0, colon), place = colon == std::string::npos ? "" : item.substr(colon + 1);
+      if (colon == std::string::npos || r.empty() || r.size() > 6 ||
+          r.find_first_not_of("0123456789") != std::string::npos || place.empty() ||
+          (place != "host" && place.find_first_not_of("0123456789") != std::string::npos))
+        detail::fail("device list '", spec, "' (TANDEM_DEVICES or Context options): across processes each entry is ",
+                     "'rank:host' or 'rank:gpu' such as '0:host,1:host' or '0:0,1:0', but got the entry '", item, "'");
+      const int rank = std::stoi(r);
+      if (rank >= size())
+        detail::fail("device list '", spec, "' places a device on rank ", rank, ", but the program runs ", size(),
+                     " rank(s)");
+      ranks_.push_back(rank);
+      (place == "host" ? host : gpu) = true;
+      if (place != "host") places += (places.empty() ? "" : ",") + place;
+      at = comma + 1;
+    }
+    if (host && gpu) detail::fail("device list '", spec, "': entries mix 'host' and GPU indices");
+    return host ? "host" : places;
+  }
+
   void configure(const std::string &spec) {
     int gpus = 0;
 #ifdef TANDEM_CUDA_BACKEND
@@ -258,6 +344,9 @@ private:
   }
 
   Options options_;
+  std::shared_ptr<backend::Transport> transport_; // null: one process
+  std::vector<int> ranks_;                        // by placement entry; empty: N % size
+  mutable std::set<std::size_t> placed_;          // logical devices asked about, for describe()
   backend::Kind kind_ = backend::Kind::host;
   std::vector<int> gpus_;
   int gpus_found_ = 0;

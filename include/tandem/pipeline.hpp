@@ -238,6 +238,7 @@ public:
 private:
   template <class U> void require_on(const Tensor<U> &t, std::size_t s, const char *call, const char *what) const {
     const auto &st = runtime_.stage(s);
+    if (!st.ex) return; // another rank's stage: the step refuses device data across processes
     if (&t.executor() != st.ex)
       detail::fail(call, ": the ", what, " tensor lives on Device<", t.device(), "> (", t.executor().name(),
                    "), but stage ", s, " runs on Device<", st.device, "> (", st.ex->name(), "); make it there");

@@ -89,7 +89,8 @@ public:
       });
     }
     // The buffers must not be freed under a pending fill if this optimizer is dropped at once.
-    for (auto &s : groups_) s.group.executor->synchronize();
+    for (auto &s : groups_)
+      if (s.group.executor) s.group.executor->synchronize(); // (null: another rank's stage)
   }
   // The learning rate from the next step on, as assigning a param group's "lr" does in PyTorch,
   // checked as the constructor checks it; see OptimizerBase::change_lr. (The bias correction of a
@@ -121,7 +122,8 @@ public:
   void step() {
     optim::complete_steps_on_devices(groups_); // their failures are for their PendingLoss, not this wait
     for (std::size_t i = 0; i < groups_.size(); ++i) step_group(i);
-    for (auto &s : groups_) s.group.executor->synchronize();
+    for (auto &s : groups_)
+      if (s.group.executor) s.group.executor->synchronize(); // (null: another rank's stage)
   }
 
 private:

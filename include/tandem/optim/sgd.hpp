@@ -119,7 +119,8 @@ public:
   void step() {
     optim::complete_steps_on_devices(groups_); // their failures are for their PendingLoss, not this wait
     for (std::size_t i = 0; i < groups_.size(); ++i) step_group(i);
-    for (auto &s : groups_) s.group.executor->synchronize();
+    for (auto &s : groups_)
+      if (s.group.executor) s.group.executor->synchronize(); // (null: another rank's stage)
   }
 
 private:

@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@
 #include "tandem/pipeline/graph_cache.hpp"
 #include "tandem/pipeline/network_step.hpp"
 #include "tandem/pipeline/plan.hpp"
+#include "tandem/pipeline/ranks.hpp"
 #include "tandem/pipeline/stage_issue.hpp"
 #include "tandem/pipeline/stage_state.hpp"
 #include "tandem/pipeline/step_in_flight.hpp"
@@ -53,26 +55,40 @@ template <class Topo> class Runtime {
   template <class Loss> using target_t = typename Loss::template target_type<T>;
 
 public:
-  Runtime(Context &ctx, std::uint64_t seed) : ctx_(&ctx) {
+  Runtime(Context &ctx, std::uint64_t seed) : ctx_(&ctx), ranks_(ctx, stage_ranks(ctx)) {
+    // Across processes every rank builds the same network (or throws, having built nothing).
+    ranks_.agree_network(network_record(seed));
     // Building waits on the devices: another network's step in flight there completes first.
-    for (std::size_t s = 0; s < num_stages; ++s) ctx.executor(Topo::device_of(s)).complete_steps_in_flight();
+    for (std::size_t s = 0; s < num_stages; ++s)
+      if (ranks_.local(s)) ctx.executor(Topo::device_of(s)).complete_steps_in_flight();
     Topo::for_each_stage([&]<std::size_t I>() { build_stage<I>(seed); });
     for (std::size_t s = 0; s + 1 < num_stages; ++s) {
+      if (!ranks_.local(s) || !ranks_.local(s + 1)) continue; // a message, not a link
       stages_[s].to_next = ctx.link(Topo::device_of(s), Topo::device_of(s + 1));
       stages_[s + 1].to_prev = ctx.link(Topo::device_of(s + 1), Topo::device_of(s));
     }
-    for (auto &st : stages_) executors_.push_back(st.ex);
+    for (auto &st : stages_)
+      if (st.ex) executors_.push_back(st.ex);
     in_flight_ = std::make_shared<NetworkStepInFlight<T>>(executors_);
     for (auto &g : groups_) g.in_flight = in_flight_;
+    if (ranks_.active())
+      in_flight_->settle_with([this](StepOutcome<T> &outcome, std::exception_ptr &error) {
+        ranks_.settle("train_step", outcome.result, error);
+      });
     // Each step's loss and status, side by side so that one download brings both back. Where
     // every stage can read the last stage's memory, the optimizers read the status there and
     // skip the update of a step that found a bad label (so labels on the device need no check
     // on the host before the step); captured steps need every stage on one GPU in any case.
-    auto &last = *stages_.back().ex;
+    // Across processes it lives on this rank's last stage; the loss there is the last stage's
+    // rank's, which the other ranks take when the step completes.
+    result_ex_ = executors_.empty() ? nullptr : executors_.back();
+    if (!result_ex_) return; // a rank without stages
+    auto &last = *result_ex_;
     result_ = Buffer<std::byte>(last, sizeof(StepResult<T>));
     // Zero until a step sets it: an optimizer stepped by hand before any step reads the status.
     clear_result();
-    last.synchronize(); // (before another stage's stream reads it)
+    last.synchronize();          // (before another stage's stream reads it)
+    if (ranks_.active()) return; // labels are checked on the host; no graphs
     if (last.shares_memory_with(executors_))
       for (auto &g : groups_) g.skip = invalid_flag();
     graphs_.set_capturable(stages_.front().ex->can_capture(executors_));
@@ -85,9 +101,9 @@ public:
     in_flight_->complete_all();
     in_flight_.reset(); // the devices' lists and the optimizers find nothing left of it
     // Nothing may still use the buffers about to be freed.
-    for (auto &st : stages_) {
+    for (auto *ex : executors_) {
       try {
-        st.ex->synchronize();
+        ex->synchronize();
       } catch (...) {
       }
     }
@@ -116,27 +132,55 @@ public:
   }
 
   // Inference: `make_sink(batch)` says where the output goes once the batch is known.
+  // Across processes every rank returns the output, sent from the last stage's rank.
   template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
     in_flight_->complete_all();
-    const std::size_t batch = batch_rows(x.size, in_features, "forward");
-    const std::size_t m = micro_batches(sched, batch, "forward");
+    Ranks::Call call(ranks_, "forward", fingerprint("forward"));
+    std::size_t rows = 0, m = 0;
+    call.run([&] {
+      if (x.device && ranks_.active()) fail("forward: across processes the input is host data (a span)");
+      if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "forward");
+    });
+    const std::size_t batch = call.agree_batch(rows);
     const Sink<T> out = make_sink(batch);
-    const auto plan = Plan::split(batch, m);
-    const TaskOrders orders = forward_orders(num_stages, m);
-    prepare(plan, orders);
+    Plan plan;
+    TaskOrders orders;
+    call.run([&] {
+      m = micro_batches(sched, batch, "forward");
+      plan = Plan::split(batch, m);
+      orders = forward_orders(num_stages, m);
+      prepare(plan, orders);
+    });
+    call.agree_plan(m, orders);
     place_host_work(plan);
     trace_.begin(ctx_->timeline(), all_stages());
     auto &last = stages_.back();
+    post_receives(plan, false);
     upload_input(plan, x);
-    issue(plan, orders, x, [&](std::size_t k, const Slot<T> &slot) {
-      const std::size_t at = plan.offset[k] * out_features, bytes = plan.rows[k] * out_features * sizeof(T);
-      if (out.host) last.ex->download(out.host + at, slot.out.data(), bytes);
-      else
-        last.ex->submit(
-            [ex = last.ex, dst = out.device + at, src = slot.out.data(), bytes] { ex->copy(dst, src, bytes); });
-    });
-    synchronize_all(executors_);
+    std::exception_ptr error;
+    try {
+      issue(plan, orders, x, [&](std::size_t k, const Slot<T> &slot) {
+        const std::size_t at = plan.offset[k] * out_features, bytes = plan.rows[k] * out_features * sizeof(T);
+        if (out.host) last.ex->download(out.host + at, slot.out.data(), bytes);
+        else
+          last.ex->submit(
+              [ex = last.ex, dst = out.device + at, src = slot.out.data(), bytes] { ex->copy(dst, src, bytes); });
+      });
+      synchronize_all(executors_);
+    } catch (...) {
+      if (!ranks_.active()) throw;
+      error = std::current_exception();
+      try {
+        synchronize_all(executors_);
+      } catch (...) {
+      }
+    }
+    StepResult<T> unused{};
+    ranks_.settle("forward", unused, error);
     trace_.end();
+    if (error) std::rethrow_exception(error);
+    if (ranks_.active())
+      ranks_.channel().broadcast(out.host, batch * out_features * sizeof(T), ranks_.rank_of(num_stages - 1), "forward");
   }
 
   // A training step (Opt = NoOptimizer: forward and backward only). Every precondition is checked
@@ -147,23 +191,39 @@ public:
     in_flight_->complete_all(); // the step before: its loss check may undo an optimizer count
     using Target = target_t<Loss>;
     constexpr bool optimizing = optimizing_v<Opt>;
-    const std::size_t batch = batch_rows(x.size, in_features, "train_step");
+    // Across processes each rank checks what it holds, and every rank throws if any rank's check
+    // fails or the ranks disagree (ranks.hpp); in one process each check throws at once.
+    Ranks::Call call(ranks_, "train_step",
+                     fingerprint(typeid(Loss).name(), fingerprint(optimizing ? "train_step" : "forward_backward")));
+    std::size_t rows = 0, m = 0;
+    call.run([&] {
+      if ((x.device || y.device) && ranks_.active())
+        fail("train_step: across processes the input and targets are host data (spans)");
+      if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "train_step");
+    });
+    const std::size_t batch = call.agree_batch(rows);
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
-    bool check_on_device = false;
-    if constexpr (!optimizing || optim::Discardable<Opt>)
-      check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
-    if (y.device && !check_on_device) validate_device_targets<Loss>(y, batch);
-    else if (!y.device) Loss::validate(y.host_span(), batch, out_features);
-    const std::size_t m = micro_batches(sched, batch, "train_step");
-    const auto plan = Plan::split(batch, m);
-    const TaskOrders orders = training_orders(sched, num_stages, m);
-
-    prepare(plan, orders);
+    const bool holds_last = ranks_.local(num_stages - 1);
+    Plan plan;
+    TaskOrders orders;
+    call.run([&] {
+      bool check_on_device = false;
+      if constexpr (!optimizing || optim::Discardable<Opt>)
+        check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
+      if (y.device && !check_on_device) validate_device_targets<Loss>(y, batch);
+      else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), batch, out_features);
+      m = micro_batches(sched, batch, "train_step");
+      plan = Plan::split(batch, m);
+      orders = training_orders(sched, num_stages, m);
+      prepare(plan, orders);
+    });
+    call.agree_plan(m, orders);
     place_host_work(plan);
     auto &last = stages_.back();
     if (const std::size_t bytes = checked_product(batch * per_sample, sizeof(Target));
-        !y.device && (targets_.size() < bytes || (targets_.size() / workspace_shrink_factor > bytes &&
-                                                  targets_.size() - bytes > workspace_keep_bytes))) {
+        holds_last && !y.device &&
+        (targets_.size() < bytes ||
+         (targets_.size() / workspace_shrink_factor > bytes && targets_.size() - bytes > workspace_keep_bytes))) {
       last.ex->synchronize();
       graphs_.forget();
       targets_ = Buffer<std::byte>();
@@ -188,8 +248,10 @@ public:
     auto *captured = graphs_.find(std::move(key), capture_now);
     if (capture_now) captured = capture_step<Loss>(plan, orders, x, targets, opt);
     // Host inputs go into the buffers the step reads (a graph's too) ahead of its work.
+    post_receives(plan, true);
     upload_input(plan, x);
-    if (!y.device) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+    if (!y.device && holds_last) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+    auto outcome = std::make_shared<StepOutcome<T>>();
     if (captured) {
       captured->graph->launch();
       transferred_ += captured->bytes;
@@ -199,15 +261,19 @@ public:
     } else {
       trace_.begin(ctx_->timeline(), all_stages());
       bool counted = false;
-      issue_step<Loss>(plan, orders, x, targets, opt, !checking, counted);
+      try {
+        issue_step<Loss>(plan, orders, x, targets, opt, !checking, counted);
+      } catch (...) {
+        if (!ranks_.active()) throw;
+        outcome->error = std::current_exception(); // the other ranks learn of it as the step completes
+      }
     }
 
     // The step is in flight; it completes when its loss is asked for, or when the network is next
     // used. Bad targets found on the device: the update was skipped there. Undo its count, then
     // say why. (Discardable, else the targets were checked on the host before; check_finite
     // defers the update, which was then never issued.)
-    auto outcome = std::make_shared<StepOutcome<T>>();
-    last.ex->download(&outcome->result, result_.data(), sizeof(StepResult<T>));
+    if (result_ex_) result_ex_->download(&outcome->result, result_.data(), sizeof(StepResult<T>));
     in_flight_->start(in_flight_, outcome, [this, y, batch, checking, opt] {
       if constexpr (optim::Discardable<Opt>)
         if (!checking) opt->discard_step();
@@ -224,9 +290,23 @@ private:
     static constexpr auto w = Topo::template stage_widths<I>;
     auto &st = stages_[I];
     st.device = St::device_index;
+    st.rank = ranks_.rank_of(I);
+    st.widths.assign(w.begin(), w.end());
+    if (!ranks_.local(I)) { // another rank's: its names and shapes only
+      [&]<std::size_t... J>(std::index_sequence<J...>) {
+        (
+            [&] {
+              for (const ParameterSpec &p : St::template layer<J>::parameters)
+                parameters_.emplace_back(parameter_name(I, J, p), p.rows, p.cols, st.rank);
+            }(),
+            ...);
+      }
+      (std::make_index_sequence<St::num_layers>{});
+      groups_.push_back({nullptr, nullptr, nullptr, 0, nullptr, {}});
+      return;
+    }
     st.ex = &ctx_->executor(St::device_index);
     st.mark = st.ex->make_event();
-    st.widths.assign(w.begin(), w.end());
     st.params = Buffer<T>(*st.ex, St::parameter_count);
     st.grads = Buffer<T>(*st.ex, St::parameter_count);
     std::vector<T> host(St::parameter_count);
@@ -239,9 +319,8 @@ private:
             L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
             std::size_t within = at;
             for (const ParameterSpec &p : L::parameters) {
-              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." +
-                                           std::string(p.name),
-                                       *st.ex, st.params.data() + within, st.grads.data() + within, p.rows, p.cols);
+              parameters_.emplace_back(parameter_name(I, J, p), *st.ex, st.params.data() + within,
+                                       st.grads.data() + within, p.rows, p.cols, st.rank);
               within += p.size();
             }
           }(),
@@ -269,6 +348,7 @@ private:
     const std::size_t rows = plan.max_rows();
     for (std::size_t s = 0; s < num_stages; ++s) {
       auto &st = stages_[s];
+      if (!st.ex) continue; // another rank's
       const StashPlan stash = assign_stash(orders[s], plan.m);
       const std::size_t needed = st.bytes_for(plan.m, rows, stash.entries);
       const auto oversized = [&](std::size_t held) {
@@ -305,8 +385,8 @@ private:
   // Input from host memory into stage 0's per-micro-batch buffers, before the work that reads
   // them is issued (or a graph that reads them is launched).
   void upload_input(const Plan &plan, const Source<T> &x) {
-    if (x.device) return;
     auto &first = stages_.front();
+    if (x.device || !first.ex) return;
     for (std::size_t k = 0; k < plan.m; ++k)
       first.ex->upload(first.slots[k].input_own.data(), x.host + plan.offset[k] * in_features,
                        plan.rows[k] * in_features * sizeof(T));
@@ -329,11 +409,16 @@ private:
     std::array<bool, num_stages> fused{};
     for (std::size_t s = 0; s < S; ++s) {
       stages_[s].live = stages_[s].peak = 0;
+      if (!stages_[s].ex) continue; // another rank's: its tasks are skipped below
       fused[s] = Fuse::fuses_small_stage(ctx_->options(), *stages_[s].ex);
       for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
     }
+    // Every rank walks every stage's tasks in the same order and issues its own stages' only. A
+    // boundary with another rank's stage is a message: sent right after the work that makes it,
+    // on the same executor, and waited for right before the work that reads it.
     walk(orders, plan.m, [&](std::size_t s, const schedule::Task t) {
       auto &st = stages_[s];
+      if (!st.ex) return;
       const std::size_t k = t.micro_batch;
       Slot<T> &slot = st.slots[k];
       const std::size_t rows = plan.rows[k];
@@ -342,7 +427,8 @@ private:
           // Host input was uploaded into input_own (upload_input), where prepare() points.
           if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
         } else {
-          transferred_ += receive(all_stages(), s - 1, s, k, rows, trace_);
+          if (stages_[s - 1].ex) transferred_ += receive(all_stages(), s - 1, s, k, rows, trace_);
+          else arrive(s, crossing(s - 1, k, backend::Direction::forward, s - 1), *slot.input_ready);
           st.ex->wait(*slot.wait_input);
         }
         trace_.timed(s, TaskKind::forward, k, [&] {
@@ -351,9 +437,13 @@ private:
         st.ex->record(*slot.forward_done);
         st.peak = std::max(st.peak, ++st.live);
         if (s + 1 == S) at_output(k, slot);
+        else if (!stages_[s + 1].ex)
+          transferred_ +=
+              send(s, slot.out.data(), rows * st.widths.back(), crossing(s, k, backend::Direction::forward, s + 1));
       } else {
         if (s + 1 < S) {
-          transferred_ += receive(all_stages(), s + 1, s, k, rows, trace_);
+          if (stages_[s + 1].ex) transferred_ += receive(all_stages(), s + 1, s, k, rows, trace_);
+          else arrive(s, crossing(s, k, backend::Direction::backward, s + 1), *slot.dy_ready);
           st.ex->wait(*slot.wait_dy);
         }
         trace_.timed(s, TaskKind::backward, k, [&] {
@@ -362,12 +452,68 @@ private:
         });
         first_backward[s] = 0;
         st.ex->record(*slot.backward_done);
+        if (s > 0 && !stages_[s - 1].ex)
+          transferred_ += send(s, slot.dx.data(), rows * st.widths.front(),
+                               crossing(s - 1, k, backend::Direction::backward, s - 1));
         --st.live;
         if (--backward_left[s] == 0) finished.push_back(s);
       }
     });
     if (after_last_backward)
       for (const std::size_t s : finished) (*after_last_backward)[s]();
+  }
+
+  // Across processes: the crossing of micro-batch k at `boundary`, with the rank of stage `peer`.
+  backend::Crossing crossing(std::size_t boundary, std::size_t k, backend::Direction d, std::size_t peer) const {
+    return {boundary, k, d, ranks_.rank_of(peer)};
+  }
+  // Receives, posted before any of the step's work is issued, into the buffers of this rank's
+  // stages whose neighbour runs on another rank: inputs, and (training) output gradients.
+  void post_receives(const Plan &plan, bool training) {
+    if (!ranks_.active()) return;
+    for (std::size_t s = 0; s < num_stages; ++s) {
+      auto &st = stages_[s];
+      if (!st.ex) continue;
+      for (std::size_t k = 0; k < plan.m; ++k) {
+        if (s > 0 && !stages_[s - 1].ex)
+          ranks_.channel().post_receive(st.slots[k].input_own.data(), plan.rows[k] * st.widths.front() * sizeof(T),
+                                        crossing(s - 1, k, backend::Direction::forward, s - 1));
+        if (training && s + 1 < num_stages && !stages_[s + 1].ex)
+          ranks_.channel().post_receive(st.slots[k].dy_own.data(), plan.rows[k] * st.widths.back() * sizeof(T),
+                                        crossing(s, k, backend::Direction::backward, s + 1));
+      }
+    }
+  }
+  // Stage s waits for a crossing on its executor, then records `ready` there. The timeline shows
+  // sends and waits as copies on the stage's own track.
+  void arrive(std::size_t s, const backend::Crossing &c, backend::Event &ready) {
+    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+                 [&] { ranks_.channel().arrive(*stages_[s].ex, c); });
+    stages_[s].ex->record(ready);
+  }
+  // Stage s sends `n` values at `src`; returns the bytes.
+  std::size_t send(std::size_t s, const T *src, std::size_t n, const backend::Crossing &c) {
+    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+                 [&] { ranks_.channel().send(*stages_[s].ex, src, n * sizeof(T), c); });
+    return n * sizeof(T);
+  }
+
+  // The rank of each stage's device.
+  static std::vector<int> stage_ranks(const Context &ctx) {
+    std::vector<int> ranks;
+    for (std::size_t s = 0; s < num_stages; ++s) ranks.push_back(ctx.rank_of(Topo::device_of(s)));
+    return ranks;
+  }
+  // What every rank must agree on when it builds the network: the type (its mangled name, which
+  // spells every stage, device, layer and width), seed, value type and placement.
+  Ranks::NetworkRecord network_record(std::uint64_t seed) const {
+    std::string placement;
+    for (std::size_t s = 0; s < num_stages; ++s) placement += std::to_string(ranks_.rank_of(s)) + ',';
+    return {
+        fingerprint(typeid(Topo).name()), seed, fingerprint(placement), sizeof(T), num_stages, Topo::parameter_count};
+  }
+  static std::string parameter_name(std::size_t stage, std::size_t layer, const ParameterSpec &p) {
+    return "stage" + std::to_string(stage) + "." + std::to_string(layer) + "." + std::string(p.name);
   }
 
   // Zeroes the gradients and the step's result, then issues every stage's forward and backward,
@@ -378,13 +524,14 @@ private:
                   Opt *opt, bool optimize, bool &counted) {
     constexpr bool optimizing = optimizing_v<Opt>;
     if constexpr (Fuse::small_network() && loss::FusableLoss<Loss>) {
-      if (Fuse::template fuses_network<Loss>(ctx_->options(), executors_, plan))
+      if (!ranks_.active() && Fuse::template fuses_network<Loss>(ctx_->options(), executors_, plan))
         return issue_network_step<Topo, Loss>(all_stages(), plan, x.device, targets, opt, optimize, loss_slot(),
                                               invalid_flag(), trace_, counted);
     }
     auto &last = stages_.back();
     for (std::size_t s = 0; s < num_stages; ++s) {
       auto &st = stages_[s];
+      if (!st.ex) continue;
       Topo::with_stage(s, [&]<std::size_t I>() { st.set_gradients = Fuse::template library_layers_only<I>(); });
       if (st.set_gradients) continue; // the stage's first backward sets them
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
@@ -452,7 +599,7 @@ private:
     if constexpr (optimizing_v<Opt>) {
       if (checking) {
         for (std::size_t s = 0; s < num_stages; ++s)
-          trace_.timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
+          if (stages_[s].ex) trace_.timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
         synchronize_all(executors_);
       }
     }
@@ -477,7 +624,8 @@ private:
   }
   // The step's loss and status word, in one fill on the last stage: +0.0 and 0 are all zero bits.
   void clear_result() {
-    auto &last = *stages_.back().ex;
+    if (!result_ex_) return;
+    auto &last = *result_ex_;
     last.submit([ex = &last, r = reinterpret_cast<T *>(result_.data())] {
       ex->run(backend::op::Fill<T>{.n = sizeof(StepResult<T>) / sizeof(T), .value = T(0), .dst = r});
     });
@@ -486,13 +634,15 @@ private:
   std::span<StageState<T>> all_stages() { return stages_; }
 
   Context *ctx_;
+  Ranks ranks_; // which rank runs each stage; across processes, the network's channel
   std::array<StageState<T>, num_stages> stages_{};
   std::vector<Parameter<T>> parameters_;
   std::vector<optim::ParameterGroup<T>> groups_;
-  std::vector<backend::Executor *> executors_; // each stage's, in stage order
+  std::vector<backend::Executor *> executors_; // each of this rank's stages', in stage order
   std::shared_ptr<NetworkStepInFlight<T>> in_flight_;
   Buffer<std::byte> targets_;
-  Buffer<std::byte> result_; // a StepResult on the last stage's device
+  backend::Executor *result_ex_ = nullptr; // the last stage's (across processes: this rank's last)
+  Buffer<std::byte> result_;               // a StepResult there
   // Captured steps, after the buffers they point into: destroyed first.
   GraphCache<T> graphs_;
   std::size_t transferred_ = 0;

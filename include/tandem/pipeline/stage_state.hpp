@@ -47,8 +47,9 @@ inline std::size_t checked_sum(std::size_t a, std::size_t b, std::size_t c) {
 }
 
 template <class T> struct StageState {
-  backend::Executor *ex = nullptr;
+  backend::Executor *ex = nullptr; // null where another rank runs the stage (it holds nothing here)
   std::size_t device = 0;
+  int rank = 0;
   std::vector<std::size_t> widths; // input of each layer, then the output
   Buffer<T> params, grads;
   std::unique_ptr<backend::Link> to_next, to_prev;
@@ -135,12 +136,13 @@ template <class T> void connect_slots(std::span<StageState<T>> stages) {
   for (std::size_t s = 0; s < S; ++s) {
     for (std::size_t k = 0; k < stages[s].slots.size(); ++k) {
       Slot<T> &slot = stages[s].slots[k];
-      const bool copied_in = s == 0 || stages[s - 1].to_next;
+      // (from another rank: received into the own buffer)
+      const bool copied_in = s == 0 || stages[s - 1].to_next || !stages[s - 1].ex;
       slot.input = copied_in ? slot.input_own.data() : stages[s - 1].slots[k].out.data();
       slot.wait_input = s == 0      ? nullptr
                         : copied_in ? slot.input_ready.get()
                                     : stages[s - 1].slots[k].forward_done.get();
-      const bool copied_dy = s + 1 == S || stages[s].to_next;
+      const bool copied_dy = s + 1 == S || stages[s].to_next || !stages[s + 1].ex;
       slot.dy = copied_dy ? slot.dy_own.data() : stages[s + 1].slots[k].dx.data();
       slot.wait_dy = s + 1 == S  ? nullptr
                      : copied_dy ? slot.dy_ready.get()

@@ -35,6 +35,11 @@ public:
   // `executors`: the network's, each stage's in stage order; they outlive this.
   explicit NetworkStepInFlight(std::vector<backend::Executor *> executors) : executors_(std::move(executors)) {}
 
+  // Across processes: settles the outcome with the other ranks once the work is done (the loss
+  // comes from the last stage's rank, a failure anywhere fails the step everywhere).
+  using Settle = std::function<void(StepOutcome<T> &, std::exception_ptr &)>;
+  void settle_with(Settle settle) { settle_ = std::move(settle); }
+
   // A step was issued: its outcome (which PendingLoss reads) and what a bad target found on the
   // device requires when it completes (undoing the optimizer's count, then the Error). Listed on
   // every device of the network, so that whoever waits there first completes it.
@@ -54,7 +59,12 @@ public:
     const auto on_invalid = std::exchange(on_invalid_, nullptr);
     try {
       synchronize_all(executors_);
-      if (outcome->result.invalid) on_invalid();
+    } catch (...) {
+      outcome->error = std::current_exception();
+    }
+    if (settle_) settle_(*outcome, outcome->error);
+    try {
+      if (!outcome->error && outcome->result.invalid) on_invalid();
     } catch (...) {
       outcome->error = std::current_exception();
     }
@@ -75,6 +85,7 @@ private:
   std::vector<backend::Executor *> executors_;
   std::shared_ptr<StepOutcome<T>> outcome_;
   std::function<void()> on_invalid_;
+  Settle settle_;
 };
 
 } // namespace tandem::detail

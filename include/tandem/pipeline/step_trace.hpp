@@ -25,13 +25,16 @@ public:
     auto device = [&](std::size_t s) { return "Device<" + std::to_string(stages[s].device) + ">"; };
     executors_.clear();
     tracks_.assign(stages.size(), {});
+    std::vector<backend::Executor *> local; // across processes, the stages of this rank
     for (std::size_t s = 0; s < stages.size(); ++s) {
       executors_.push_back(stages[s].ex);
+      if (!stages[s].ex) continue;
+      local.push_back(stages[s].ex);
       tracks_[s].device = tl.track(device(s));
       if (stages[s].to_next) tracks_[s].next = tl.track(device(s) + " -> " + device(s + 1));
       if (stages[s].to_prev) tracks_[s].prev = tl.track(device(s) + " -> " + device(s - 1));
     }
-    tl.begin_step(executors_);
+    tl.begin_step(local);
   }
   bool recording() const { return timeline_ != nullptr; }
   // Reads the step's clocks; everything it issued has completed.
