@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -114,12 +115,15 @@ struct ContextOptions {
   bool graphs = true;
 };
 
-class Context {
+namespace detail {
+
+// What a Context is: its options, devices, executors and timeline. Held by shared_ptr, by the
+// Context and by every network made on it, so that a network may outlive its Context.
+class ContextState {
 public:
   using Options = ContextOptions;
 
-  Context() : Context(Options{}) {}
-  explicit Context(Options options) : options_(std::move(options)) {
+  explicit ContextState(Options options) : options_(std::move(options)) {
     std::string spec = options_.devices;
     if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
     if (const char *env = std::getenv("TANDEM_HOST_EXECUTION"); env && *env)
@@ -127,8 +131,8 @@ public:
     if (options_.allow_tf32 && options_.precision == Precision::fp32) options_.precision = Precision::tf32;
     configure(spec);
   }
-  Context(const Context &) = delete;
-  Context &operator=(const Context &) = delete;
+  ContextState(const ContextState &) = delete;
+  ContextState &operator=(const ContextState &) = delete;
 
   backend::Kind backend() const { return kind_; }
   const Options &options() const { return options_; }
@@ -138,11 +142,18 @@ public:
   const Timeline &timeline() const { return timeline_; }
 
   // The executor of logical device `logical`, made on first use.
-  backend::Executor &executor(std::size_t logical) {
+  backend::Executor &executor(std::size_t logical) { return *shared_executor(logical); }
+  std::shared_ptr<backend::Executor> shared_executor(std::size_t logical) {
+    const std::lock_guard turn(*issue_mutex_);
     auto &slot = executors_[logical];
-    if (!slot) slot = make_executor(logical);
-    return *slot;
+    if (!slot) {
+      slot = make_executor(logical);
+      slot->share_issue_mutex(issue_mutex_);
+    }
+    return slot;
   }
+  // The mutex that issuing threads take turns on (backend::Executor::issue_mutex()).
+  std::recursive_mutex &issue_mutex() const { return *issue_mutex_; }
 
   // The link carrying a boundary from logical device `from` to `to`; null where the two share
   // memory (one physical GPU) and copies are not forced, so the next stage reads in place.
@@ -153,6 +164,7 @@ public:
 
   // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)".
   std::string describe() const {
+    const std::lock_guard turn(*issue_mutex_);
     std::ostringstream os;
     for (const auto &[logical, ex] : executors_) {
       os << "Device<" << logical << "> -> " << ex->name();
@@ -228,23 +240,64 @@ private:
 
   int physical(std::size_t logical) const { return gpus_.empty() ? 0 : gpus_[logical % gpus_.size()]; }
 
-  std::unique_ptr<backend::Executor> make_executor(std::size_t logical) {
+  std::shared_ptr<backend::Executor> make_executor(std::size_t logical) {
 #ifdef TANDEM_CUDA_BACKEND
     if (kind_ == backend::Kind::cuda)
-      return std::make_unique<backend::cuda::Executor>(
+      return std::make_shared<backend::cuda::Executor>(
           physical(logical), logical, options_.precision,
           backend::cuda::Features{.fuse_epilogues = options_.fuse_epilogues,
                                   .overlap_gradients = options_.overlap_gradients,
                                   .tune_products = options_.tune_products});
 #endif
-    return std::make_unique<backend::host::Executor>(logical, options_.precision);
+    return std::make_shared<backend::host::Executor>(logical, options_.precision);
   }
 
   Options options_;
   backend::Kind kind_ = backend::Kind::host;
   std::vector<int> gpus_;
-  std::map<std::size_t, std::unique_ptr<backend::Executor>> executors_;
+  std::shared_ptr<std::recursive_mutex> issue_mutex_ = std::make_shared<std::recursive_mutex>();
+  std::map<std::size_t, std::shared_ptr<backend::Executor>> executors_;
   Timeline timeline_{options_.timeline}; // after executors_: its events go first
+};
+
+} // namespace detail
+
+// A handle to the devices. Networks, tensors, parameters and optimizers keep what they use alive
+// (detail::ContextState, the executors), so they may be destroyed in any order, before or after
+// their Context; a network keeps working after its Context is gone. Threads: docs/threads.md.
+class Context {
+public:
+  using Options = ContextOptions;
+
+  Context() : Context(Options{}) {}
+  explicit Context(Options options) : state_(std::make_shared<detail::ContextState>(std::move(options))) {}
+  Context(const Context &) = delete;
+  Context &operator=(const Context &) = delete;
+
+  backend::Kind backend() const { return state_->backend(); }
+  const Options &options() const { return state_->options(); }
+
+  // When each task of each step ran, per logical device and link; recorded while enabled().
+  Timeline &timeline() { return state_->timeline(); }
+  const Timeline &timeline() const { return state_->timeline(); }
+
+  // The executor of logical device `logical`, made on first use.
+  backend::Executor &executor(std::size_t logical) { return state_->executor(logical); }
+
+  // The link carrying a boundary from logical device `from` to `to`; null where the two share
+  // memory (one physical GPU) and copies are not forced, so the next stage reads in place.
+  std::unique_ptr<backend::Link> link(std::size_t from, std::size_t to) { return state_->link(from, to); }
+
+  // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)".
+  std::string describe() const { return state_->describe(); }
+
+  // The mutex that issuing threads take turns on (docs/threads.md).
+  std::recursive_mutex &issue_mutex() const { return state_->issue_mutex(); }
+  // The Context's body, shared with what is made on it.
+  const std::shared_ptr<detail::ContextState> &state() const { return state_; }
+
+private:
+  std::shared_ptr<detail::ContextState> state_;
 };
 
 } // namespace tandem

@@ -6,6 +6,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <utility>
 
 #include "tandem/error.hpp"
@@ -29,13 +30,16 @@ template <class T> struct StepOutcome {
   std::function<void()> complete;
   // Whether the step's work has all run, asked without waiting (the pipeline's; empty as above).
   std::function<bool()> finished;
+  // The network's Context's turn (Executor::issue_mutex): another thread's call on that Context
+  // may complete the step, so the fields above are read and written under it.
+  std::shared_ptr<std::recursive_mutex> mutex;
 };
 } // namespace detail
 
 // A step's loss, on request. A pipeline keeps at most one step in flight: its next call (another
 // step, a forward, the pipeline's destruction) first completes the step before, and get() does
 // so at once. Until then the issuing thread is free, and a GPU runs the step meanwhile.
-// Use it on the thread that issued the step.
+// Any thread may ask (it takes the Context's turn, docs/threads.md).
 template <class T> class PendingLoss {
 public:
   PendingLoss() = default;
@@ -47,6 +51,7 @@ public:
   // so a loop may poll it while it does other work; once true, the step is complete.
   bool ready() const {
     if (!outcome_) return false;
+    const auto held = turn();
     if (!outcome_->done && outcome_->finished && outcome_->finished()) complete();
     return outcome_->done;
   }
@@ -56,12 +61,16 @@ public:
   // with parameters and optimizer state as they were), each time it is asked.
   T get() const {
     if (!outcome_) detail::fail("PendingLoss::get: this PendingLoss refers to no step");
+    const auto held = turn();
     if (!outcome_->done) complete();
     if (outcome_->error) std::rethrow_exception(outcome_->error);
     return outcome_->result.loss;
   }
 
 private:
+  std::unique_lock<std::recursive_mutex> turn() const {
+    return outcome_->mutex ? std::unique_lock(*outcome_->mutex) : std::unique_lock<std::recursive_mutex>();
+  }
   void complete() const {
     if (!outcome_->complete) return;
     auto run = std::move(outcome_->complete); // (it clears the slot it would run from)

@@ -9,10 +9,13 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -21,6 +24,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/context.hpp"
 #include "tandem/detail/buffer.hpp"
+#include "tandem/detail/host_memory.hpp"
 #include "tandem/error.hpp"
 #include "tandem/layers/layer.hpp"
 #include "tandem/loss/loss.hpp"
@@ -103,6 +107,7 @@ public:
   static constexpr std::size_t in_features = widths_[0];
   static constexpr std::size_t out_features = widths_[num_stages];
   static constexpr std::size_t parameter_count = (std::size_t{0} + ... + Stages::parameter_count);
+  static_assert(detail::ParameterCountCheck<detail::InPipeline, detail::Counts<Stages::parameter_count...>>::value);
 
   // The width entering stage I (its in_features, also where the stage itself cannot tell).
   template <std::size_t I> static constexpr std::size_t stage_in_features = widths_[I];
@@ -112,10 +117,14 @@ public:
   static constexpr std::size_t boundary_bytes(std::size_t batch) {
     std::size_t elements = 0;
     for (std::size_t s = 1; s < num_stages; ++s) elements += widths_[s];
+    if (batch != 0 && elements > std::numeric_limits<std::size_t>::max() / 2 / sizeof(T) / batch)
+      detail::fail("boundary_bytes: a batch of ", batch, " moves ", elements, " x ", batch,
+                   " x 2 values, whose bytes overflow a std::size_t");
     return elements * batch * 2 * sizeof(T);
   }
 
-  BasicPipeline(Context &ctx, std::uint64_t seed) : ctx_(&ctx) {
+  BasicPipeline(Context &ctx, std::uint64_t seed) : ctx_(ctx.state()), context_(&ctx) {
+    const std::lock_guard turn(ctx.issue_mutex()); // docs/threads.md
     // Building waits on the devices: another network's step in flight there completes first.
     for (std::size_t s = 0; s < num_stages; ++s) ctx.executor(device_of(s)).complete_steps_in_flight();
     for_each_stage([&]<std::size_t I>() { build_stage<I>(seed); });
@@ -140,6 +149,7 @@ public:
   BasicPipeline(const BasicPipeline &) = delete;
   BasicPipeline &operator=(const BasicPipeline &) = delete;
   ~BasicPipeline() {
+    const std::lock_guard turn(ctx_->issue_mutex());
     // Its own step and any other network's on its devices: the waits below must not take (and
     // drop) a failure that is for another PendingLoss. Completing keeps failures; it throws nothing.
     complete_steps_in_flight();
@@ -153,7 +163,8 @@ public:
     }
   }
 
-  Context &context() const { return *ctx_; }
+  // The Context it was made on, while that lives (the network itself may outlive it).
+  Context &context() const { return *context_; }
 
   // Named handles, in PyTorch's order: "stage0.0.weight", "stage0.0.bias", "stage1.0.weight", ...
   std::span<const Parameter<T>> parameters() const { return parameters_; }
@@ -172,7 +183,7 @@ public:
   std::vector<T> forward(std::span<const T> x, const Sched &sched = {}) {
     std::vector<T> out;
     infer({x.data(), nullptr, x.size()}, sched, [&](std::size_t batch) {
-      out.resize(batch * out_features);
+      out = detail::host_vector<T>(batch * out_features, "forward's output");
       return Sink{out.data(), nullptr};
     });
     return out;
@@ -184,6 +195,7 @@ public:
   void forward(const Tensor<T> &x, Tensor<T> &y, const Sched &sched = {}) {
     require_on(x, 0, "forward", "input");
     require_on(y, num_stages - 1, "forward", "output");
+    require_shape(x, x.rows(), in_features, "forward", "input");
     infer({nullptr, x.data(), x.size()}, sched, [&](std::size_t batch) {
       if (y.rows() != batch || y.cols() != out_features)
         detail::fail("forward: the output tensor is ", y.rows(), " x ", y.cols(), ", expected ", batch, " x ",
@@ -209,6 +221,8 @@ public:
                      const Sched &sched = {}) {
     require_on(x, 0, "forward_backward", "input");
     require_on(y, num_stages - 1, "forward_backward", "target");
+    require_shape(x, x.rows(), in_features, "forward_backward", "input");
+    require_shape(y, x.rows(), Loss::targets_per_sample(out_features), "forward_backward", "target");
     return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, no_optimizer()).get();
   }
 
@@ -250,6 +264,8 @@ public:
     check_owner(opt);
     require_on(x, 0, "train_step", "input");
     require_on(y, num_stages - 1, "train_step", "target");
+    require_shape(x, x.rows(), in_features, "train_step", "input");
+    require_shape(y, x.rows(), Loss::targets_per_sample(out_features), "train_step", "target");
     return step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, &opt);
   }
 
@@ -291,12 +307,21 @@ private:
                    "), but stage ", stage, " runs on Device<", stages_[stage].device, "> (", stages_[stage].ex->name(),
                    "); make it there");
   }
+  // Shapes, not only counts: a (32, 20) tensor is no (64, 10) input, a (1, 64) one no 64 labels.
+  template <class U>
+  static void require_shape(const Tensor<U> &t, std::size_t rows, std::size_t cols, const char *call,
+                            const char *what) {
+    if (t.rows() != rows || t.cols() != cols)
+      detail::fail(call, ": the ", what, " tensor is ", t.rows(), " x ", t.cols(), ", but must be ", rows, " x ", cols,
+                   " (", std::string_view(what) == "input" ? "batch x in_features" : "batch x targets per sample", ")");
+  }
   template <class Opt> void check_owner(const Opt &opt) const {
     if (opt.owner() != static_cast<const void *>(this))
       detail::fail("train_step: the optimizer was built for another network (or was moved from)");
   }
 
   template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
+    const std::lock_guard turn(ctx_->issue_mutex()); // docs/threads.md
     complete_steps_in_flight();
     const std::size_t batch = batch_of(x.size, "forward");
     const std::size_t m = micro_batches_of(sched, batch, "forward");
@@ -382,7 +407,7 @@ private:
     st.widths.assign(w.begin(), w.end());
     st.params = detail::Buffer<T>(*st.ex, St::parameter_count);
     st.grads = detail::Buffer<T>(*st.ex, St::parameter_count);
-    std::vector<T> host(St::parameter_count);
+    auto host = detail::host_vector<T>(St::parameter_count, "a network's initial parameters");
     [&]<std::size_t... J>(std::index_sequence<J...>) {
       (
           [&] {
@@ -392,9 +417,9 @@ private:
             L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
             std::size_t within = at;
             for (const ParameterSpec &p : L::parameters) {
-              parameters_.emplace_back("stage" + std::to_string(I) + "." + std::to_string(J) + "." +
-                                           std::string(p.name),
-                                       *st.ex, st.params.data() + within, st.grads.data() + within, p.rows, p.cols);
+              parameters_.emplace_back(
+                  "stage" + std::to_string(I) + "." + std::to_string(J) + "." + std::string(p.name), *st.ex,
+                  st.params.data() + within, st.grads.data() + within, p.rows, p.cols, in_flight_);
               within += p.size();
             }
           }(),
@@ -910,7 +935,8 @@ private:
   template <class Loss, class Sched, class Opt>
   PendingLoss<T> step(const Source<T> &x, const Source<typename Loss::template target_type<T>> &y, const Sched &sched,
                       Opt *opt) {
-    complete_steps_in_flight(); // the step before: its loss check may undo an optimizer count
+    const std::lock_guard turn(ctx_->issue_mutex()); // docs/threads.md
+    complete_steps_in_flight();                      // the step before: its loss check may undo an optimizer count
     using Target = typename Loss::template target_type<T>;
     constexpr bool optimizing = !std::is_same_v<Opt, NoOptimizer>;
     // Preconditions, all checked before any work is issued. Targets on the device are checked
@@ -978,6 +1004,7 @@ private:
     // The step is in flight; it completes (complete_pending) when its loss is asked for, or when
     // the network is next used.
     auto outcome = std::make_shared<detail::StepOutcome<T>>();
+    outcome->mutex = stages_.front().ex->shared_issue_mutex();
     last.ex->download(&outcome->result, result_.data(), sizeof(StepResult));
     // Bad targets found on the device: the update was skipped there. Undo its count, then say why.
     // (Discardable, else the targets were checked on the host before; check_finite defers the
@@ -1178,7 +1205,7 @@ private:
   template <class Loss>
   void validate_device_targets(const Source<typename Loss::template target_type<T>> &y, std::size_t batch) {
     using Target = typename Loss::template target_type<T>;
-    std::vector<Target> host(y.size);
+    auto host = detail::host_vector<Target>(y.size, "a copy of the targets");
     auto &last = *stages_.back().ex;
     last.download(host.data(), y.device, y.size * sizeof(Target));
     last.synchronize();
@@ -1322,7 +1349,9 @@ private:
     if (first) std::rethrow_exception(first);
   }
 
-  Context *ctx_;
+  // First, so it goes last: the Context's body and executors outlive everything below.
+  std::shared_ptr<detail::ContextState> ctx_;
+  Context *context_;
   std::array<StageState, num_stages> stages_{};
   std::vector<Parameter<T>> parameters_;
   std::vector<optim::ParameterGroup<T>> groups_;
