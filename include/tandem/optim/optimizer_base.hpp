@@ -39,6 +39,7 @@ public:
       owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
       id_ = other.id_;
       groups_ = std::move(other.groups_);
+      tracks_network_ = other.tracks_network_;
     }
     mutex_ = std::move(other.mutex_); // (this one's old mutex is released above, before it may go)
     return *this;
@@ -68,6 +69,7 @@ protected:
   OptimizerBase(Net &net, Options options) : options_(options), owner_(&net), id_(detail::next_optimizer_id()) {
     const auto groups = net.parameter_groups();
     if (!groups.empty() && groups.front().executor) mutex_ = groups.front().executor->shared_issue_mutex();
+    tracks_network_ = !groups.empty() && !groups.front().in_flight.expired();
     // Every step on its devices, the network's included: making the state waits on them.
     const auto held = turn();
     complete_steps_on_devices(groups);
@@ -79,7 +81,7 @@ protected:
   }
   // Stepping needs the network's memory: Error once the network is gone (held under turn()).
   void require_network(const char *call) const {
-    if (!groups_.empty() && groups_.front().group.in_flight.expired())
+    if (tracks_network_ && !groups_.empty() && groups_.front().group.in_flight.expired())
       detail::fail(call, ": the optimizer's network was destroyed");
   }
   // The learning rate from the next step on, already checked. A captured step keeps the rate it
@@ -97,6 +99,7 @@ protected:
   std::vector<State> groups_;
   // Kept alive by the optimizer itself: the network and the Context may go first.
   std::shared_ptr<std::recursive_mutex> mutex_;
+  bool tracks_network_ = false; // made from a network that says when it is gone (in_flight)
 };
 
 } // namespace tandem::optim
