@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -121,12 +122,15 @@ struct ContextOptions {
   std::chrono::duration<double> peer_timeout = std::chrono::seconds(60);
 };
 
-class Context {
+namespace detail {
+
+// What a Context is: its options, devices, executors and timeline. Held by shared_ptr, by the
+// Context and by every network made on it, so that a network may outlive its Context.
+class ContextState {
 public:
   using Options = ContextOptions;
 
-  Context() : Context(Options{}) {}
-  explicit Context(Options options) : options_(std::move(options)) {
+  explicit ContextState(Options options) : options_(std::move(options)) {
     std::string spec = options_.devices;
     if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
     if (const char *env = std::getenv("TANDEM_HOST_EXECUTION"); env && *env)
@@ -136,7 +140,7 @@ public:
   }
   // One process of a program that runs on several (SPMD): logical devices are placed on ranks
   // (docs/distributed.md), and this process makes executors for its own only.
-  explicit Context(std::shared_ptr<backend::Transport> transport, Options options = {})
+  explicit ContextState(std::shared_ptr<backend::Transport> transport, Options options = {})
       : options_(std::move(options)), transport_(std::move(transport)) {
     std::string spec = options_.devices;
     if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
@@ -149,14 +153,8 @@ public:
       detail::fail("Context(env): stages across processes run on the host backend only (docs/distributed.md ",
                    "describes the GPU path); set TANDEM_DEVICES to 'host' or to 'rank:host' entries");
   }
-  // Context(env) for a distributed::Environment (anything that offers a transport).
-  template <class Env>
-  requires requires(Env &env) {
-    { env.transport() } -> std::convertible_to<std::shared_ptr<backend::Transport>>;
-  }
-  explicit Context(Env &env, Options options = {}) : Context(env.transport(), std::move(options)) {}
-  Context(const Context &) = delete;
-  Context &operator=(const Context &) = delete;
+  ContextState(const ContextState &) = delete;
+  ContextState &operator=(const ContextState &) = delete;
 
   backend::Kind backend() const { return kind_; }
   const Options &options() const { return options_; }
@@ -166,11 +164,19 @@ public:
   const Timeline &timeline() const { return timeline_; }
 
   // The executor of logical device `logical`, made on first use.
-  backend::Executor &executor(std::size_t logical) {
+  backend::Executor &executor(std::size_t logical) { return *shared_executor(logical); }
+  std::shared_ptr<backend::Executor> shared_executor(std::size_t logical) {
+    const std::lock_guard turn(*issue_mutex_);
     auto &slot = executors_[logical];
-    if (!slot) slot = make_executor(logical);
-    return *slot;
+    if (!slot) {
+      slot = make_executor(logical);
+      slot->share_issue_mutex(issue_mutex_);
+    }
+    return slot;
   }
+  // The mutex that issuing threads take turns on (backend::Executor::issue_mutex()).
+  std::recursive_mutex &issue_mutex() const { return *issue_mutex_; }
+  const std::shared_ptr<std::recursive_mutex> &shared_issue_mutex() const { return issue_mutex_; }
 
   // The link carrying a boundary from logical device `from` to `to`; null where the two share
   // memory (one physical GPU) and copies are not forced, so the next stage reads in place.
@@ -195,6 +201,7 @@ public:
   // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)". Before
   // any is made (no network yet): the backend, the GPUs found, and how Device<N> will map.
   std::string describe() const {
+    const std::lock_guard turn(*issue_mutex_);
     if (transport_) return describe_ranks();
     std::ostringstream os;
     if (executors_.empty()) {
@@ -331,16 +338,16 @@ private:
 
   int physical(std::size_t logical) const { return gpus_.empty() ? 0 : gpus_[logical % gpus_.size()]; }
 
-  std::unique_ptr<backend::Executor> make_executor(std::size_t logical) {
+  std::shared_ptr<backend::Executor> make_executor(std::size_t logical) {
 #ifdef TANDEM_CUDA_BACKEND
     if (kind_ == backend::Kind::cuda)
-      return std::make_unique<backend::cuda::Executor>(
+      return std::make_shared<backend::cuda::Executor>(
           physical(logical), logical, options_.precision,
           backend::cuda::Features{.fuse_epilogues = options_.fuse_epilogues,
                                   .overlap_gradients = options_.overlap_gradients,
                                   .tune_products = options_.tune_products});
 #endif
-    return std::make_unique<backend::host::Executor>(logical, options_.precision);
+    return std::make_shared<backend::host::Executor>(logical, options_.precision);
   }
 
   Options options_;
@@ -351,8 +358,68 @@ private:
   std::vector<int> gpus_;
   int gpus_found_ = 0;
   bool host_asked_ = false;
-  std::map<std::size_t, std::unique_ptr<backend::Executor>> executors_;
+  std::shared_ptr<std::recursive_mutex> issue_mutex_ = std::make_shared<std::recursive_mutex>();
+  std::map<std::size_t, std::shared_ptr<backend::Executor>> executors_;
   Timeline timeline_{options_.timeline}; // after executors_: its events go first
+};
+
+} // namespace detail
+
+// A handle to the devices. Networks, tensors, parameters and optimizers keep what they use alive
+// (detail::ContextState, the executors), so they may be destroyed in any order, before or after
+// their Context; a network keeps working after its Context is gone. Threads: docs/threads.md.
+class Context {
+public:
+  using Options = ContextOptions;
+
+  Context() : Context(Options{}) {}
+  explicit Context(Options options) : state_(std::make_shared<detail::ContextState>(std::move(options))) {}
+  // One process of a program that runs on several (SPMD): logical devices are placed on ranks
+  // (docs/distributed.md), and this process makes executors for its own only.
+  explicit Context(std::shared_ptr<backend::Transport> transport, Options options = {})
+      : state_(std::make_shared<detail::ContextState>(std::move(transport), std::move(options))) {}
+  // Context(env) for a distributed::Environment (anything that offers a transport).
+  template <class Env>
+  requires requires(Env &env) {
+    { env.transport() } -> std::convertible_to<std::shared_ptr<backend::Transport>>;
+  }
+  explicit Context(Env &env, Options options = {}) : Context(env.transport(), std::move(options)) {}
+  Context(const Context &) = delete;
+  Context &operator=(const Context &) = delete;
+
+  backend::Kind backend() const { return state_->backend(); }
+  const Options &options() const { return state_->options(); }
+
+  // When each task of each step ran, per logical device and link; recorded while enabled().
+  Timeline &timeline() { return state_->timeline(); }
+  const Timeline &timeline() const { return state_->timeline(); }
+
+  // The executor of logical device `logical`, made on first use.
+  backend::Executor &executor(std::size_t logical) { return state_->executor(logical); }
+
+  // The link carrying a boundary from logical device `from` to `to`; null where the two share
+  // memory (one physical GPU) and copies are not forced, so the next stage reads in place.
+  std::unique_ptr<backend::Link> link(std::size_t from, std::size_t to) { return state_->link(from, to); }
+
+  // This process's rank and the number of ranks (0 and 1 without a transport), and where each
+  // logical device runs.
+  int rank() const { return state_->rank(); }
+  int size() const { return state_->size(); }
+  backend::Transport *transport() const { return state_->transport(); }
+  int rank_of(std::size_t logical) const { return state_->rank_of(logical); }
+  bool is_local(std::size_t logical) const { return state_->is_local(logical); }
+
+  // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)";
+  // before any: the backend, the devices found and how Device<N> will map.
+  std::string describe() const { return state_->describe(); }
+
+  // The mutex that issuing threads take turns on (docs/threads.md).
+  std::recursive_mutex &issue_mutex() const { return state_->issue_mutex(); }
+  // The Context's body, shared with what is made on it.
+  const std::shared_ptr<detail::ContextState> &state() const { return state_; }
+
+private:
+  std::shared_ptr<detail::ContextState> state_;
 };
 
 } // namespace tandem

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <utility>
 
 #include "tandem/backend/step_in_flight.hpp"
@@ -28,13 +29,16 @@ template <class T> struct StepOutcome {
   // The network's step in flight, which completes this outcome; expired once the network is gone
   // (which completes it first).
   std::weak_ptr<backend::StepInFlight> step;
+  // The network's Context's turn (Executor::issue_mutex): another thread's call on that Context
+  // may complete the step, so the fields above are read and written under it.
+  std::shared_ptr<std::recursive_mutex> mutex;
 };
 } // namespace detail
 
 // A step's loss, on request. A pipeline keeps at most one step in flight: its next call (another
 // step, a forward, the pipeline's destruction) first completes the step before, and get() does
 // so at once. Until then the issuing thread is free, and a GPU runs the step meanwhile.
-// Use it on the thread that issued the step.
+// Any thread may ask (it takes the Context's turn, docs/threads.md).
 template <class T> class PendingLoss {
 public:
   PendingLoss() = default;
@@ -46,6 +50,7 @@ public:
   // so a loop may poll it while it does other work; once true, the step is complete.
   bool ready() const {
     if (!outcome_) return false;
+    const auto held = turn();
     if (!outcome_->done)
       if (const auto step = outcome_->step.lock(); step && step->finished()) step->complete();
     return outcome_->done;
@@ -56,6 +61,7 @@ public:
   // with parameters and optimizer state as they were), each time it is asked.
   T get() const {
     if (!outcome_) detail::fail("PendingLoss::get: this PendingLoss refers to no step");
+    const auto held = turn();
     if (!outcome_->done)
       if (const auto step = outcome_->step.lock()) step->complete();
     if (outcome_->error) std::rethrow_exception(outcome_->error);
@@ -63,6 +69,10 @@ public:
   }
 
 private:
+  std::unique_lock<std::recursive_mutex> turn() const {
+    return outcome_->mutex ? std::unique_lock(*outcome_->mutex) : std::unique_lock<std::recursive_mutex>();
+  }
+
   std::shared_ptr<detail::StepOutcome<T>> outcome_;
 };
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tandem/context.hpp"
+#include "tandem/detail/host_memory.hpp"
 #include "tandem/detail/train_call.hpp"
 #include "tandem/error.hpp"
 #include "tandem/loss/cross_entropy.hpp"
@@ -73,7 +74,7 @@ public:
   std::vector<T> forward(std::span<const T> x, const Sched &sched = {}) {
     std::vector<T> out;
     runtime_.infer({x.data(), nullptr, x.size()}, sched, [&](std::size_t batch) {
-      out.resize(batch * out_features);
+      out = detail::host_vector<T>(batch * out_features, "forward's output");
       return detail::Sink<T>{out.data(), nullptr};
     });
     return out;
@@ -85,6 +86,7 @@ public:
   void forward(const Tensor<T> &x, Tensor<T> &y, const Sched &sched = {}) {
     require_on(x, 0, "forward", "input");
     require_on(y, num_stages - 1, "forward", "output");
+    require_shape(x, x.rows(), in_features, "forward", "input");
     runtime_.infer({nullptr, x.data(), x.size()}, sched, [&](std::size_t batch) {
       if (y.rows() != batch || y.cols() != out_features)
         detail::fail("forward: the output tensor is ", y.rows(), " x ", y.cols(), ", expected ", batch, " x ",
@@ -113,6 +115,8 @@ public:
                      const Sched &sched = {}) {
     require_on(x, 0, "forward_backward", "input");
     require_on(y, num_stages - 1, "forward_backward", "target");
+    require_shape(x, x.rows(), in_features, "forward_backward", "input");
+    require_shape(y, x.rows(), Loss::targets_per_sample(out_features), "forward_backward", "target");
     return runtime_
         .template step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched,
                              detail::no_optimizer())
@@ -213,6 +217,8 @@ public:
     check_owner(opt);
     require_on(x, 0, "train_step", "input");
     require_on(y, num_stages - 1, "train_step", "target");
+    require_shape(x, x.rows(), in_features, "train_step", "input");
+    require_shape(y, x.rows(), Loss::targets_per_sample(out_features), "train_step", "target");
     return runtime_.template step<Loss>({nullptr, x.data(), x.size()}, {nullptr, y.data(), y.size()}, sched, &opt);
   }
 
@@ -242,6 +248,14 @@ private:
     if (&t.executor() != st.ex)
       detail::fail(call, ": the ", what, " tensor lives on Device<", t.device(), "> (", t.executor().name(),
                    "), but stage ", s, " runs on Device<", st.device, "> (", st.ex->name(), "); make it there");
+  }
+  // Shapes, not only counts: a (32, 20) tensor is no (64, 10) input, a (1, 64) one no 64 labels.
+  template <class U>
+  static void require_shape(const Tensor<U> &t, std::size_t rows, std::size_t cols, const char *call,
+                            const char *what) {
+    if (t.rows() != rows || t.cols() != cols)
+      detail::fail(call, ": the ", what, " tensor is ", t.rows(), " x ", t.cols(), ", but must be ", rows, " x ", cols,
+                   " (", std::string_view(what) == "input" ? "batch x in_features" : "batch x targets per sample", ")");
   }
   template <class Opt> void check_owner(const Opt &opt) const {
     if (opt.owner() != static_cast<const void *>(this))

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace tandem::detail {
 
@@ -29,6 +30,39 @@ template <class Stage, class Received> struct InputWidthCheck;
 template <std::size_t S, std::size_t R> struct InputWidthCheck<AtStage<S>, Receives<R>> {
   static_assert(R != 0, "TANDEM_UNKNOWN_INPUT_WIDTH: the pipeline's input width cannot be derived: its first "
                         "stage has no layer with a fixed input width (such as Linear<In, Out>)");
+  static constexpr bool value = true;
+};
+
+// The most values one array of parameters may hold: its bytes, even in double, fit a
+// std::ptrdiff_t (what a std::vector, a pointer difference and every byte count here can hold).
+inline constexpr std::size_t max_values = static_cast<std::size_t>(PTRDIFF_MAX) / sizeof(double);
+
+template <std::size_t... N> struct Counts {};
+struct InStage {};
+struct InPipeline {};
+
+// Linear<In, Out> trains In * Out + Out values: the product must not wrap.
+template <std::size_t In, std::size_t Out> struct LinearParameterCountCheck {
+  static_assert(Out == 0 || (Out <= max_values && In <= (max_values - Out) / Out),
+                "TANDEM_SIZE_OVERFLOW: Linear<In, Out> would train In * Out + Out values, more than an array can "
+                "hold (max_values, PTRDIFF_MAX / 8): the count would wrap. LinearParameterCountCheck<In, Out> in "
+                "this message names the widths");
+  static constexpr bool value = true;
+};
+
+// A stage's parameter count (the sum of its layers') or a pipeline's (the sum of its stages'):
+// the sum must not wrap.
+template <class Where, class Parts> struct ParameterCountCheck;
+template <class Where, std::size_t... N> struct ParameterCountCheck<Where, Counts<N...>> {
+  static constexpr bool fits = [] {
+    std::size_t total = 0;
+    bool ok = true;
+    ((ok = ok && N <= max_values - total, total = ok ? total + N : total), ...);
+    return ok;
+  }();
+  static_assert(fits, "TANDEM_SIZE_OVERFLOW: the parameter count of a stage (InStage: its layers') or a pipeline "
+                      "(InPipeline: its stages') exceeds what an array can hold (max_values, PTRDIFF_MAX / 8): the "
+                      "sum would wrap. ParameterCountCheck<where, Counts<parts...>> in this message names the parts");
   static constexpr bool value = true;
 };
 

@@ -8,6 +8,7 @@
 
 #include "tandem/device.hpp"
 #include "tandem/layers/layer.hpp"
+#include "tandem/shape.hpp"
 
 namespace tandem {
 
@@ -51,6 +52,7 @@ template <class D, class... Ls> struct Stage {
   static constexpr std::size_t device_index = detail::device_index_v<D>;
   static constexpr std::size_t num_layers = sizeof...(Ls);
   static constexpr std::size_t parameter_count = (std::size_t{0} + ... + detail::params_of<Ls>());
+  static_assert(detail::ParameterCountCheck<detail::InStage, detail::Counts<detail::params_of<Ls>()...>>::value);
 
   // The width a stage takes is that of its first layer with a fixed input (the layers before it
   // keep any width); 0 when no layer fixes one, and the pipeline then supplies it.

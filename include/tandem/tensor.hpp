@@ -3,12 +3,16 @@
 #pragma once
 
 #include <cstddef>
+#include <limits>
+#include <mutex>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/context.hpp"
 #include "tandem/detail/buffer.hpp"
+#include "tandem/detail/host_memory.hpp"
 #include "tandem/device.hpp"
 #include "tandem/error.hpp"
 
@@ -16,11 +20,12 @@ namespace tandem {
 
 // Device-resident data for a hot loop: a pipeline reads an input Tensor on its first stage's
 // device and labels on its last stage's in place, where host data would be copied in every step.
-// The Context must outlive its tensors.
+// A tensor keeps its device alive: it may outlive its Context. Destroying it completes a training
+// step in flight that reads it first.
 template <class T> class Tensor {
 public:
   Tensor(Context &ctx, std::size_t device, std::size_t rows, std::size_t cols)
-      : buffer_(ctx.executor(device), rows * cols), device_(device), rows_(rows), cols_(cols) {}
+      : buffer_(ctx.executor(device), checked_size(rows, cols, device)), device_(device), rows_(rows), cols_(cols) {}
   template <std::size_t N>
   Tensor(Context &ctx, Device<N>, std::size_t rows, std::size_t cols) : Tensor(ctx, N, rows, cols) {}
   // Allocates and fills from the host.
@@ -31,6 +36,17 @@ public:
   template <std::size_t N>
   Tensor(Context &ctx, Device<N>, std::size_t rows, std::size_t cols, std::span<const T> values)
       : Tensor(ctx, N, rows, cols, values) {}
+
+  Tensor(Tensor &&) noexcept = default;
+  Tensor &operator=(Tensor &&other) noexcept {
+    if (this != &other) {
+      release();
+      buffer_ = std::move(other.buffer_);
+      device_ = other.device_, rows_ = other.rows_, cols_ = other.cols_;
+    }
+    return *this;
+  }
+  ~Tensor() { release(); }
 
   std::size_t rows() const { return rows_; }
   std::size_t cols() const { return cols_; }
@@ -46,13 +62,15 @@ public:
   // in flight there (train_step_async) is completed first: a failure of that step is for its
   // PendingLoss, not for this call.
   std::vector<T> to_host() const {
+    const std::lock_guard turn(executor().issue_mutex());
     executor().complete_steps_in_flight();
-    std::vector<T> out(size());
+    auto out = detail::host_vector<T>(size(), "Tensor::to_host");
     executor().download(out.data(), data(), out.size() * sizeof(T));
     executor().synchronize();
     return out;
   }
   void copy_from(std::span<const T> values) {
+    const std::lock_guard turn(executor().issue_mutex());
     if (values.size() != size())
       detail::fail("Tensor (", rows_, " x ", cols_, " on Device<", device_, ">): copy_from got ", values.size(),
                    " values");
@@ -62,6 +80,19 @@ public:
   }
 
 private:
+  // A training step in flight may still read this memory (train_step_async): it completes first.
+  void release() noexcept {
+    if (!buffer_.data()) return;
+    const std::lock_guard turn(executor().issue_mutex());
+    executor().complete_steps_in_flight();
+  }
+  static std::size_t checked_size(std::size_t rows, std::size_t cols, std::size_t device) {
+    if (cols != 0 && rows > std::numeric_limits<std::size_t>::max() / sizeof(T) / cols)
+      detail::fail("Tensor (", rows, " x ", cols, " on Device<", device, ">): ", rows, " x ", cols, " values of ",
+                   sizeof(T), " bytes overflow a std::size_t");
+    return rows * cols;
+  }
+
   detail::Buffer<T> buffer_;
   std::size_t device_, rows_, cols_;
 };

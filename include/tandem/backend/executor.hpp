@@ -6,9 +6,12 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <utility>
 
+#include "tandem/backend/allocation_limit.hpp"
 #include "tandem/backend/event.hpp"
 #include "tandem/backend/graph.hpp"
 #include "tandem/backend/link.hpp"
@@ -41,7 +44,12 @@ template <bool Cuda> struct Dispatch;
 // backend runs a task on the device's worker thread, where run() computes at once; the CUDA
 // backend runs a task on the issuing thread, where run() enqueues kernels on the device's stream.
 // Either way a task's operations execute in issue order after everything issued before it.
-class Executor {
+//
+// Issuing threads take turns through issue_mutex(), one recursive mutex for every executor of a
+// Context: whoever issues, waits or completes steps in flight holds it (networks, tensors,
+// parameters, optimizers, PendingLoss; see docs/threads.md). Executors are owned by shared_ptr
+// (the Context's), and whatever frees memory on one or issues to it later keeps it alive.
+class Executor : public std::enable_shared_from_this<Executor> {
 public:
   virtual ~Executor() = default;
 
@@ -49,7 +57,13 @@ public:
   // "host:1", "cuda:0": the physical place, for messages and describe().
   virtual std::string name() const = 0;
 
-  // Memory of this device. allocate() throws Error naming the bytes and the device.
+  // The mutex issuing threads take turns on: the Context's, shared by all its executors.
+  std::recursive_mutex &issue_mutex() const { return *issue_mutex_; }
+  const std::shared_ptr<std::recursive_mutex> &shared_issue_mutex() const { return issue_mutex_; }
+  void share_issue_mutex(std::shared_ptr<std::recursive_mutex> m) { issue_mutex_ = std::move(m); }
+
+  // Memory of this device. allocate() throws Error naming the bytes and the device (also where
+  // backend::set_allocation_limit says so).
   virtual void *allocate(std::size_t bytes) = 0;
   virtual void deallocate(void *ptr) noexcept = 0;
   // Ordered host <-> device copies. upload() has read `src` when it returns; download()'s `dst`
@@ -117,6 +131,7 @@ public:
 
 private:
   StepInFlight::List in_flight_;
+  std::shared_ptr<std::recursive_mutex> issue_mutex_ = std::make_shared<std::recursive_mutex>();
 };
 
 inline std::unique_ptr<Graph> Executor::capture(std::span<Executor *const> /*executors*/,

@@ -3,23 +3,34 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <mutex>
 #include <utility>
 
 #include "tandem/backend/executor.hpp"
+#include "tandem/detail/host_memory.hpp"
 
 namespace tandem::detail {
 
+// Keeps its executor alive (where a shared_ptr owns it, as a Context's executors are owned), so
+// that the memory can be given back whenever the buffer goes, whatever went before it.
+// Allocating and freeing take the executor's turn (issue_mutex): a GPU's allocator and its
+// bookkeeping are shared with whoever issues there.
 template <class T> class Buffer {
 public:
   Buffer() = default;
-  Buffer(backend::Executor &ex, std::size_t n) : ex_(&ex), size_(n) {
-    data_ = static_cast<T *>(ex.allocate(n * sizeof(T)));
+  Buffer(backend::Executor &ex, std::size_t n) : owner_(ex.weak_from_this().lock()), ex_(&ex), size_(n) {
+    const std::size_t bytes = checked_product(n, sizeof(T), "a device buffer's bytes");
+    const std::lock_guard turn(ex.issue_mutex());
+    data_ = static_cast<T *>(ex.allocate(bytes));
   }
   Buffer(Buffer &&o) noexcept
-      : ex_(std::exchange(o.ex_, nullptr)), data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+      : owner_(std::move(o.owner_)), ex_(std::exchange(o.ex_, nullptr)), data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)) {}
   Buffer &operator=(Buffer &&o) noexcept {
     if (this != &o) {
       reset();
+      owner_ = std::move(o.owner_);
       ex_ = std::exchange(o.ex_, nullptr);
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
@@ -34,9 +45,13 @@ public:
 
 private:
   void reset() noexcept {
-    if (ex_ && data_) ex_->deallocate(data_);
+    if (ex_ && data_) {
+      const std::lock_guard turn(ex_->issue_mutex());
+      ex_->deallocate(data_);
+    }
     data_ = nullptr;
   }
+  std::shared_ptr<backend::Executor> owner_; // null for an executor no shared_ptr owns
   backend::Executor *ex_ = nullptr;
   T *data_ = nullptr;
   std::size_t size_ = 0;

@@ -10,6 +10,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/layers/layer.hpp"
 #include "tandem/random.hpp"
+#include "tandem/shape.hpp"
 
 namespace tandem {
 
@@ -24,6 +25,7 @@ template <std::size_t In, std::size_t Out> struct LinearWidthsArePositive {
 
 template <std::size_t In, std::size_t Out> struct Linear {
   static_assert(detail::LinearWidthsArePositive<In, Out>::value);
+  static_assert(detail::LinearParameterCountCheck<In, Out>::value);
 
   static constexpr std::size_t in_features = In;
   static constexpr std::size_t out_features = Out;

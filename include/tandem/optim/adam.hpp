@@ -69,6 +69,7 @@ public:
   template <class Net> AdamFamily(Net &net, Options options = {}) : Base(net, options) {
     static_assert(std::is_same_v<typename Net::value_type, float>, "optim::Adam/AdamW train float networks");
     validate(options);
+    const auto held = this->turn();
     for (const auto &g : net.parameter_groups()) {
       auto &s = groups_.emplace_back(State{g, {}, {}, {}, {}, 0});
       if (!g.size) continue;
@@ -103,12 +104,16 @@ public:
   }
 
   void step_group(std::size_t i) {
+    const auto held = this->turn();
+    this->require_network("step_group");
     auto &s = groups_.at(i);
     if (!s.group.size) return;
     s.group.executor->submit([ex = s.group.executor, op = take_step(s)] { ex->run(op); });
   }
   // step_group's update, described for the network to run inside its own operation (Fusable).
   backend::op::Update<float> fused_step_group(std::size_t i) {
+    const auto held = this->turn();
+    this->require_network("fused_step_group");
     auto &s = groups_.at(i);
     if (!s.group.size) return {};
     return {.kind = backend::op::UpdateKind::adam, .adam = take_step(s)};
@@ -120,6 +125,8 @@ public:
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
   void step() {
+    const auto held = this->turn();
+    this->require_network("step");
     optim::complete_steps_on_devices(groups_); // their failures are for their PendingLoss, not this wait
     for (std::size_t i = 0; i < groups_.size(); ++i) step_group(i);
     for (auto &s : groups_)

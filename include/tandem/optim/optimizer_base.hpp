@@ -5,9 +5,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
+#include "tandem/error.hpp"
 #include "tandem/optim/optimizer.hpp"
 
 namespace tandem::optim {
@@ -23,15 +26,29 @@ public:
   OptimizerBase(OptimizerBase &&other) noexcept : options_(other.options_) { *this = std::move(other); }
   OptimizerBase &operator=(OptimizerBase &&other) noexcept {
     if (this == &other) return *this;
-    complete_step_in_flight(groups_);
-    complete_step_in_flight(other.groups_);
-    options_ = other.options_;
-    owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
-    id_ = other.id_;
-    groups_ = std::move(other.groups_);
+    {
+      // Both turns at once, in an order std::lock chooses: no deadlock with a move the other way.
+      std::unique_lock<std::recursive_mutex> mine, theirs;
+      if (mutex_) mine = std::unique_lock(*mutex_, std::defer_lock);
+      if (other.mutex_) theirs = std::unique_lock(*other.mutex_, std::defer_lock);
+      if (mine.mutex() && theirs.mutex()) std::lock(mine, theirs);
+      else if (mine.mutex()) mine.lock();
+      else if (theirs.mutex()) theirs.lock();
+      complete_step_in_flight(groups_);
+      complete_step_in_flight(other.groups_);
+      options_ = other.options_;
+      owner_ = std::exchange(other.owner_, nullptr); // a moved-from optimizer trains no network
+      id_ = other.id_;
+      groups_ = std::move(other.groups_);
+      tracks_network_ = other.tracks_network_;
+    }
+    mutex_ = std::move(other.mutex_); // (this one's old mutex is released above, before it may go)
     return *this;
   }
-  ~OptimizerBase() { complete_step_in_flight(groups_); }
+  ~OptimizerBase() {
+    const auto held = turn();
+    complete_step_in_flight(groups_);
+  }
 
   const Options &options() const { return options_; }
   // The learning rate of the next step (set_lr changes it).
@@ -53,8 +70,26 @@ public:
 protected:
   template <class Net>
   OptimizerBase(Net &net, Options options) : options_(options), owner_(&net), id_(detail::next_optimizer_id()) {
+    const auto groups = net.parameter_groups();
+    for (const auto &g : groups) // (across processes the first stages may be another rank's)
+      if (g.executor) {
+        mutex_ = g.executor->shared_issue_mutex();
+        break;
+      }
+    tracks_network_ = !groups.empty() && !groups.front().in_flight.expired();
     // Every step on its devices, the network's included: making the state waits on them.
-    complete_steps_on_devices(net.parameter_groups());
+    const auto held = turn();
+    complete_steps_on_devices(groups);
+  }
+  // The turn of the network's Context (Executor::issue_mutex), held while the optimizer issues or
+  // waits; unlocked where it has none (moved from).
+  std::unique_lock<std::recursive_mutex> turn() const {
+    return mutex_ ? std::unique_lock(*mutex_) : std::unique_lock<std::recursive_mutex>();
+  }
+  // Stepping needs the network's memory: Error once the network is gone (held under turn()).
+  void require_network(const char *call) const {
+    if (tracks_network_ && !groups_.empty() && groups_.front().group.in_flight.expired())
+      detail::fail(call, ": the optimizer's network was destroyed");
   }
   // The learning rate from the next step on, already checked. A captured step keeps the rate it
   // was captured with, so a new rate takes a new replay id: no step captured with the old one
@@ -69,6 +104,9 @@ protected:
   const void *owner_ = nullptr;
   std::uint64_t id_ = 0;
   std::vector<State> groups_;
+  // Kept alive by the optimizer itself: the network and the Context may go first.
+  std::shared_ptr<std::recursive_mutex> mutex_;
+  bool tracks_network_ = false; // made from a network that says when it is gone (in_flight)
 
 public:
   // For checkpoints (tandem/checkpoint.hpp): group i's state tensors, each on the group's device and

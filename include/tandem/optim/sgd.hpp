@@ -97,12 +97,16 @@ public:
   }
 
   void step_group(std::size_t i) {
+    const auto held = this->turn();
+    this->require_network("step_group");
     auto &s = groups_.at(i);
     if (!s.group.size) return;
     s.group.executor->submit([ex = s.group.executor, op = take_step(s)] { ex->run(op); });
   }
   // step_group's update, described for the network to run inside its own operation (Fusable).
   backend::op::Update<float> fused_step_group(std::size_t i) {
+    const auto held = this->turn();
+    this->require_network("fused_step_group");
     auto &s = groups_.at(i);
     if (!s.group.size) return {};
     return {.kind = backend::op::UpdateKind::sgd, .sgd = take_step(s)};
@@ -117,6 +121,8 @@ public:
 
   // Steps every group and waits for it: for loops that call forward/backward themselves.
   void step() {
+    const auto held = this->turn();
+    this->require_network("step");
     optim::complete_steps_on_devices(groups_); // their failures are for their PendingLoss, not this wait
     for (std::size_t i = 0; i < groups_.size(); ++i) step_group(i);
     for (auto &s : groups_)

@@ -13,6 +13,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -25,6 +26,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/context.hpp"
 #include "tandem/detail/buffer.hpp"
+#include "tandem/detail/host_memory.hpp"
 #include "tandem/error.hpp"
 #include "tandem/loss/loss.hpp"
 #include "tandem/optim/optimizer.hpp"
@@ -55,7 +57,8 @@ template <class Topo> class Runtime {
   template <class Loss> using target_t = typename Loss::template target_type<T>;
 
 public:
-  Runtime(Context &ctx, std::uint64_t seed) : ctx_(&ctx), ranks_(ctx, stage_ranks(ctx)) {
+  Runtime(Context &ctx, std::uint64_t seed) : ctx_(ctx.state()), context_(&ctx), ranks_(ctx, stage_ranks(ctx)) {
+    const std::lock_guard turn(ctx.issue_mutex()); // docs/threads.md
     // Across processes every rank builds the same network (or throws, having built nothing).
     ranks_.agree_network(network_record(seed));
     // Building waits on the devices: another network's step in flight there completes first.
@@ -96,6 +99,7 @@ public:
   Runtime(const Runtime &) = delete;
   Runtime &operator=(const Runtime &) = delete;
   ~Runtime() {
+    const std::lock_guard turn(ctx_->issue_mutex());
     // Its own step and any other network's on its devices: the waits below must not take (and
     // drop) a failure that is for another PendingLoss. Completing keeps failures; it throws nothing.
     in_flight_->complete_all();
@@ -109,7 +113,8 @@ public:
     }
   }
 
-  Context &context() const { return *ctx_; }
+  // The Context it was made on, while that lives (the network itself may outlive it).
+  Context &context() const { return *context_; }
   std::span<const Parameter<T>> parameters() const { return parameters_; }
   std::span<const optim::ParameterGroup<T>> parameter_groups() const { return groups_; }
   const StageState<T> &stage(std::size_t s) const { return stages_.at(s); }
@@ -134,6 +139,7 @@ public:
   // Inference: `make_sink(batch)` says where the output goes once the batch is known.
   // Across processes every rank returns the output, sent from the last stage's rank.
   template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
+    const std::lock_guard turn(ctx_->issue_mutex()); // docs/threads.md
     in_flight_->complete_all();
     Ranks::Call call(ranks_, "forward", fingerprint("forward"));
     std::size_t rows = 0, m = 0;
@@ -188,7 +194,8 @@ public:
   // the optimizer can undo its count of a cancelled step.
   template <class Loss, class Sched, class Opt>
   PendingLoss<T> step(const Source<T> &x, const Source<target_t<Loss>> &y, const Sched &sched, Opt *opt) {
-    in_flight_->complete_all(); // the step before: its loss check may undo an optimizer count
+    const std::lock_guard turn(ctx_->issue_mutex()); // docs/threads.md
+    in_flight_->complete_all();                      // the step before: its loss check may undo an optimizer count
     using Target = target_t<Loss>;
     constexpr bool optimizing = optimizing_v<Opt>;
     // Across processes each rank checks what it holds, and every rank throws if any rank's check
@@ -252,6 +259,7 @@ public:
     upload_input(plan, x);
     if (!y.device && holds_last) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
     auto outcome = std::make_shared<StepOutcome<T>>();
+    outcome->mutex = ctx_->shared_issue_mutex();
     if (captured) {
       captured->graph->launch();
       transferred_ += captured->bytes;
@@ -309,7 +317,7 @@ private:
     st.mark = st.ex->make_event();
     st.params = Buffer<T>(*st.ex, St::parameter_count);
     st.grads = Buffer<T>(*st.ex, St::parameter_count);
-    std::vector<T> host(St::parameter_count);
+    auto host = host_vector<T>(St::parameter_count, "a network's initial parameters");
     [&]<std::size_t... J>(std::index_sequence<J...>) {
       (
           [&] {
@@ -320,7 +328,7 @@ private:
             std::size_t within = at;
             for (const ParameterSpec &p : L::parameters) {
               parameters_.emplace_back(parameter_name(I, J, p), *st.ex, st.params.data() + within,
-                                       st.grads.data() + within, p.rows, p.cols, st.rank);
+                                       st.grads.data() + within, p.rows, p.cols, st.rank, alive_);
               within += p.size();
             }
           }(),
@@ -609,7 +617,7 @@ private:
 
   // Reads targets on the device back and checks them on the host; throws the loss's Error.
   template <class Loss> void validate_device_targets(const Source<target_t<Loss>> &y, std::size_t batch) {
-    std::vector<target_t<Loss>> host(y.size);
+    auto host = host_vector<target_t<Loss>>(y.size, "a copy of the targets");
     auto &last = *stages_.back().ex;
     last.download(host.data(), y.device, y.size * sizeof(target_t<Loss>));
     last.synchronize();
@@ -633,7 +641,11 @@ private:
 
   std::span<StageState<T>> all_stages() { return stages_; }
 
-  Context *ctx_;
+  // First, so it goes last: the Context's body and executors outlive everything below.
+  std::shared_ptr<ContextState> ctx_;
+  Context *context_;
+  // Expires with the network: parameter handles that outlive it refuse to touch its memory.
+  std::shared_ptr<const char> alive_ = std::make_shared<const char>(0);
   Ranks ranks_; // which rank runs each stage; across processes, the network's channel
   std::array<StageState<T>, num_stages> stages_{};
   std::vector<Parameter<T>> parameters_;

@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <limits>
 #include <tuple>
 #include <utility>
 
+#include "tandem/error.hpp"
 #include "tandem/layers/layer.hpp"
 #include "tandem/shape.hpp"
 #include "tandem/stage.hpp"
@@ -75,12 +77,16 @@ public:
   static constexpr std::size_t in_features = widths[0];
   static constexpr std::size_t out_features = widths[num_stages];
   static constexpr std::size_t parameter_count = (std::size_t{0} + ... + Stages::parameter_count);
+  static_assert(ParameterCountCheck<InPipeline, Counts<Stages::parameter_count...>>::value);
   static constexpr std::size_t largest_stage = std::max({Stages::parameter_count...});
 
   // The seed's C = sum s_i * b * 2: each boundary's activations forward and gradients backward.
   static constexpr std::size_t boundary_bytes(std::size_t batch) {
     std::size_t elements = 0;
     for (std::size_t s = 1; s < num_stages; ++s) elements += widths[s];
+    if (batch != 0 && elements > std::numeric_limits<std::size_t>::max() / 2 / sizeof(T) / batch)
+      fail("boundary_bytes: a batch of ", batch, " moves ", elements, " x ", batch,
+           " x 2 values, whose bytes overflow a std::size_t");
     return elements * batch * 2 * sizeof(T);
   }
 

@@ -105,6 +105,7 @@ public:
 
   void *allocate(std::size_t bytes) override {
     if (!bytes) return nullptr;
+    tandem::detail::check_allocation(bytes, name());
     DeviceGuard guard(site_.device, site_);
     void *p = nullptr;
     const cudaError_t status = cudaMalloc(&p, bytes);

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -21,6 +22,7 @@
 #include "tandem/backend/host/kernels.hpp"
 #include "tandem/backend/host/link.hpp"
 #include "tandem/backend/host/worker.hpp"
+#include "tandem/detail/host_memory.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
 
@@ -36,7 +38,9 @@ public:
 
   void *allocate(std::size_t bytes) override {
     // 64-byte alignment: whole cache lines, and what Eigen's vectorised kernels like best.
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
+    tandem::detail::check_allocation(bytes, name());
+    const std::size_t rounded = bytes > SIZE_MAX - 63 ? 0 : (bytes + 63) / 64 * 64;
+    if (bytes && !rounded) detail::fail("out of memory: allocating ", bytes, " bytes on ", name());
     void *p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
     if (rounded && !p) detail::fail("out of memory: allocating ", bytes, " bytes on ", name());
     return p;
@@ -47,7 +51,9 @@ public:
     // Read now, written when the worker gets there: the caller may change `src` at once (a step in
     // flight must not see the next batch being filled in).
     const auto *from = static_cast<const std::byte *>(src);
-    submit([dst, data = std::vector<std::byte>(from, from + bytes)] { std::memcpy(dst, data.data(), data.size()); });
+    auto data = tandem::detail::allocating(bytes, "a copy of uploaded data",
+                                           [&] { return std::vector<std::byte>(from, from + bytes); });
+    submit([dst, data = std::move(data)] { std::memcpy(dst, data.data(), data.size()); });
   }
   void download(void *dst, const void *src, std::size_t bytes) override {
     submit([=] { std::memcpy(dst, src, bytes); });
