@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include <tandem/tandem.hpp>
@@ -54,6 +55,46 @@ TEST_SUITE("stress") {
     CHECK(reference.train_step(x, y, ce, ref_opt, schedule::GPipe{.micro_batches = 64}) == l);
     CHECK(test::snapshot(net) == test::snapshot(reference));
     CHECK(reference.workspace_bytes() > 0);
+  }
+
+  TEST_CASE("workspace: every allocation of a step's buffers may fail, and the next step trains as if none had") {
+    // Each n fails the n-th allocation of a step that must make new buffers (a larger batch, more
+    // micro-batches) until a step gets through; after each failure, the same step with nothing
+    // failing gives the bits of a network that never failed, also with a half-made workspace.
+    Context ctx({.devices = "host"});
+    loss::CrossEntropy ce;
+    const auto x = test::uniform<float>(48 * 10, 8);
+    const auto y = test::labels(48, 2, 9);
+    const auto small_x = std::vector<float>(x.begin(), x.begin() + 8 * 10);
+    const auto small_y = std::vector<std::int32_t>(y.begin(), y.begin() + 8);
+    Net reference(ctx, 11);
+    optim::Adam ref_opt(reference, {.lr = 0.01f});
+    reference.train_step(small_x, small_y, ce, ref_opt);
+    const float expected = reference.train_step(x, y, ce, ref_opt, schedule::OneFOneB{.micro_batches = 6});
+    const auto expected_params = test::snapshot(reference);
+    std::size_t failures = 0;
+    for (std::size_t n = 1;; ++n) {
+      Net net(ctx, 11);
+      optim::Adam opt(net, {.lr = 0.01f});
+      net.train_step(small_x, small_y, ce, opt);
+      const auto before = test::snapshot(net);
+      backend::fail_allocation_after(n);
+      bool failed = false;
+      try {
+        net.train_step(x, y, ce, opt, schedule::OneFOneB{.micro_batches = 6});
+      } catch (const Error &e) {
+        failed = true;
+        CHECK(std::string(e.what()).find("out of memory") != std::string::npos);
+      }
+      backend::fail_allocation_after(0);
+      if (!failed) break; // the n-th allocation is past the step's last
+      ++failures;
+      CHECK(test::snapshot(net) == before); // nothing changed
+      CHECK(net.train_step(x, y, ce, opt, schedule::OneFOneB{.micro_batches = 6}) == expected);
+      CHECK(test::snapshot(net) == expected_params);
+      REQUIRE(n < 1000);
+    }
+    CHECK(failures >= 8); // slots, stash and scratch of two stages, and the targets' copy
   }
 
   TEST_CASE("workspace: an epoch's full and last batches share one size, without reallocating") {
