@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -121,6 +122,22 @@ struct ContextOptions {
   // rank's message before it throws Error naming what never came.
   std::chrono::duration<double> peer_timeout = std::chrono::seconds(60);
 };
+
+namespace detail {
+// On the host backend, a step with nothing for the stages to overlap, or too little work per task
+// to repay handing it to a worker thread, runs on the calling thread (host_step_on_calling_thread).
+// Switched between steps, never inside one.
+inline void place_host_work(const ContextOptions &options, std::span<backend::Executor *const> executors,
+                            std::size_t micro_batches, double flops_per_task) {
+  bool calling = false;
+  switch (options.host_execution) {
+  case HostExecution::workers: break;
+  case HostExecution::calling_thread: calling = true; break;
+  case HostExecution::automatic: calling = host_step_on_calling_thread(micro_batches, flops_per_task); break;
+  }
+  for (auto *ex : executors) ex->run_on_issuing_thread(calling);
+}
+} // namespace detail
 
 namespace detail {
 

@@ -116,7 +116,7 @@ void relu_pair_case(backend::Executor &ex, bool accumulate, bool mask_from_forwa
   auto w1 = uniform<T>(out * hidden, 53), dy = uniform<T>(batch * out, 54);
   auto db0 = uniform<T>(hidden, 55), dw1 = uniform<T>(out * hidden, 56), db1 = uniform<T>(out, 57);
   std::vector<T> h(batch * hidden), dh(batch * hidden);
-  std::vector<std::uint8_t> mask(backend::cuda::Lt::relu_mask_bytes(batch, hidden), 0xff);
+  std::vector<std::uint8_t> mask(backend::cuda::relu_mask_bytes(batch, hidden), 0xff);
   DeviceArray<T> d_x(ex, x), d_w0(ex, w0), d_b0(ex, b0), d_w1(ex, w1), d_dy(ex, dy), d_db0(ex, db0), d_dw1(ex, dw1),
       d_db1(ex, db1), d_h(ex, h), d_dh(ex, dh);
   DeviceArray<std::uint8_t> d_mask(ex, mask);

@@ -220,8 +220,7 @@ TEST_SUITE("gpu") {
     DeviceArray<float> d_x(ex, x), d_w0(ex, w0), d_b0(ex, b0), d_w1(ex, w1), d_dy(ex, dy),
         d_h(ex, std::vector<float>(batch * hidden, poison)), d_dh(ex, std::vector<float>(batch * hidden, poison)),
         d_db0(ex, std::vector<float>(hidden, poison));
-    DeviceArray<std::uint8_t> d_mask(ex,
-                                     std::vector<std::uint8_t>(backend::cuda::Lt::relu_mask_bytes(batch, hidden), 0));
+    DeviceArray<std::uint8_t> d_mask(ex, std::vector<std::uint8_t>(backend::cuda::relu_mask_bytes(batch, hidden), 0));
     const op::LinearForward<float> f{.batch = batch,
                                      .in = in,
                                      .out = hidden,

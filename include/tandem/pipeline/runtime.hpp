@@ -217,7 +217,7 @@ public:
       bool check_on_device = false;
       if constexpr (!optimizing || optim::Discardable<Opt>)
         check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
-      if (y.device && !check_on_device) validate_device_targets<Loss>(y, batch);
+      if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, batch, out_features);
       else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), batch, out_features);
       m = micro_batches(sched, batch, "train_step");
       plan = Plan::split(batch, m);
@@ -285,11 +285,11 @@ public:
     in_flight_->start(in_flight_, outcome, [this, y, batch, checking, opt] {
       if constexpr (optim::Discardable<Opt>)
         if (!checking) opt->discard_step();
-      validate_device_targets<Loss>(y, batch);
+      validate_device_targets<Loss>(*stages_.back().ex, y, batch, out_features);
       fail("train_step: the targets failed the loss's check on the device, but not when read back");
     });
     if (!checking && !trace_.recording()) return PendingLoss<T>(outcome);
-    return finish_checked_step(outcome, checking, opt);
+    return finish_checked_step(*in_flight_, trace_, all_stages(), executors_, outcome, checking, opt);
   }
 
 private:
@@ -305,7 +305,7 @@ private:
         (
             [&] {
               for (const ParameterSpec &p : St::template layer<J>::parameters)
-                parameters_.emplace_back(parameter_name(I, J, p), p.rows, p.cols, st.rank);
+                parameters_.emplace_back(Topo::parameter_name(I, J, p), p.rows, p.cols, st.rank);
             }(),
             ...);
       }
@@ -327,7 +327,7 @@ private:
             L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
             std::size_t within = at;
             for (const ParameterSpec &p : L::parameters) {
-              parameters_.emplace_back(parameter_name(I, J, p), *st.ex, st.params.data() + within,
+              parameters_.emplace_back(Topo::parameter_name(I, J, p), *st.ex, st.params.data() + within,
                                        st.grads.data() + within, p.rows, p.cols, st.rank, alive_);
               within += p.size();
             }
@@ -345,49 +345,21 @@ private:
     groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr, {}});
   }
 
-  // Buffers for the step (the workspace). They grow to fit a step and are reused while they fit.
-  // Growing keeps the larger of the old and new micro-batch count, rows and stash entries (an
-  // epoch's full and last batches then share one size) unless that would be oversized for this
-  // step: more than workspace_shrink_factor times what it needs, and workspace_keep_bytes more.
-  // Buffers that have become oversized are made again to fit, so that one huge batch does not hold
-  // its memory for good. Replacing a buffer waits for the work that may still read it, and no
-  // graph that points into it may run again.
+  // The workspace for the step (prepare_workspace): replacing a stage's buffers waits for the work
+  // that may still read them, and no graph that points into them may run again.
   void prepare(const Plan &plan, const TaskOrders &orders) {
-    const std::size_t rows = plan.max_rows();
-    for (std::size_t s = 0; s < num_stages; ++s) {
-      auto &st = stages_[s];
-      if (!st.ex) continue; // another rank's
-      const StashPlan stash = assign_stash(orders[s], plan.m);
-      const std::size_t needed = st.bytes_for(plan.m, rows, stash.entries);
-      const auto oversized = [&](std::size_t held) {
-        return held / workspace_shrink_factor > needed && held - needed > workspace_keep_bytes;
-      };
-      if (!st.fits(plan.m, rows, stash.entries) || oversized(st.held_bytes())) {
-        st.ex->synchronize();
-        graphs_.forget();
-        std::size_t m = std::max(plan.m, st.slots.size()), r = std::max(rows, st.capacity),
-                    e = std::max(stash.entries, st.stash.size());
-        if (oversized(st.bytes_for(m, r, e))) m = plan.m, r = rows, e = stash.entries;
-        st.resize(m, r, e);
-      }
-      st.use_stash(stash);
-    }
+    prepare_workspace(all_stages(), plan, orders, [&](StageState<T> &st) {
+      st.ex->synchronize();
+      graphs_.forget();
+    });
     connect_slots(all_stages());
   }
 
-  // On the host backend, a step with nothing for the stages to overlap, or too little work per
-  // task to repay handing it to a worker thread, runs on the calling thread (context.hpp). A
-  // parameter costs about 6 flops per sample in training (2 forward, 4 backward).
+  // The host's choice per step: the calling thread or the workers (place_host_work). A parameter
+  // costs about 6 flops per sample in training (2 forward, 4 backward).
   void place_host_work(const Plan &plan) {
-    bool calling = false;
-    switch (ctx_->options().host_execution) {
-    case HostExecution::workers: break;
-    case HostExecution::calling_thread: calling = true; break;
-    case HostExecution::automatic:
-      calling = host_step_on_calling_thread(plan.m, 6.0 * static_cast<double>(Topo::largest_stage * plan.max_rows()));
-      break;
-    }
-    for (auto *ex : executors_) ex->run_on_issuing_thread(calling);
+    detail::place_host_work(ctx_->options(), executors_, plan.m,
+                            6.0 * static_cast<double>(Topo::largest_stage * plan.max_rows()));
   }
 
   // Input from host memory into stage 0's per-micro-batch buffers, before the work that reads
@@ -520,10 +492,6 @@ private:
     return {
         fingerprint(typeid(Topo).name()), seed, fingerprint(placement), sizeof(T), num_stages, Topo::parameter_count};
   }
-  static std::string parameter_name(std::size_t stage, std::size_t layer, const ParameterSpec &p) {
-    return "stage" + std::to_string(stage) + "." + std::to_string(layer) + "." + std::string(p.name);
-  }
-
   // Zeroes the gradients and the step's result, then issues every stage's forward and backward,
   // the loss and (with `optimize`) the updates. `counted` says whether the optimizer has counted
   // the step, also where issuing fails after that.
@@ -585,43 +553,6 @@ private:
       if (counted) opt->discard_step();
     if (captured) captured->bytes = bytes;
     return captured;
-  }
-
-  // The timeline reads the step's events, and check_finite the loss before the update: both need
-  // the step completed here; check_finite then issues the update itself.
-  template <class Opt>
-  PendingLoss<T> finish_checked_step(const std::shared_ptr<StepOutcome<T>> &outcome, bool checking, Opt *opt) {
-    in_flight_->complete();
-    if (!outcome->error && checking && !std::isfinite(static_cast<double>(outcome->result.loss))) {
-      try {
-        fail("train_step: the loss is ", outcome->result.loss, " (check_finite is on): no optimizer step was ",
-             "taken, parameters and optimizer state are unchanged");
-      } catch (...) {
-        outcome->error = std::current_exception();
-      }
-    }
-    if (outcome->error) {
-      trace_.end();
-      std::rethrow_exception(outcome->error);
-    }
-    if constexpr (optimizing_v<Opt>) {
-      if (checking) {
-        for (std::size_t s = 0; s < num_stages; ++s)
-          if (stages_[s].ex) trace_.timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
-        synchronize_all(executors_);
-      }
-    }
-    trace_.end();
-    return PendingLoss<T>(outcome);
-  }
-
-  // Reads targets on the device back and checks them on the host; throws the loss's Error.
-  template <class Loss> void validate_device_targets(const Source<target_t<Loss>> &y, std::size_t batch) {
-    auto host = host_vector<target_t<Loss>>(y.size, "a copy of the targets");
-    auto &last = *stages_.back().ex;
-    last.download(host.data(), y.device, y.size * sizeof(target_t<Loss>));
-    last.synchronize();
-    Loss::validate(std::span<const target_t<Loss>>(host), batch, out_features);
   }
 
   // The loss of a step and whether it found bad targets on the device (CrossEntropy::run's

@@ -129,6 +129,36 @@ template <class T> struct StageState {
   }
 };
 
+// Buffers for a step (the workspace). They grow to fit a step and are reused while they fit.
+// Growing keeps the larger of the old and new micro-batch count, rows and stash entries (an epoch's
+// full and last batches then share one size) unless that would be oversized for this step: more
+// than workspace_shrink_factor times what it needs, and workspace_keep_bytes more. Buffers that
+// have become oversized are made again to fit, so that one huge batch does not hold its memory for
+// good. `before_replacing(stage)` runs before a stage's buffers are replaced. Another rank's stage
+// (no executor) holds none.
+template <class T, class BeforeReplacing>
+void prepare_workspace(std::span<StageState<T>> stages, const Plan &plan, const TaskOrders &orders,
+                       BeforeReplacing &&before_replacing) {
+  const std::size_t rows = plan.max_rows();
+  for (std::size_t s = 0; s < stages.size(); ++s) {
+    auto &st = stages[s];
+    if (!st.ex) continue;
+    const StashPlan stash = assign_stash(orders[s], plan.m);
+    const std::size_t needed = st.bytes_for(plan.m, rows, stash.entries);
+    const auto oversized = [&](std::size_t held) {
+      return held / workspace_shrink_factor > needed && held - needed > workspace_keep_bytes;
+    };
+    if (!st.fits(plan.m, rows, stash.entries) || oversized(st.held_bytes())) {
+      before_replacing(st);
+      std::size_t m = std::max(plan.m, st.slots.size()), r = std::max(rows, st.capacity),
+                  e = std::max(stash.entries, st.stash.size());
+      if (oversized(st.bytes_for(m, r, e))) m = plan.m, r = rows, e = stash.entries;
+      st.resize(m, r, e);
+    }
+    st.use_stash(stash);
+  }
+}
+
 // Where each slot reads its input and its output gradient: a copy (a link between the stages), or
 // in place (the neighbour's buffer, where the two share memory), and which event says it is there.
 template <class T> void connect_slots(std::span<StageState<T>> stages) {

@@ -5,15 +5,22 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <span>
 #include <utility>
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/step_in_flight.hpp"
+#include "tandem/error.hpp"
 #include "tandem/pending_loss.hpp"
+#include "tandem/pipeline/stage_state.hpp"
+#include "tandem/pipeline/step_io.hpp"
+#include "tandem/pipeline/step_trace.hpp"
+#include "tandem/timeline.hpp"
 
 namespace tandem::detail {
 
@@ -87,5 +94,35 @@ private:
   std::function<void()> on_invalid_;
   Settle settle_;
 };
+
+// A step that completes before train_step returns: the timeline reads its events, and check_finite
+// its loss before the update, which it then issues itself (not for a loss that is not finite).
+template <class T, class Opt>
+PendingLoss<T> finish_checked_step(NetworkStepInFlight<T> &in_flight, StepTrace &trace, std::span<StageState<T>> stages,
+                                   std::span<backend::Executor *const> executors,
+                                   const std::shared_ptr<StepOutcome<T>> &outcome, bool checking, Opt *opt) {
+  in_flight.complete();
+  if (!outcome->error && checking && !std::isfinite(static_cast<double>(outcome->result.loss))) {
+    try {
+      fail("train_step: the loss is ", outcome->result.loss, " (check_finite is on): no optimizer step was ",
+           "taken, parameters and optimizer state are unchanged");
+    } catch (...) {
+      outcome->error = std::current_exception();
+    }
+  }
+  if (outcome->error) {
+    trace.end();
+    std::rethrow_exception(outcome->error);
+  }
+  if constexpr (optimizing_v<Opt>) {
+    if (checking) {
+      for (std::size_t s = 0; s < stages.size(); ++s)
+        if (stages[s].ex) trace.timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); });
+      synchronize_all(executors);
+    }
+  }
+  trace.end();
+  return PendingLoss<T>(outcome);
+}
 
 } // namespace tandem::detail

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <limits>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -88,6 +89,11 @@ public:
       fail("boundary_bytes: a batch of ", batch, " moves ", elements, " x ", batch,
            " x 2 values, whose bytes overflow a std::size_t");
     return elements * batch * 2 * sizeof(T);
+  }
+
+  // PyTorch's name of a layer's parameter, as nn.Sequential members: "stage1.2.weight".
+  static std::string parameter_name(std::size_t stage, std::size_t layer, const ParameterSpec &p) {
+    return "stage" + std::to_string(stage) + "." + std::to_string(layer) + "." + std::string(p.name);
   }
 
   static std::size_t device_of(std::size_t s) {

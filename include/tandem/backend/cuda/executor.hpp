@@ -230,7 +230,7 @@ public:
   }
   bool prefers_small_stages() const override { return true; }
   std::size_t relu_mask_bytes(std::size_t rows, std::size_t width) const override {
-    return Lt::relu_mask_bytes(rows, width);
+    return relu_mask_bytes(rows, width);
   }
   // One GPU only: a graph can hold work of several GPUs, but nothing here has run one.
   bool can_capture(std::span<backend::Executor *const> executors) const override {

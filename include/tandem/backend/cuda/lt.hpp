@@ -22,6 +22,8 @@
 
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/cuda/event.hpp"
+#include "tandem/backend/cuda/lt_epilogue.hpp"
+#include "tandem/backend/cuda/lt_key.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
@@ -72,12 +74,6 @@ public:
   // is read only during its own cublasLtMatmul call, so nothing issued (or captured) still needs
   // it, and a tuned shape finds its choice again in choices().
   static constexpr std::size_t default_max_plans = 4096;
-
-  // The room a ReLU mask takes (op::LinearForward::relu_mask): one bit an element, each row of
-  // `width` padded to a multiple of 128 bits, as the ReLU bit-mask epilogues lay it out.
-  static constexpr std::size_t relu_mask_bytes(std::size_t rows, std::size_t width) {
-    return rows * ((width + 127) / 128) * 16;
-  }
 
   Lt(const Site &site, Precision precision, bool tune = false, std::size_t max_plans = default_max_plans)
       : site_(site), precision_(precision), tune_(tune), max_plans_(max_plans < 1 ? 1 : max_plans) {
@@ -210,29 +206,9 @@ public:
   }
 
 private:
-  // The products Lt makes (the matrices of each in make_plan).
-  enum class Product { linear_forward, weight_gradient, input_gradient };
-  // The pointers' alignments are part of the key: the heuristic picks an algorithm for the
-  // alignments it is told (A, B, C, D through the preference, the bias from the pointer it finds
-  // in the descriptor), and that algorithm may need them on every later call.
-  struct Key {
-    Product product;
-    std::size_t batch, in, out;
-    cublasLtEpilogue_t epilogue; // whether it reads or writes a bias vector: uses_bias()
-    std::uint32_t align_a, align_b, align_d, align_bias;
-    std::uint32_t align_aux = 0; // of the aux (a ReLU mask, GELU's input), for the epilogues that use one
-    bool operator==(const Key &) const = default;
-  };
-  struct KeyHash {
-    std::size_t operator()(const Key &k) const noexcept {
-      std::size_t h = static_cast<std::size_t>(k.product);
-      for (const std::size_t v :
-           {k.batch, k.in, k.out, static_cast<std::size_t>(k.epilogue), std::size_t{k.align_a}, std::size_t{k.align_b},
-            std::size_t{k.align_d}, std::size_t{k.align_bias}, std::size_t{k.align_aux}})
-        h = (h ^ v) * 1099511628211u; // FNV-1a's prime: a multiply mixes each field into every bit above it
-      return h;
-    }
-  };
+  using Product = lt::Product;
+  using Key = lt::Key;
+  using KeyHash = lt::KeyHash;
   // A product's arrays, as make_plan names them; bias and aux (a ReLU mask, GELU's input) where the
   // epilogue uses them.
   struct Operands {
@@ -241,38 +217,6 @@ private:
     const float *bias;
     const void *aux;
   };
-  static const char *epilogue_name(cublasLtEpilogue_t e) {
-    switch (e) {
-    case CUBLASLT_EPILOGUE_DEFAULT: return "DEFAULT";
-    case CUBLASLT_EPILOGUE_BIAS: return "BIAS";
-    case CUBLASLT_EPILOGUE_RELU: return "RELU";
-    case CUBLASLT_EPILOGUE_RELU_BIAS: return "RELU_BIAS";
-    case CUBLASLT_EPILOGUE_RELU_AUX: return "RELU_AUX";
-    case CUBLASLT_EPILOGUE_RELU_AUX_BIAS: return "RELU_AUX_BIAS";
-    case CUBLASLT_EPILOGUE_GELU: return "GELU";
-    case CUBLASLT_EPILOGUE_GELU_BIAS: return "GELU_BIAS";
-    case CUBLASLT_EPILOGUE_GELU_AUX: return "GELU_AUX";
-    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: return "GELU_AUX_BIAS";
-    case CUBLASLT_EPILOGUE_DRELU: return "DRELU";
-    case CUBLASLT_EPILOGUE_DRELU_BGRAD: return "DRELU_BGRAD";
-    case CUBLASLT_EPILOGUE_BGRADB: return "BGRADB";
-    default: return "other";
-    }
-  }
-  static bool uses_bias(cublasLtEpilogue_t e) {
-    return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_RELU_BIAS || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS ||
-           e == CUBLASLT_EPILOGUE_GELU_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_BGRADB ||
-           e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
-  }
-  // The aux is a ReLU's bit mask.
-  static bool uses_mask(cublasLtEpilogue_t e) {
-    return e == CUBLASLT_EPILOGUE_RELU_AUX || e == CUBLASLT_EPILOGUE_RELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DRELU ||
-           e == CUBLASLT_EPILOGUE_DRELU_BGRAD;
-  }
-  // The aux is a mask, or the GELU's input (floats laid out as D).
-  static bool uses_aux(cublasLtEpilogue_t e) {
-    return uses_mask(e) || e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
-  }
   void forget_mask(const void *p) {
     if (auto it = std::find(masks_.begin(), masks_.end(), p); it != masks_.end()) masks_.erase(it);
   }
