@@ -1,5 +1,5 @@
 // expect: (TANDEM_SIZE_OVERFLOW.*ParameterCountCheck<[a-z:]*InPipeline|ParameterCountCheck<[a-z:]*InPipeline.*TANDEM_SIZE_OVERFLOW)
-// expect-nvcc: TANDEM_SIZE_OVERFLOW.*ParameterCountCheck<Where, [a-z:]*Counts<N...>> \[with Where=tandem::detail::InPipeline
+// expect-nvcc: TANDEM_SIZE_OVERFLOW.*ParameterCountCheck<Where, [a-z:]*Counts<N...>> \[with Where=tandem::detail::InPipeline, N=<[0-9UL, ]*>\]
 // SPDX-License-Identifier: Apache-2.0
 // Stages whose parameters fit one by one but whose sum does not: 16 x (2^59 + 2^30) values.
 #include <tandem/tandem.hpp>

@@ -1,5 +1,5 @@
 // expect: (TANDEM_SIZE_OVERFLOW.*ParameterCountCheck<[a-z:]*InStage|ParameterCountCheck<[a-z:]*InStage.*TANDEM_SIZE_OVERFLOW)
-// expect-nvcc: TANDEM_SIZE_OVERFLOW.*ParameterCountCheck<Where, [a-z:]*Counts<N...>> \[with Where=tandem::detail::InStage
+// expect-nvcc: TANDEM_SIZE_OVERFLOW.*ParameterCountCheck<Where, [a-z:]*Counts<N...>> \[with Where=tandem::detail::InStage, N=<[0-9UL, ]*>\]
 // SPDX-License-Identifier: Apache-2.0
 // Layers whose parameters fit one by one but whose sum in one stage does not.
 #include <tandem/tandem.hpp>
