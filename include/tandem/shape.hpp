@@ -55,10 +55,14 @@ template <std::size_t In, std::size_t Out> struct LinearParameterCountCheck {
 template <class Where, class Parts> struct ParameterCountCheck;
 template <class Where, std::size_t... N> struct ParameterCountCheck<Where, Counts<N...>> {
   static constexpr bool fits = [] {
+    // A loop over the parts, not a fold: nvcc warns of a comparison with zero for a part of 0.
+    constexpr std::size_t parts[] = {N..., 0};
     std::size_t total = 0;
-    bool ok = true;
-    ((ok = ok && N <= max_values - total, total = ok ? total + N : total), ...);
-    return ok;
+    for (const std::size_t n : parts) {
+      if (n > max_values - total) return false;
+      total += n;
+    }
+    return true;
   }();
   static_assert(fits, "TANDEM_SIZE_OVERFLOW: the parameter count of a stage (InStage: its layers') or a pipeline "
                       "(InPipeline: its stages') exceeds what an array can hold (max_values, PTRDIFF_MAX / 8): the "
