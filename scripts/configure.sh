@@ -15,8 +15,9 @@ fi
 if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
   args+=("-DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHITECTURES:-90}")
 fi
-# In CI the PyTorch parity tests must run, never quietly skip for want of torch.
+# In CI the PyTorch parity tests must run, never quietly skip for want of torch, and a warning in
+# tandem's own code fails the build.
 if [[ ${CI:-} == true ]]; then
-  args+=(-DTANDEM_REQUIRE_TORCH=ON)
+  args+=(-DTANDEM_REQUIRE_TORCH=ON -DTANDEM_WARNINGS_AS_ERRORS=ON)
 fi
 cmake "${args[@]}" "$@"

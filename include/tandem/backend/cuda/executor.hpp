@@ -229,8 +229,9 @@ public:
     return true;
   }
   bool prefers_small_stages() const override { return true; }
+  // cuBLASLt's layout (lt_epilogue.hpp). Qualified: unqualified, the name finds this member.
   std::size_t relu_mask_bytes(std::size_t rows, std::size_t width) const override {
-    return relu_mask_bytes(rows, width);
+    return cuda::relu_mask_bytes(rows, width);
   }
   // One GPU only: a graph can hold work of several GPUs, but nothing here has run one.
   bool can_capture(std::span<backend::Executor *const> executors) const override {

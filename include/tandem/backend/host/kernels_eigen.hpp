@@ -14,12 +14,12 @@
 #include <Eigen/Core>
 
 #include "tandem/backend/activation_math.hpp"
+#include "tandem/backend/host/kernels.hpp"
 #include "tandem/backend/loss_math.hpp"
 #include "tandem/backend/ops.hpp"
 #include "tandem/backend/optimizer_math.hpp"
 #include "tandem/backend/small_network.hpp"
 #include "tandem/backend/small_stage.hpp"
-#include "tandem/backend/host/kernels.hpp"
 #include "tandem/precision.hpp"
 
 namespace tandem::backend::host::kernels {
@@ -110,7 +110,6 @@ template <class T> void run(const op::LinearBackward<T> &b) {
   else view(b.dweight, b.out, b.in, b.in).noalias() = dy.transpose() * view(b.x, b.batch, b.in, b.in);
   bias_gradient(b);
 }
-
 
 // The formulas are activation_math.hpp's; the kind is chosen once per call, not per element.
 template <class T> void run(const op::ActivationForward<T> &f) {
