@@ -4,6 +4,8 @@
 #   include    a file holding only #include <tandem/tandem.hpp>, g++ -fsyntax-only, over one
 #              holding only #include <Eigen/Core>
 #   example01  examples/01_seed_model_parallel/main.cpp at g++ -O2 -c, over bench/one_gemm.cpp
+#   example01c the same as a program linked with tandem::compiled compiles it (-DTANDEM_COMPILED),
+#              over bench/one_gemm.cpp (src/compiled.cpp, compiled once, is not counted)
 #   nvcc01     examples/01_seed_model_parallel/main.cu with the flags CMake gives it (no ratio:
 #              compare it with another tree's)
 # Usage: scripts/compile-times.sh [OTHER_TREE...]   e.g. scripts/compile-times.sh ../base
@@ -43,6 +45,10 @@ for ((r = 1; r <= runs; ++r)); do
     t=${trees[$i]}
     time_of "tree$i.include" "${gxx[@]}" -I "$t/include" -fsyntax-only "$scratch/tandem.cpp"
     time_of "tree$i.example01" "${gxx[@]}" -I "$t/include" -O2 -c "$t/examples/01_seed_model_parallel/main.cpp" -o "$scratch/o"
+    if [[ -f $t/src/compiled.cpp ]]; then
+      time_of "tree$i.example01c" "${gxx[@]}" -I "$t/include" -DTANDEM_COMPILED -O2 -c \
+        "$t/examples/01_seed_model_parallel/main.cpp" -o "$scratch/o"
+    fi
     if [[ -n $nvcc ]]; then
       # As CMakeLists.txt and cmake/TandemTesting.cmake compile a .cu example (Release, sm_90).
       time_of "tree$i.nvcc01" "$nvcc" -DEIGEN_NO_CUDA -I "$t/include" -isystem="$eigen" -O3 -DNDEBUG \
@@ -60,13 +66,14 @@ printf '%-52s %9s %9s\n' "#include <Eigen/Core>, -fsyntax-only" "$(best eigen.co
 printf '%-52s %9s %9s\n' "bench/one_gemm.cpp, -O2 -c" "$(best eigen.gemm 2)" "$(best eigen.gemm 3)"
 for i in "${!trees[@]}"; do
   echo "${trees[$i]} ($(git -C "${trees[$i]}" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-  for m in include example01 nvcc01; do
+  for m in include example01 example01c nvcc01; do
     w=$(best "tree$i.$m" 2)
     [[ -z $w ]] && continue
     c=$(best "tree$i.$m" 3)
     case $m in
     include) what="  #include <tandem/tandem.hpp>, -fsyntax-only" base=eigen.core ;;
     example01) what="  example 01, -O2 -c" base=eigen.gemm ;;
+    example01c) what="  example 01, -O2 -c, with tandem::compiled" base=eigen.gemm ;;
     nvcc01) what="  example 01, nvcc" base="" ;;
     esac
     line=$(printf '%-52s %9s %9s' "$what" "$w" "$c")

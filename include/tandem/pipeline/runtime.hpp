@@ -227,7 +227,7 @@ public:
     call.agree_plan(m, orders);
     place_host_work(plan);
     auto &last = stages_.back();
-    if (const std::size_t bytes = checked_product(batch * per_sample, sizeof(Target));
+    if (const std::size_t bytes = checked_product(batch * per_sample, sizeof(Target), "the targets' copy");
         holds_last && !y.device &&
         (targets_.size() < bytes ||
          (targets_.size() / workspace_shrink_factor > bytes && targets_.size() - bytes > workspace_keep_bytes))) {

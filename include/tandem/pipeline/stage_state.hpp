@@ -15,6 +15,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/link.hpp"
 #include "tandem/detail/buffer.hpp"
+#include "tandem/detail/host_memory.hpp"
 #include "tandem/error.hpp"
 #include "tandem/pipeline/plan.hpp"
 
@@ -37,10 +38,7 @@ template <class T> struct Slot {
 inline constexpr std::size_t workspace_shrink_factor = 4;
 inline constexpr std::size_t workspace_keep_bytes = std::size_t{64} << 20;
 
-inline std::size_t checked_product(std::size_t a, std::size_t b) {
-  if (b != 0 && a > SIZE_MAX / b) fail("buffer size overflows: ", a, " x ", b, " does not fit in 64 bits");
-  return a * b;
-}
+// a + b + c, or Error (checked_product, host_memory.hpp, for a product).
 inline std::size_t checked_sum(std::size_t a, std::size_t b, std::size_t c) {
   if (a > SIZE_MAX - b || a + b > SIZE_MAX - c) fail("buffer size overflows: ", a, " + ", b, " + ", c);
   return a + b + c;
@@ -73,9 +71,10 @@ template <class T> struct StageState {
     const std::size_t widest = *std::max_element(widths.begin(), widths.end());
     // Per row: each slot's input, output and their gradients; each stash entry's inner
     // activations; the two scratch buffers.
+    const char *what = "a stage's workspace";
     const std::size_t per_row =
-        checked_sum(checked_product(m, 2 * boundary), checked_product(entries, inner), 2 * widest);
-    return checked_product(checked_product(rows, per_row), sizeof(T));
+        checked_sum(checked_product(m, 2 * boundary, what), checked_product(entries, inner, what), 2 * widest);
+    return checked_product(checked_product(rows, per_row, what), sizeof(T), what);
   }
   std::size_t held_bytes() const { return capacity ? bytes_for(slots.size(), capacity, stash.size()) : 0; }
   bool fits(std::size_t m, std::size_t rows, std::size_t entries) const {
