@@ -262,6 +262,12 @@ function(tandem_add_header_checks)
     # Eigen not parsed): about a third less work per header. kernels_eigen.hpp, the one header
     # that view leaves out, has its own file here like every other.
     target_compile_definitions(${target} PRIVATE TANDEM_COMPILED)
+    if(kind STREQUAL "nvcc")
+      # nvcc's front ends only (host and device, as the compile-fail tests run them): a header that
+      # is not self-contained fails there, and the host compiler's pass over the CUDA headers is
+      # in every CUDA test program's build. About half the time; the "objects" are never linked.
+      target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--cuda -fdevice-syntax-only>)
+    endif()
     target_link_libraries(${target} PRIVATE $<TARGET_NAME_IF_EXISTS:tandem::checkpoint>)
     if(TARGET tandem::distributed)
       target_link_libraries(${target} PRIVATE tandem::distributed)
