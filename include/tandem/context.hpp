@@ -207,8 +207,12 @@ public:
   int size() const { return transport_ ? transport_->size() : 1; }
   backend::Transport *transport() const { return transport_.get(); }
   // The rank that runs logical device `logical`: entry N % count of the placement, by default N % size.
+  // Any thread may ask, before taking the Context's turn (a network asks while it is built).
   int rank_of(std::size_t logical) const {
-    placed_.insert(logical);
+    {
+      const std::lock_guard held(placed_mutex_);
+      placed_.insert(logical);
+    }
     if (!transport_) return 0;
     return ranks_.empty() ? static_cast<int>(logical % static_cast<std::size_t>(size()))
                           : ranks_[logical % ranks_.size()];
@@ -253,7 +257,11 @@ public:
 private:
   // Across processes: "Device<1> -> rank 1 on node7: host:1 (...)", the device only where it is local.
   std::string describe_ranks() const {
-    std::set<std::size_t> devices = placed_;
+    std::set<std::size_t> devices;
+    {
+      const std::lock_guard held(placed_mutex_);
+      devices = placed_;
+    }
     for (const auto &[logical, ex] : executors_) devices.insert(logical);
     std::ostringstream os;
     for (const std::size_t logical : devices) {
@@ -371,6 +379,7 @@ private:
   std::shared_ptr<backend::Transport> transport_; // null: one process
   std::vector<int> ranks_;                        // by placement entry; empty: N % size
   mutable std::set<std::size_t> placed_;          // logical devices asked about, for describe()
+  mutable std::mutex placed_mutex_;               // (rank_of is called outside the Context's turn)
   backend::Kind kind_ = backend::Kind::host;
   std::vector<int> gpus_;
   int gpus_found_ = 0;
