@@ -16,6 +16,7 @@
 
 #include "tandem/backend/event.hpp"
 #include "tandem/backend/executor.hpp"
+#include "tandem/detail/compiled.hpp"
 #include "tandem/error.hpp"
 
 namespace tandem {
@@ -91,21 +92,7 @@ public:
 
   // Anchors each executor's clock to the host clock. Waits for the executors to be idle first (a
   // step starts with them idle, so this costs one round trip each), which makes the anchor good.
-  void begin_step(std::span<backend::Executor *const> executors) {
-    pending_.clear();
-    for (auto &c : clocks_) c->used = 0;
-    for (backend::Executor *ex : executors) ex->synchronize();
-    for (backend::Executor *ex : executors) {
-      Clock &c = clock_of(*ex);
-      if (c.anchored) continue; // listed twice: stages sharing a logical device
-      const auto now = std::chrono::steady_clock::now();
-      if (!has_origin_) origin_ = now, has_origin_ = true;
-      c.anchor_us = std::chrono::duration<double, std::micro>(now - origin_).count();
-      if (!c.epoch) c.epoch = ex->make_event();
-      ex->record(*c.epoch);
-      c.anchored = true;
-    }
-  }
+  TANDEM_INLINE void begin_step(std::span<backend::Executor *const> executors);
 
   // A task about to be issued on `ex`: records its begin event there.
   Mark open(backend::Executor &ex, std::size_t track, TaskKind kind, std::size_t stage, std::ptrdiff_t micro_batch) {
@@ -123,59 +110,19 @@ public:
   // For a task that records its own events (Link::copy): like open(), but leaves recording
   // begin(m) to the task; close(m, end) names the event the task records when done. Both must
   // belong to `ex`.
-  Mark prepare(backend::Executor &ex, std::size_t track, TaskKind kind, std::size_t stage, std::ptrdiff_t micro_batch) {
-    Clock &c = clock_of(ex);
-    if (!c.anchored) detail::fail("timeline: a task on ", ex.name(), ", which begin_step() was not given");
-    pending_.push_back({&ex, &take_event(ex), nullptr, {kind, track, stage, micro_batch, 0, 0}});
-    return pending_.size() - 1;
-  }
+  TANDEM_INLINE Mark prepare(backend::Executor &ex, std::size_t track, TaskKind kind, std::size_t stage,
+                             std::ptrdiff_t micro_batch);
   backend::Event &begin(Mark m) { return *pending_.at(m).begin; }
   void close(Mark m, backend::Event &end) { pending_.at(m).end = &end; }
 
   // Reads the clocks of every task since begin_step(). Everything issued must have completed.
-  void end_step() {
-    for (const Pending &p : pending_) {
-      if (!p.end) continue; // opened but never closed: an issue that failed half-way
-      Clock &c = clock_of(*p.ex);
-      TimelineSpan s = p.span;
-      s.start_us = c.anchor_us + p.ex->elapsed_us(*c.epoch, *p.begin);
-      s.duration_us = p.ex->elapsed_us(*p.begin, *p.end);
-      spans_.push_back(s);
-    }
-    pending_.clear();
-    for (auto &c : clocks_) c->anchored = false;
-  }
+  TANDEM_INLINE void end_step();
 
   // The spans as Chrome's trace event format: one process, one thread per track, an "X"
   // (complete) event per task; times in microseconds.
-  std::string chrome_trace() const {
-    std::ostringstream os;
-    os.precision(15);
-    os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
-    os << R"({"name":"process_name","ph":"M","pid":1,"tid":0,"args":{"name":"tandem"}})";
-    for (std::size_t t = 0; t < tracks_.size(); ++t) {
-      os << ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":" << t << ",\"args\":{\"name\":\"";
-      escape(os, tracks_[t]);
-      os << "\"}},\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":1,\"tid\":" << t
-         << ",\"args\":{\"sort_index\":" << t << "}}";
-    }
-    for (const TimelineSpan &s : spans_) {
-      os << ",\n{\"name\":\"" << to_string(s.kind);
-      if (s.micro_batch >= 0) os << ' ' << s.micro_batch;
-      os << "\",\"cat\":\"" << to_string(s.kind) << "\",\"ph\":\"X\",\"ts\":" << s.start_us
-         << ",\"dur\":" << s.duration_us << ",\"pid\":1,\"tid\":" << s.track << ",\"args\":{\"stage\":" << s.stage
-         << ",\"micro_batch\":" << s.micro_batch << "}}";
-    }
-    os << "\n]}\n";
-    return os.str();
-  }
+  TANDEM_INLINE std::string chrome_trace() const;
 
-  void write_chrome_trace(const std::string &path) const {
-    std::ofstream out(path, std::ios::binary);
-    out << chrome_trace();
-    out.close();
-    if (!out) detail::fail("timeline: could not write the trace to '", path, "'");
-  }
+  TANDEM_INLINE void write_chrome_trace(const std::string &path) const;
 
 private:
   struct Clock {
@@ -193,18 +140,8 @@ private:
     TimelineSpan span;
   };
 
-  Clock &clock_of(backend::Executor &ex) {
-    for (auto &c : clocks_)
-      if (c->ex == &ex) return *c;
-    clocks_.push_back(std::make_unique<Clock>());
-    clocks_.back()->ex = &ex;
-    return *clocks_.back();
-  }
-  backend::Event &take_event(backend::Executor &ex) {
-    Clock &c = clock_of(ex);
-    if (c.used == c.events.size()) c.events.push_back(ex.make_event());
-    return *c.events[c.used++];
-  }
+  TANDEM_INLINE Clock &clock_of(backend::Executor &ex);
+  TANDEM_INLINE backend::Event &take_event(backend::Executor &ex);
   static void escape(std::ostream &os, std::string_view s) {
     for (char ch : s) {
       if (ch == '"' || ch == '\\') os << '\\' << ch;
@@ -224,5 +161,88 @@ private:
   std::chrono::steady_clock::time_point origin_{};
   bool has_origin_ = false;
 };
+
+// Defined here in a header-only program; in one linked with tandem::compiled, in src/compiled.cpp.
+#if TANDEM_INLINE_DEFINITIONS
+TANDEM_INLINE void Timeline::begin_step(std::span<backend::Executor *const> executors) {
+  pending_.clear();
+  for (auto &c : clocks_) c->used = 0;
+  for (backend::Executor *ex : executors) ex->synchronize();
+  for (backend::Executor *ex : executors) {
+    Clock &c = clock_of(*ex);
+    if (c.anchored) continue; // listed twice: stages sharing a logical device
+    const auto now = std::chrono::steady_clock::now();
+    if (!has_origin_) origin_ = now, has_origin_ = true;
+    c.anchor_us = std::chrono::duration<double, std::micro>(now - origin_).count();
+    if (!c.epoch) c.epoch = ex->make_event();
+    ex->record(*c.epoch);
+    c.anchored = true;
+  }
+}
+
+TANDEM_INLINE void Timeline::end_step() {
+  for (const Pending &p : pending_) {
+    if (!p.end) continue; // opened but never closed: an issue that failed half-way
+    Clock &c = clock_of(*p.ex);
+    TimelineSpan s = p.span;
+    s.start_us = c.anchor_us + p.ex->elapsed_us(*c.epoch, *p.begin);
+    s.duration_us = p.ex->elapsed_us(*p.begin, *p.end);
+    spans_.push_back(s);
+  }
+  pending_.clear();
+  for (auto &c : clocks_) c->anchored = false;
+}
+
+TANDEM_INLINE Timeline::Mark Timeline::prepare(backend::Executor &ex, std::size_t track, TaskKind kind,
+                                               std::size_t stage, std::ptrdiff_t micro_batch) {
+  Clock &c = clock_of(ex);
+  if (!c.anchored) detail::fail("timeline: a task on ", ex.name(), ", which begin_step() was not given");
+  pending_.push_back({&ex, &take_event(ex), nullptr, {kind, track, stage, micro_batch, 0, 0}});
+  return pending_.size() - 1;
+}
+
+TANDEM_INLINE std::string Timeline::chrome_trace() const {
+  std::ostringstream os;
+  os.precision(15);
+  os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n";
+  os << R"({"name":"process_name","ph":"M","pid":1,"tid":0,"args":{"name":"tandem"}})";
+  for (std::size_t t = 0; t < tracks_.size(); ++t) {
+    os << ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":1,\"tid\":" << t << ",\"args\":{\"name\":\"";
+    escape(os, tracks_[t]);
+    os << "\"}},\n{\"name\":\"thread_sort_index\",\"ph\":\"M\",\"pid\":1,\"tid\":" << t
+       << ",\"args\":{\"sort_index\":" << t << "}}";
+  }
+  for (const TimelineSpan &s : spans_) {
+    os << ",\n{\"name\":\"" << to_string(s.kind);
+    if (s.micro_batch >= 0) os << ' ' << s.micro_batch;
+    os << "\",\"cat\":\"" << to_string(s.kind) << "\",\"ph\":\"X\",\"ts\":" << s.start_us
+       << ",\"dur\":" << s.duration_us << ",\"pid\":1,\"tid\":" << s.track << ",\"args\":{\"stage\":" << s.stage
+       << ",\"micro_batch\":" << s.micro_batch << "}}";
+  }
+  os << "\n]}\n";
+  return os.str();
+}
+
+TANDEM_INLINE void Timeline::write_chrome_trace(const std::string &path) const {
+  std::ofstream out(path, std::ios::binary);
+  out << chrome_trace();
+  out.close();
+  if (!out) detail::fail("timeline: could not write the trace to '", path, "'");
+}
+
+TANDEM_INLINE Timeline::Clock &Timeline::clock_of(backend::Executor &ex) {
+  for (auto &c : clocks_)
+    if (c->ex == &ex) return *c;
+  clocks_.push_back(std::make_unique<Clock>());
+  clocks_.back()->ex = &ex;
+  return *clocks_.back();
+}
+
+TANDEM_INLINE backend::Event &Timeline::take_event(backend::Executor &ex) {
+  Clock &c = clock_of(ex);
+  if (c.used == c.events.size()) c.events.push_back(ex.make_event());
+  return *c.events[c.used++];
+}
+#endif
 
 } // namespace tandem

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "tandem/detail/compiled.hpp"
 #include "tandem/error.hpp"
 #include "tandem/schedule/schedule.hpp"
 
@@ -35,12 +36,7 @@ struct Plan {
 };
 
 // The rows of a (batch, features) row-major input of `values` values.
-inline std::size_t batch_rows(std::size_t values, std::size_t features, const char *call) {
-  if (values == 0 || values % features != 0)
-    fail(call, ": the input has ", values, " values, which is not a positive whole number of rows of ", features,
-         " features (row-major (batch, ", features, "))");
-  return values / features;
-}
+TANDEM_INLINE std::size_t batch_rows(std::size_t values, std::size_t features, const char *call);
 
 // The schedule's micro-batch count for `batch`, checked.
 template <class Sched> std::size_t micro_batches(const Sched &sched, std::size_t batch, const char *call) {
@@ -53,26 +49,10 @@ template <class Sched> std::size_t micro_batches(const Sched &sched, std::size_t
 }
 
 // A stage's task list runs each micro-batch's forward once, then its backward once.
-inline void check_order(const std::vector<schedule::Task> &order, std::size_t s, std::size_t m) {
-  std::vector<int> f(m, 0), b(m, 0);
-  for (const auto &t : order) {
-    if (t.micro_batch >= m) fail("schedule: stage ", s, " lists micro-batch ", t.micro_batch, " of ", m);
-    auto &c = t.kind == schedule::Task::forward ? f[t.micro_batch] : b[t.micro_batch];
-    if (++c > 1 || (t.kind == schedule::Task::backward && !f[t.micro_batch]))
-      fail("schedule: stage ", s, " runs micro-batch ", t.micro_batch, "'s ",
-           t.kind == schedule::Task::forward ? "forward" : "backward", " twice or out of order");
-  }
-  for (std::size_t k = 0; k < m; ++k)
-    if (!f[k] || !b[k]) fail("schedule: stage ", s, " never runs micro-batch ", k);
-}
+TANDEM_INLINE void check_order(const std::vector<schedule::Task> &order, std::size_t s, std::size_t m);
 
 // Inference: every stage runs the forwards of micro-batches 0..m-1.
-inline TaskOrders forward_orders(std::size_t stages, std::size_t m) {
-  TaskOrders orders(stages);
-  for (auto &o : orders)
-    for (std::size_t k = 0; k < m; ++k) o.push_back({schedule::Task::forward, k});
-  return orders;
-}
+TANDEM_INLINE TaskOrders forward_orders(std::size_t stages, std::size_t m);
 
 // Calls visit(s, task) for every task of every stage's order, each stage's in its own order,
 // interleaved so that every task comes after those it depends on: a forward after the previous
@@ -125,7 +105,38 @@ struct StashPlan {
   std::vector<std::size_t> entry; // by micro-batch
   std::size_t entries = 0;
 };
-inline StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m) {
+TANDEM_INLINE StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m);
+
+// Defined here in a header-only program; in one linked with tandem::compiled, in src/compiled.cpp.
+#if TANDEM_INLINE_DEFINITIONS
+TANDEM_INLINE std::size_t batch_rows(std::size_t values, std::size_t features, const char *call) {
+  if (values == 0 || values % features != 0)
+    fail(call, ": the input has ", values, " values, which is not a positive whole number of rows of ", features,
+         " features (row-major (batch, ", features, "))");
+  return values / features;
+}
+
+TANDEM_INLINE void check_order(const std::vector<schedule::Task> &order, std::size_t s, std::size_t m) {
+  std::vector<int> f(m, 0), b(m, 0);
+  for (const auto &t : order) {
+    if (t.micro_batch >= m) fail("schedule: stage ", s, " lists micro-batch ", t.micro_batch, " of ", m);
+    auto &c = t.kind == schedule::Task::forward ? f[t.micro_batch] : b[t.micro_batch];
+    if (++c > 1 || (t.kind == schedule::Task::backward && !f[t.micro_batch]))
+      fail("schedule: stage ", s, " runs micro-batch ", t.micro_batch, "'s ",
+           t.kind == schedule::Task::forward ? "forward" : "backward", " twice or out of order");
+  }
+  for (std::size_t k = 0; k < m; ++k)
+    if (!f[k] || !b[k]) fail("schedule: stage ", s, " never runs micro-batch ", k);
+}
+
+TANDEM_INLINE TaskOrders forward_orders(std::size_t stages, std::size_t m) {
+  TaskOrders orders(stages);
+  for (auto &o : orders)
+    for (std::size_t k = 0; k < m; ++k) o.push_back({schedule::Task::forward, k});
+  return orders;
+}
+
+TANDEM_INLINE StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m) {
   const bool training = std::any_of(order.begin(), order.end(),
                                     [](const schedule::Task &t) { return t.kind == schedule::Task::backward; });
   StashPlan plan{std::vector<std::size_t>(m, 0), 0};
@@ -143,5 +154,6 @@ inline StashPlan assign_stash(const std::vector<schedule::Task> &order, std::siz
   }
   return plan;
 }
+#endif
 
 } // namespace tandem::detail

@@ -18,37 +18,18 @@
 
 #include "tandem/backend/transport.hpp"
 #include "tandem/context.hpp"
+#include "tandem/detail/compiled.hpp"
 #include "tandem/error.hpp"
 #include "tandem/pipeline/plan.hpp"
 
 namespace tandem::detail {
 
 // FNV-1a: the same 64 bits for the same text on every rank.
-inline std::uint64_t fingerprint(std::string_view text, std::uint64_t h = 0xcbf29ce484222325ull) {
-  for (const char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return h;
-}
-inline std::uint64_t fingerprint(const TaskOrders &orders) {
-  std::string text;
-  for (std::size_t s = 0; s < orders.size(); ++s) {
-    text += std::to_string(s) + ':';
-    for (const auto &t : orders[s])
-      text += (t.kind == schedule::Task::forward ? 'F' : 'B') + std::to_string(t.micro_batch);
-    text += ';';
-  }
-  return fingerprint(text);
-}
+TANDEM_INLINE std::uint64_t fingerprint(std::string_view text, std::uint64_t h = 0xcbf29ce484222325ull);
+TANDEM_INLINE std::uint64_t fingerprint(const TaskOrders &orders);
 
 // A failure's message, to send to the other ranks.
-inline std::string message_of(const std::exception_ptr &error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception &e) {
-    return e.what();
-  } catch (...) {
-    return "an exception that is not a std::exception";
-  }
-}
+TANDEM_INLINE std::string message_of(const std::exception_ptr &error);
 
 class Ranks {
   static constexpr std::size_t text_bytes = 224;
@@ -82,23 +63,7 @@ public:
   backend::Channel &channel() { return *channel_; }
 
   // Throws on every rank where the ranks build different networks; changes nothing.
-  void agree_network(const NetworkRecord &mine) {
-    if (!active()) return;
-    const auto all = gather(mine, "building a network");
-    const auto differs = [&](auto field, const char *what) {
-      for (int r = 1; r < size_; ++r)
-        if (all[r].*field != all[0].*field)
-          fail("building a network: the ranks disagree on ", what, ": rank 0 has ", all[0].*field, ", rank ", r,
-               " has ", all[r].*field, "; every rank must build the same Pipeline type with the same seed and ",
-               "placement, in the same order");
-    };
-    differs(&NetworkRecord::type, "the pipeline type (a fingerprint of its stages and layers)");
-    differs(&NetworkRecord::stages, "the number of stages");
-    differs(&NetworkRecord::parameters, "the parameter count");
-    differs(&NetworkRecord::value_bytes, "the value type's size in bytes");
-    differs(&NetworkRecord::seed, "the seed");
-    differs(&NetworkRecord::placement, "where the stages run (a fingerprint of each stage's rank; TANDEM_DEVICES)");
-  }
+  TANDEM_INLINE void agree_network(const NetworkRecord &mine);
 
   // One call's checks on every rank: `run` does this rank's part, and agree_*() gather every
   // rank's outcome, so that a failure or a disagreement throws on every rank, before any work
@@ -119,45 +84,9 @@ public:
     }
     // The batch: the rows this rank read (0: it passed no input, having no first stage), the
     // same on every rank that read any; the first stage's rank has read it.
-    std::size_t agree_batch(std::size_t rows) {
-      if (!ranks_.active()) return rows;
-      struct Record {
-        std::uint64_t kind, rows;
-        Text error;
-      } mine{kind_, rows, {}};
-      mine.error.set(error_);
-      const auto all = ranks_.gather(mine, name_);
-      rethrow_first(all);
-      for (int r = 0; r < ranks_.size_; ++r)
-        if (all[r].kind != kind_)
-          fail(name_, ": the ranks make different calls (or use different losses): rank ", ranks_.rank_, " calls ",
-               name_, ", rank ", r, " another; every rank makes the same calls in the same order");
-      const std::size_t batch = all[ranks_.rank_of(0)].rows;
-      for (int r = 0; r < ranks_.size_; ++r)
-        if (all[r].rows && all[r].rows != batch)
-          fail(name_, ": the ranks disagree on the batch: rank ", ranks_.rank_of(0), " (the first stage's) has ", batch,
-               " rows, rank ", r, " has ", all[r].rows, "; ranks without the first stage may pass an empty input");
-      return batch;
-    }
+    TANDEM_INLINE std::size_t agree_batch(std::size_t rows);
     // The step's plan: micro-batch count and task lists.
-    void agree_plan(std::size_t m, const TaskOrders &orders) {
-      if (!ranks_.active()) return;
-      struct Record {
-        std::uint64_t m, orders;
-        Text error;
-      } mine{m, error_ ? 0 : fingerprint(orders), {}};
-      mine.error.set(error_);
-      const auto all = ranks_.gather(mine, name_);
-      rethrow_first(all);
-      for (int r = 1; r < ranks_.size_; ++r) {
-        if (all[r].m != all[0].m)
-          fail(name_, ": the ranks disagree on the micro-batch count: rank 0 has ", all[0].m, ", rank ", r, " has ",
-               all[r].m, "; every rank passes the same schedule");
-        if (all[r].orders != all[0].orders)
-          fail(name_, ": the ranks disagree on the schedule: rank ", r, "'s task lists differ from rank 0's (", m,
-               " micro-batches); every rank passes the same schedule");
-      }
-    }
+    TANDEM_INLINE void agree_plan(std::size_t m, const TaskOrders &orders);
 
   private:
     template <class Record> void rethrow_first(const std::vector<Record> &all) {
@@ -223,5 +152,92 @@ private:
   int rank_ = 0, size_ = 1;
   std::unique_ptr<backend::Channel> channel_;
 };
+
+// Defined here in a header-only program; in one linked with tandem::compiled, in src/compiled.cpp.
+#if TANDEM_INLINE_DEFINITIONS
+TANDEM_INLINE std::uint64_t fingerprint(std::string_view text, std::uint64_t h) {
+  for (const char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+TANDEM_INLINE std::uint64_t fingerprint(const TaskOrders &orders) {
+  std::string text;
+  for (std::size_t s = 0; s < orders.size(); ++s) {
+    text += std::to_string(s) + ':';
+    for (const auto &t : orders[s])
+      text += (t.kind == schedule::Task::forward ? 'F' : 'B') + std::to_string(t.micro_batch);
+    text += ';';
+  }
+  return fingerprint(text);
+}
+
+TANDEM_INLINE std::string message_of(const std::exception_ptr &error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception &e) {
+    return e.what();
+  } catch (...) {
+    return "an exception that is not a std::exception";
+  }
+}
+
+TANDEM_INLINE void Ranks::agree_network(const NetworkRecord &mine) {
+  if (!active()) return;
+  const auto all = gather(mine, "building a network");
+  const auto differs = [&](auto field, const char *what) {
+    for (int r = 1; r < size_; ++r)
+      if (all[r].*field != all[0].*field)
+        fail("building a network: the ranks disagree on ", what, ": rank 0 has ", all[0].*field, ", rank ", r, " has ",
+             all[r].*field, "; every rank must build the same Pipeline type with the same seed and ",
+             "placement, in the same order");
+  };
+  differs(&NetworkRecord::type, "the pipeline type (a fingerprint of its stages and layers)");
+  differs(&NetworkRecord::stages, "the number of stages");
+  differs(&NetworkRecord::parameters, "the parameter count");
+  differs(&NetworkRecord::value_bytes, "the value type's size in bytes");
+  differs(&NetworkRecord::seed, "the seed");
+  differs(&NetworkRecord::placement, "where the stages run (a fingerprint of each stage's rank; TANDEM_DEVICES)");
+}
+
+TANDEM_INLINE std::size_t Ranks::Call::agree_batch(std::size_t rows) {
+  if (!ranks_.active()) return rows;
+  struct Record {
+    std::uint64_t kind, rows;
+    Text error;
+  } mine{kind_, rows, {}};
+  mine.error.set(error_);
+  const auto all = ranks_.gather(mine, name_);
+  rethrow_first(all);
+  for (int r = 0; r < ranks_.size_; ++r)
+    if (all[r].kind != kind_)
+      fail(name_, ": the ranks make different calls (or use different losses): rank ", ranks_.rank_, " calls ", name_,
+           ", rank ", r, " another; every rank makes the same calls in the same order");
+  const std::size_t batch = all[ranks_.rank_of(0)].rows;
+  for (int r = 0; r < ranks_.size_; ++r)
+    if (all[r].rows && all[r].rows != batch)
+      fail(name_, ": the ranks disagree on the batch: rank ", ranks_.rank_of(0), " (the first stage's) has ", batch,
+           " rows, rank ", r, " has ", all[r].rows, "; ranks without the first stage may pass an empty input");
+  return batch;
+}
+
+TANDEM_INLINE void Ranks::Call::agree_plan(std::size_t m, const TaskOrders &orders) {
+  if (!ranks_.active()) return;
+  struct Record {
+    std::uint64_t m, orders;
+    Text error;
+  } mine{m, error_ ? 0 : fingerprint(orders), {}};
+  mine.error.set(error_);
+  const auto all = ranks_.gather(mine, name_);
+  rethrow_first(all);
+  for (int r = 1; r < ranks_.size_; ++r) {
+    if (all[r].m != all[0].m)
+      fail(name_, ": the ranks disagree on the micro-batch count: rank 0 has ", all[0].m, ", rank ", r, " has ",
+           all[r].m, "; every rank passes the same schedule");
+    if (all[r].orders != all[0].orders)
+      fail(name_, ": the ranks disagree on the schedule: rank ", r, "'s task lists differ from rank 0's (", m,
+           " micro-batches); every rank passes the same schedule");
+  }
+}
+#endif
 
 } // namespace tandem::detail

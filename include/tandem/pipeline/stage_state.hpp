@@ -86,30 +86,7 @@ template <class T> struct StageState {
   // new ones are taken only once all are made: an allocation that fails leaves the stage with
   // none, and the next step makes them again. The caller has waited for the work that may still
   // read the old ones.
-  void resize(std::size_t m, std::size_t rows, std::size_t entries) {
-    (void)bytes_for(m, rows, entries); // (sizes that overflow fail here, before any allocation)
-    release();
-    std::vector<Slot<T>> new_slots(m);
-    for (auto &slot : new_slots) {
-      slot.input_own = Buffer<T>(*ex, rows * widths.front());
-      slot.out = Buffer<T>(*ex, rows * widths.back());
-      slot.dy_own = Buffer<T>(*ex, rows * widths.back());
-      slot.dx = Buffer<T>(*ex, rows * widths.front());
-      slot.forward_done = ex->make_event();
-      slot.backward_done = ex->make_event();
-      slot.input_ready = ex->make_event();
-      slot.dy_ready = ex->make_event();
-    }
-    std::vector<std::vector<Buffer<T>>> new_stash(entries);
-    for (auto &entry : new_stash)
-      for (std::size_t j = 1; j + 1 < widths.size(); ++j) entry.emplace_back(*ex, rows * widths[j]);
-    const std::size_t widest = *std::max_element(widths.begin(), widths.end());
-    Buffer<T> new_scratch[2] = {Buffer<T>(*ex, rows * widest), Buffer<T>(*ex, rows * widest)};
-    slots = std::move(new_slots);
-    stash = std::move(new_stash);
-    for (int i = 0; i < 2; ++i) scratch[i] = std::move(new_scratch[i]);
-    capacity = rows;
-  }
+  void resize(std::size_t m, std::size_t rows, std::size_t entries);
   // Gives every buffer back; the next step makes what it needs.
   void release() {
     slots.clear();
@@ -127,6 +104,32 @@ template <class T> struct StageState {
     return j + 1 == widths.size() - 1 ? slot.out.data() : stash[slot.stash][j].data();
   }
 };
+
+// (Out of the class: a program linked with tandem::compiled finds it compiled there.)
+template <class T> void StageState<T>::resize(std::size_t m, std::size_t rows, std::size_t entries) {
+  (void)bytes_for(m, rows, entries); // (sizes that overflow fail here, before any allocation)
+  release();
+  std::vector<Slot<T>> new_slots(m);
+  for (auto &slot : new_slots) {
+    slot.input_own = Buffer<T>(*ex, rows * widths.front());
+    slot.out = Buffer<T>(*ex, rows * widths.back());
+    slot.dy_own = Buffer<T>(*ex, rows * widths.back());
+    slot.dx = Buffer<T>(*ex, rows * widths.front());
+    slot.forward_done = ex->make_event();
+    slot.backward_done = ex->make_event();
+    slot.input_ready = ex->make_event();
+    slot.dy_ready = ex->make_event();
+  }
+  std::vector<std::vector<Buffer<T>>> new_stash(entries);
+  for (auto &entry : new_stash)
+    for (std::size_t j = 1; j + 1 < widths.size(); ++j) entry.emplace_back(*ex, rows * widths[j]);
+  const std::size_t widest = *std::max_element(widths.begin(), widths.end());
+  Buffer<T> new_scratch[2] = {Buffer<T>(*ex, rows * widest), Buffer<T>(*ex, rows * widest)};
+  slots = std::move(new_slots);
+  stash = std::move(new_stash);
+  for (int i = 0; i < 2; ++i) scratch[i] = std::move(new_scratch[i]);
+  capacity = rows;
+}
 
 // Buffers for a step (the workspace). They grow to fit a step and are reused while they fit.
 // Growing keeps the larger of the old and new micro-batch count, rows and stash entries (an epoch's
@@ -179,5 +182,10 @@ template <class T> void connect_slots(std::span<StageState<T>> stages) {
     }
   }
 }
+
+#ifdef TANDEM_COMPILED // src/compiled.cpp
+extern template struct StageState<float>;
+extern template struct StageState<double>;
+#endif
 
 } // namespace tandem::detail

@@ -51,35 +51,12 @@ public:
   // device requires when it completes (undoing the optimizer's count, then the Error). Listed on
   // every device of the network, so that whoever waits there first completes it.
   void start(std::shared_ptr<StepInFlight> self, const std::shared_ptr<StepOutcome<T>> &outcome,
-             std::function<void()> on_invalid) {
-    outcome_ = outcome;
-    on_invalid_ = std::move(on_invalid);
-    outcome->step = self;
-    for (backend::Executor *ex : executors_) ex->add_step_in_flight(self);
-  }
+             std::function<void()> on_invalid);
 
   // Waits for the step, if any, and settles its outcome: the loss, or its failure (kept for
   // PendingLoss::get, not thrown here).
-  void complete() noexcept override {
-    if (!outcome_) return;
-    const auto outcome = std::exchange(outcome_, nullptr);
-    const auto on_invalid = std::exchange(on_invalid_, nullptr);
-    try {
-      synchronize_all(executors_);
-    } catch (...) {
-      outcome->error = std::current_exception();
-    }
-    if (settle_) settle_(*outcome, outcome->error);
-    try {
-      if (!outcome->error && outcome->result.invalid) on_invalid();
-    } catch (...) {
-      outcome->error = std::current_exception();
-    }
-    outcome->done = true;
-  }
-  bool finished() override {
-    return std::all_of(executors_.begin(), executors_.end(), [](backend::Executor *e) { return e->idle(); });
-  }
+  void complete() noexcept override;
+  bool finished() override;
 
   // This network's step and any other network's on its devices: whatever the network waits for
   // next must not take another step's failure.
@@ -94,6 +71,41 @@ private:
   std::function<void()> on_invalid_;
   Settle settle_;
 };
+
+// (Out of the class: a program linked with tandem::compiled finds them compiled there.)
+template <class T>
+void NetworkStepInFlight<T>::start(std::shared_ptr<StepInFlight> self, const std::shared_ptr<StepOutcome<T>> &outcome,
+                                   std::function<void()> on_invalid) {
+  outcome_ = outcome;
+  on_invalid_ = std::move(on_invalid);
+  outcome->step = self;
+  for (backend::Executor *ex : executors_) ex->add_step_in_flight(self);
+}
+template <class T> void NetworkStepInFlight<T>::complete() noexcept {
+  if (!outcome_) return;
+  const auto outcome = std::exchange(outcome_, nullptr);
+  const auto on_invalid = std::exchange(on_invalid_, nullptr);
+  try {
+    synchronize_all(executors_);
+  } catch (...) {
+    outcome->error = std::current_exception();
+  }
+  if (settle_) settle_(*outcome, outcome->error);
+  try {
+    if (!outcome->error && outcome->result.invalid) on_invalid();
+  } catch (...) {
+    outcome->error = std::current_exception();
+  }
+  outcome->done = true;
+}
+template <class T> bool NetworkStepInFlight<T>::finished() {
+  return std::all_of(executors_.begin(), executors_.end(), [](backend::Executor *e) { return e->idle(); });
+}
+
+#ifdef TANDEM_COMPILED // src/compiled.cpp
+extern template class NetworkStepInFlight<float>;
+extern template class NetworkStepInFlight<double>;
+#endif
 
 // A step that completes before train_step returns: the timeline reads its events, and check_finite
 // its loss before the update, which it then issues itself (not for a loss that is not finite).

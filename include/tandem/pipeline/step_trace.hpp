@@ -19,23 +19,7 @@ namespace tandem::detail {
 class StepTrace {
 public:
   // Starts recording a step if `tl` is enabled: a track per stage's device and per link.
-  template <class T> void begin(Timeline &tl, std::span<StageState<T>> stages) {
-    timeline_ = tl.enabled() ? &tl : nullptr;
-    if (!timeline_) return;
-    auto device = [&](std::size_t s) { return "Device<" + std::to_string(stages[s].device) + ">"; };
-    executors_.clear();
-    tracks_.assign(stages.size(), {});
-    std::vector<backend::Executor *> local; // across processes, the stages of this rank
-    for (std::size_t s = 0; s < stages.size(); ++s) {
-      executors_.push_back(stages[s].ex);
-      if (!stages[s].ex) continue;
-      local.push_back(stages[s].ex);
-      tracks_[s].device = tl.track(device(s));
-      if (stages[s].to_next) tracks_[s].next = tl.track(device(s) + " -> " + device(s + 1));
-      if (stages[s].to_prev) tracks_[s].prev = tl.track(device(s) + " -> " + device(s - 1));
-    }
-    tl.begin_step(local);
-  }
+  template <class T> void begin(Timeline &tl, std::span<StageState<T>> stages);
   bool recording() const { return timeline_ != nullptr; }
   // Reads the step's clocks; everything it issued has completed.
   void end() {
@@ -68,5 +52,29 @@ private:
   std::vector<Tracks> tracks_;
   std::vector<backend::Executor *> executors_;
 };
+
+// (Out of the class: a program linked with tandem::compiled finds it compiled there.)
+template <class T> void StepTrace::begin(Timeline &tl, std::span<StageState<T>> stages) {
+  timeline_ = tl.enabled() ? &tl : nullptr;
+  if (!timeline_) return;
+  auto device = [&](std::size_t s) { return "Device<" + std::to_string(stages[s].device) + ">"; };
+  executors_.clear();
+  tracks_.assign(stages.size(), {});
+  std::vector<backend::Executor *> local; // across processes, the stages of this rank
+  for (std::size_t s = 0; s < stages.size(); ++s) {
+    executors_.push_back(stages[s].ex);
+    if (!stages[s].ex) continue;
+    local.push_back(stages[s].ex);
+    tracks_[s].device = tl.track(device(s));
+    if (stages[s].to_next) tracks_[s].next = tl.track(device(s) + " -> " + device(s + 1));
+    if (stages[s].to_prev) tracks_[s].prev = tl.track(device(s) + " -> " + device(s - 1));
+  }
+  tl.begin_step(local);
+}
+
+#ifdef TANDEM_COMPILED // src/compiled.cpp
+extern template void StepTrace::begin<float>(Timeline &, std::span<StageState<float>>);
+extern template void StepTrace::begin<double>(Timeline &, std::span<StageState<double>>);
+#endif
 
 } // namespace tandem::detail

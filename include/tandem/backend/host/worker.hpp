@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "tandem/backend/host/spin.hpp"
+#include "tandem/detail/compiled.hpp"
 
 namespace tandem::backend::host {
 
@@ -33,61 +34,19 @@ public:
     thread_.join();
   }
 
-  void push(std::function<void()> task) {
-    {
-      std::lock_guard lock(mutex_);
-      queue_.push_back(std::move(task));
-      pending_.fetch_add(1, std::memory_order_relaxed);
-      queued_.fetch_add(1, std::memory_order_release);
-    }
-    ready_.notify_one();
-  }
+  TANDEM_INLINE void push(std::function<void()> task);
 
   // Waits until every task pushed so far has run; a failure stays kept for drain().
-  void wait_idle() {
-    spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
-    std::unique_lock lock(mutex_);
-    idle_.wait(lock, [this] { return pending_ == 0; });
-  }
+  TANDEM_INLINE void wait_idle();
 
   // Whether every task pushed so far has run.
   bool idle() const { return pending_.load(std::memory_order_acquire) == 0; }
 
   // Waits until every task pushed so far has run, then rethrows the first failure, if any.
-  void drain() {
-    wait_idle();
-    std::lock_guard lock(mutex_);
-    if (error_) {
-      auto error = std::exchange(error_, nullptr);
-      std::rethrow_exception(error);
-    }
-  }
+  TANDEM_INLINE void drain();
 
 private:
-  void loop() {
-    for (;;) {
-      std::function<void()> task;
-      {
-        spin_until([this] { return queued_.load(std::memory_order_acquire) > 0 || stopping_.load(); });
-        std::unique_lock lock(mutex_);
-        ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return; // stopping, and nothing left to run
-        task = std::move(queue_.front());
-        queue_.pop_front();
-        queued_.fetch_sub(1, std::memory_order_relaxed);
-      }
-      try {
-        task();
-      } catch (...) {
-        std::lock_guard lock(mutex_);
-        if (!error_) error_ = std::current_exception();
-      }
-      {
-        std::lock_guard lock(mutex_);
-        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) idle_.notify_all();
-      }
-    }
-  }
+  TANDEM_INLINE void loop();
 
   std::mutex mutex_;
   std::condition_variable ready_, idle_;
@@ -99,5 +58,58 @@ private:
   std::exception_ptr error_;
   std::thread thread_; // last: starts after the members it uses exist
 };
+
+// Defined here in a header-only program; in one linked with tandem::compiled, in src/compiled.cpp.
+#if TANDEM_INLINE_DEFINITIONS
+TANDEM_INLINE void Worker::push(std::function<void()> task) {
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(task));
+    pending_.fetch_add(1, std::memory_order_relaxed);
+    queued_.fetch_add(1, std::memory_order_release);
+  }
+  ready_.notify_one();
+}
+
+TANDEM_INLINE void Worker::wait_idle() {
+  spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; });
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return pending_ == 0; });
+}
+
+TANDEM_INLINE void Worker::drain() {
+  wait_idle();
+  std::lock_guard lock(mutex_);
+  if (error_) {
+    auto error = std::exchange(error_, nullptr);
+    std::rethrow_exception(error);
+  }
+}
+
+TANDEM_INLINE void Worker::loop() {
+  for (;;) {
+    std::function<void()> task;
+    {
+      spin_until([this] { return queued_.load(std::memory_order_acquire) > 0 || stopping_.load(); });
+      std::unique_lock lock(mutex_);
+      ready_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return; // stopping, and nothing left to run
+      task = std::move(queue_.front());
+      queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    try {
+      task();
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) idle_.notify_all();
+    }
+  }
+}
+#endif
 
 } // namespace tandem::backend::host
