@@ -7,7 +7,7 @@
 #   example01c the same as a program linked with tandem::compiled compiles it (-DTANDEM_COMPILED),
 #              over bench/one_gemm.cpp (src/compiled.cpp, compiled once, is not counted)
 #   nvcc01     examples/01_seed_model_parallel/main.cu with the flags CMake gives it (no ratio:
-#              compare it with another tree's)
+#              compare it with another tree's); nvcc01c the same with -DTANDEM_COMPILED
 # Usage: scripts/compile-times.sh [OTHER_TREE...]   e.g. scripts/compile-times.sh ../base
 # Each tree given (the working tree first) is measured in the same rounds, runs interleaved, so a
 # busy machine slows all alike. Wall seconds and CPU seconds (user + sys; steadier when other
@@ -54,6 +54,11 @@ for ((r = 1; r <= runs; ++r)); do
       time_of "tree$i.nvcc01" "$nvcc" -DEIGEN_NO_CUDA -I "$t/include" -isystem="$eigen" -O3 -DNDEBUG \
         --generate-code=arch=compute_90,code=[compute_90,sm_90] -Xcompiler=-Wall -std=c++20 \
         --expt-relaxed-constexpr --extended-lambda -c "$t/examples/01_seed_model_parallel/main.cu" -o "$scratch/o"
+      if [[ -f $t/src/compiled.cpp ]]; then
+        time_of "tree$i.nvcc01c" "$nvcc" -DEIGEN_NO_CUDA -DTANDEM_COMPILED -I "$t/include" -isystem="$eigen" -O3 \
+          -DNDEBUG --generate-code=arch=compute_90,code=[compute_90,sm_90] -Xcompiler=-Wall -std=c++20 \
+          --expt-relaxed-constexpr --extended-lambda -c "$t/examples/01_seed_model_parallel/main.cu" -o "$scratch/o"
+      fi
     fi
   done
 done
@@ -66,7 +71,7 @@ printf '%-52s %9s %9s\n' "#include <Eigen/Core>, -fsyntax-only" "$(best eigen.co
 printf '%-52s %9s %9s\n' "bench/one_gemm.cpp, -O2 -c" "$(best eigen.gemm 2)" "$(best eigen.gemm 3)"
 for i in "${!trees[@]}"; do
   echo "${trees[$i]} ($(git -C "${trees[$i]}" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-  for m in include example01 example01c nvcc01; do
+  for m in include example01 example01c nvcc01 nvcc01c; do
     w=$(best "tree$i.$m" 2)
     [[ -z $w ]] && continue
     c=$(best "tree$i.$m" 3)
@@ -75,6 +80,7 @@ for i in "${!trees[@]}"; do
     example01) what="  example 01, -O2 -c" base=eigen.gemm ;;
     example01c) what="  example 01, -O2 -c, with tandem::compiled" base=eigen.gemm ;;
     nvcc01) what="  example 01, nvcc" base="" ;;
+    nvcc01c) what="  example 01, nvcc, with tandem::compiled" base="" ;;
     esac
     line=$(printf '%-52s %9s %9s' "$what" "$w" "$c")
     if [[ -n $base ]]; then
