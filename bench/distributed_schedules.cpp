@@ -21,27 +21,12 @@
 #include <tandem/distributed.hpp>
 #include <tandem/tandem.hpp>
 
+#include "schedules_workload.hpp"
+
 using namespace tandem;
+using bench::batch, bench::filled, bench::median, bench::Net, bench::Tiny, bench::width;
 
 namespace {
-
-constexpr std::size_t width = 1024, batch = 1024;
-using Half = Stage<Device<0>, Linear<width, width>, ReLU, Linear<width, width>, ReLU, Linear<width, width>, ReLU,
-                   Linear<width, width>, ReLU>;
-using Net = Pipeline<Half, Stage<Device<1>, Linear<width, width>, ReLU, Linear<width, width>, ReLU,
-                                 Linear<width, width>, ReLU, Linear<width, width>, ReLU>>;
-using Tiny = Pipeline<Stage<Device<0>, Linear<16, 16>>, Stage<Device<1>, Linear<16, 16>>>;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::vector<float> filled(std::size_t n, float scale) {
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = scale * static_cast<float>(int(i * 7919 % 201) - 100) / 100.0f;
-  return v;
-}
 
 // Medians of Naive and of `sched`, interleaved (the load of a shared machine drifts).
 template <class N, class Sched>

@@ -22,31 +22,21 @@
 #include <Eigen/Core>
 #include <tandem/tandem.hpp>
 
+#include "schedules_workload.hpp"
+
 #ifdef _OPENMP
 #error "build the benchmark without OpenMP: Eigen would then split products over threads of its own"
 #endif
 
 using namespace tandem;
+using bench::batch, bench::filled, bench::median, bench::Net, bench::Tiny, bench::width;
 
 namespace {
-
-constexpr std::size_t width = 1024, batch = 1024;
-using Half = Stage<Device<0>, Linear<width, width>, ReLU, Linear<width, width>, ReLU, Linear<width, width>, ReLU,
-                   Linear<width, width>, ReLU>;
-using Net = Pipeline<Half, Stage<Device<1>, Linear<width, width>, ReLU, Linear<width, width>, ReLU,
-                                 Linear<width, width>, ReLU, Linear<width, width>, ReLU>>;
-// Tiny stages: the step time is almost all hand-offs between threads.
-using Tiny = Pipeline<Stage<Device<0>, Linear<16, 16>>, Stage<Device<1>, Linear<16, 16>>>;
 
 struct Timing {
   double ms = 0;    // median wall time of a step
   double cores = 0; // median process CPU time over wall time: 2 when both workers computed throughout
 };
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 double cpu_ms() {
   timespec t{};
@@ -77,12 +67,6 @@ std::pair<Timing, Timing> paired(N &net, optim::SGD &opt, const std::vector<floa
     timed(sched, ms, cores);
   }
   return {{median(base_ms), median(base_cores)}, {median(ms), median(cores)}};
-}
-
-std::vector<float> filled(std::size_t n, float scale) {
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = scale * static_cast<float>(int(i * 7919 % 201) - 100) / 100.0f;
-  return v;
 }
 
 } // namespace
