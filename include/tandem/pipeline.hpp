@@ -160,17 +160,9 @@ public:
   // candidates (detail/train_call.hpp tells the mistakes apart).
   template <class X, class Y, class Loss, class... Rest>
   requires(!detail::train_step_call<T, X, Y, Loss, Rest...>) T train_step(X &&, Y &&, const Loss &, Rest &&...) {
+    detail::check_step_data<T, X, Y, Loss>();
     using enum detail::StepDataError;
     constexpr auto e = detail::step_data_error<T, X, Y, Loss>();
-    static_assert(e != class_indices || !std::is_same_v<Loss, loss::CrossEntropy>,
-                  "TANDEM_LABEL_TYPE: CrossEntropy takes int32 class indices (int64 accepted), one per row: "
-                  "std::vector<std::int32_t> y, not floating-point labels");
-    static_assert(e != class_indices || std::is_same_v<Loss, loss::CrossEntropy>,
-                  "TANDEM_LABEL_TYPE: this loss takes int32 class indices (int64 accepted), one per row");
-    static_assert(e != targets, "TANDEM_TARGET_TYPE: this loss (MSE) takes targets of the network's value type (float "
-                                "for Pipeline), (batch, out_features) row-major, like the outputs");
-    static_assert(e != input, "TANDEM_INPUT_TYPE: x is (batch, in_features) of the network's value type (float for "
-                              "Pipeline): a std::vector<float>, std::span<const float> or Tensor<float>");
     static_assert(e != not_a_loss, "TANDEM_NOT_A_LOSS: train_step(x, y, loss, opt): the third argument must be a "
                                    "loss, such as loss::CrossEntropy{} or loss::MSE{}");
     static_assert(e != none || detail::wrong_call<X>,
@@ -181,14 +173,9 @@ public:
   template <class X, class Y, class Loss, class... Rest>
   requires(!detail::forward_backward_call<T, X, Y, Loss, Rest...>) T
       forward_backward(X &&, Y &&, const Loss &, Rest &&...) {
+    detail::check_step_data<T, X, Y, Loss>();
     using enum detail::StepDataError;
     constexpr auto e = detail::step_data_error<T, X, Y, Loss>();
-    static_assert(e != class_indices, "TANDEM_LABEL_TYPE: CrossEntropy takes int32 class indices (int64 accepted), one "
-                                      "per row: std::vector<std::int32_t> y, not floating-point labels");
-    static_assert(e != targets, "TANDEM_TARGET_TYPE: this loss (MSE) takes targets of the network's value type (float "
-                                "for Pipeline), (batch, out_features) row-major, like the outputs");
-    static_assert(e != input, "TANDEM_INPUT_TYPE: x is (batch, in_features) of the network's value type (float for "
-                              "Pipeline): a std::vector<float>, std::span<const float> or Tensor<float>");
     static_assert(e != not_a_loss, "TANDEM_NOT_A_LOSS: forward_backward(x, y, loss[, schedule]): the third argument "
                                    "must be a loss, such as loss::CrossEntropy{} or loss::MSE{}");
     static_assert(e != none || detail::wrong_call<X>,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tandem/error.hpp"
+#include "tandem/loss/cross_entropy.hpp"
 #include "tandem/optim/optimizer.hpp"
 #include "tandem/schedule/schedule.hpp"
 #include "tandem/tensor.hpp"
@@ -41,6 +42,22 @@ template <class T, class X, class Y, class Loss> constexpr StepDataError step_da
     else if constexpr (std::same_as<Target, std::int32_t>) return StepDataError::class_indices;
     else return StepDataError::targets;
   }
+}
+
+// What train_step's and forward_backward's catch-all overloads say alike about the data of a call
+// no overload takes: the labels, the targets, the input. The call's own checks follow it there.
+template <class T, class X, class Y, class Loss> constexpr void check_step_data() {
+  using enum StepDataError;
+  constexpr auto e = step_data_error<T, X, Y, Loss>();
+  static_assert(e != class_indices || !std::is_same_v<Loss, loss::CrossEntropy>,
+                "TANDEM_LABEL_TYPE: CrossEntropy takes int32 class indices (int64 accepted), one per row: "
+                "std::vector<std::int32_t> y, not floating-point labels");
+  static_assert(e != class_indices || std::is_same_v<Loss, loss::CrossEntropy>,
+                "TANDEM_LABEL_TYPE: this loss takes int32 class indices (int64 accepted), one per row");
+  static_assert(e != targets, "TANDEM_TARGET_TYPE: this loss (MSE) takes targets of the network's value type (float "
+                              "for Pipeline), (batch, out_features) row-major, like the outputs");
+  static_assert(e != input, "TANDEM_INPUT_TYPE: x is (batch, in_features) of the network's value type (float for "
+                            "Pipeline): a std::vector<float>, std::span<const float> or Tensor<float>");
 }
 
 template <class Opt>
