@@ -6,7 +6,9 @@ set -euo pipefail
 
 packages=(cmake g++ doctest-dev libeigen3-dev python3-torch python3-numpy clang-format
           nlohmann-json3-dev zlib1g-dev python3-sklearn python3-pip
-          libopenmpi-dev openmpi-bin) # Open MPI: <tandem/distributed.hpp> and the tests labelled mpi
+          libopenmpi-dev openmpi-bin # Open MPI: <tandem/distributed.hpp> and the tests labelled mpi
+          fortunes               # example 06 trains a character-level GPT on its English text
+          libopenblas0-pthread)  # PyTorch on a real BLAS for the benchmarks (Debian's torch uses libblas.so.3)
 # The version the reference tests were checked with (torch 1.13, numpy 1.24).
 safetensors_version=0.8.0
 

@@ -19,6 +19,7 @@
 #include "tandem/backend/cuda/check.hpp"
 #include "tandem/backend/cuda/event.hpp"
 #include "tandem/backend/cuda/graph.hpp"
+#include "tandem/backend/cuda/kernel.hpp"
 #include "tandem/backend/cuda/kernels.cuh"
 #include "tandem/backend/cuda/link.hpp"
 #include "tandem/backend/cuda/pinned.hpp"
@@ -315,7 +316,10 @@ public:
   }
 
   // Operations (backend/run.hpp): enqueued on the stream.
-  template <class Op> void run(const Op &op) { kernels::run(op, launch()); }
+  template <class Op> void run(const Op &op) {
+    if constexpr (HasKernel<Op>) Kernel<Op>::run(op, launch()); // an operation of its own file
+    else kernels::run(op, launch());
+  }
   void copy(void *dst, const void *src, std::size_t bytes) override {
     if (!bytes) return;
     DeviceGuard guard(site_.device, site_);

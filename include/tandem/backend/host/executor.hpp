@@ -19,6 +19,7 @@
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/event.hpp"
+#include "tandem/backend/host/kernel.hpp"
 #include "tandem/backend/host/kernels.hpp"
 #include "tandem/backend/host/link.hpp"
 #include "tandem/backend/host/worker.hpp"
@@ -69,9 +70,13 @@ public:
 
   // Operations (backend/run.hpp). Float products of reduced precision go through reduced_.
   template <class Op> void run(const Op &op) {
-    if constexpr (kernels::ReducedProducts::takes<Op>)
-      if (precision_ != Precision::fp32) return reduced_.run(op);
-    kernels::run(op);
+    if constexpr (HasKernel<Op>) {
+      Kernel<Op>::run(op); // an operation of its own file (host/kernel.hpp)
+    } else {
+      if constexpr (kernels::ReducedProducts::takes<Op>)
+        if (precision_ != Precision::fp32) return reduced_.run(op);
+      kernels::run(op);
+    }
   }
   void copy(void *dst, const void *src, std::size_t bytes) override { std::memcpy(dst, src, bytes); }
 
