@@ -37,12 +37,17 @@ template <class T, class... Stages> class BasicPipeline {
 
 public:
   using value_type = T;
+  // What forward and train_step read: T, or int32 token ids where the first layer is an Embedding.
+  using input_type = typename topology::input_type;
   static constexpr std::size_t num_stages = topology::num_stages;
   template <std::size_t I> using stage = typename topology::template stage<I>;
 
   static constexpr std::size_t in_features = topology::in_features;
   static constexpr std::size_t out_features = topology::out_features;
   static constexpr std::size_t parameter_count = topology::parameter_count;
+  // Rows of one sample: the sequence length where layers read whole sequences, else 1. Batches
+  // hold whole samples, and micro_batches counts samples.
+  static constexpr std::size_t sequence_length = topology::rows_per_sample;
 
   // The width entering stage I (its in_features, also where the stage itself cannot tell).
   template <std::size_t I> static constexpr std::size_t stage_in_features = topology::widths[I];
@@ -70,8 +75,9 @@ public:
   // The flat parameters and gradients of each stage, for optimizers.
   std::span<const optim::ParameterGroup<T>> parameter_groups() const { return runtime_.parameter_groups(); }
   // Inference: (batch, in_features) row-major in, (batch, out_features) out.
+  // (batch * sequence_length rows of tokens where the network reads sequences.)
   template <schedule::Schedule Sched = schedule::Naive>
-  std::vector<T> forward(std::span<const T> x, const Sched &sched = {}) {
+  std::vector<T> forward(std::span<const input_type> x, const Sched &sched = {}) {
     std::vector<T> out;
     runtime_.infer({x.data(), nullptr, x.size()}, sched, [&](std::size_t batch) {
       out = detail::host_vector<T>(batch * out_features, "forward's output");
@@ -104,7 +110,7 @@ public:
   // Forward and backward of one batch: sets every parameter's gradient (not added to the last
   // one's) and returns the loss. No optimizer step.
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
-  T forward_backward(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, const Sched &sched = {}) {
+  T forward_backward(std::span<const input_type> x, targets_t<Loss> y, const Loss & /*loss*/, const Sched &sched = {}) {
     return runtime_
         .template step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched,
                              detail::no_optimizer())
@@ -126,7 +132,7 @@ public:
   // One training step: forward, backward, and the optimizer, each stage updating as soon as its
   // backward is done. Input is checked first; a bad one throws and changes nothing.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
-  T train_step(std::span<const T> x, targets_t<Loss> y, const Loss &loss, Opt &opt, const Sched &sched = {}) {
+  T train_step(std::span<const input_type> x, targets_t<Loss> y, const Loss &loss, Opt &opt, const Sched &sched = {}) {
     return train_step_async(x, y, loss, opt, sched).get();
   }
   // The same on device-resident data: x on the first stage's device, the targets on the last's.
@@ -144,14 +150,14 @@ public:
   // Class indices as PyTorch keeps them (int64), from the host: narrowed to int32 there first.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
   requires std::same_as<typename Loss::template target_type<T>, std::int32_t>
-      T train_step(std::span<const T> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
+      T train_step(std::span<const input_type> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
                    Opt &opt, const Sched &sched = {}) {
     const auto labels = detail::narrow_labels(y, out_features, "train_step");
     return train_step(x, std::span<const std::int32_t>(labels), loss, opt, sched);
   }
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
   requires std::same_as<typename Loss::template target_type<T>, std::int32_t>
-      T forward_backward(std::span<const T> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
+      T forward_backward(std::span<const input_type> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
                          const Sched &sched = {}) {
     const auto labels = detail::narrow_labels(y, out_features, "forward_backward");
     return forward_backward(x, std::span<const std::int32_t>(labels), loss, sched);
@@ -159,10 +165,10 @@ public:
   // Calls no overload above takes: one static_assert that says what to pass, ahead of any list of
   // candidates (detail/train_call.hpp tells the mistakes apart).
   template <class X, class Y, class Loss, class... Rest>
-  requires(!detail::train_step_call<T, X, Y, Loss, Rest...>) T train_step(X &&, Y &&, const Loss &, Rest &&...) {
-    detail::check_step_data<T, X, Y, Loss>();
+  requires(!detail::train_step_call<T, input_type, X, Y, Loss, Rest...>) T train_step(X &&, Y &&, const Loss &, Rest &&...) {
+    detail::check_step_data<T, input_type, X, Y, Loss>();
     using enum detail::StepDataError;
-    constexpr auto e = detail::step_data_error<T, X, Y, Loss>();
+    constexpr auto e = detail::step_data_error<T, input_type, X, Y, Loss>();
     static_assert(e != not_a_loss, "TANDEM_NOT_A_LOSS: train_step(x, y, loss, opt): the third argument must be a "
                                    "loss, such as loss::CrossEntropy{} or loss::MSE{}");
     static_assert(e != none || detail::wrong_call<X>,
@@ -171,11 +177,11 @@ public:
     return T{};
   }
   template <class X, class Y, class Loss, class... Rest>
-  requires(!detail::forward_backward_call<T, X, Y, Loss, Rest...>) T
+  requires(!detail::forward_backward_call<T, input_type, X, Y, Loss, Rest...>) T
       forward_backward(X &&, Y &&, const Loss &, Rest &&...) {
-    detail::check_step_data<T, X, Y, Loss>();
+    detail::check_step_data<T, input_type, X, Y, Loss>();
     using enum detail::StepDataError;
-    constexpr auto e = detail::step_data_error<T, X, Y, Loss>();
+    constexpr auto e = detail::step_data_error<T, input_type, X, Y, Loss>();
     static_assert(e != not_a_loss, "TANDEM_NOT_A_LOSS: forward_backward(x, y, loss[, schedule]): the third argument "
                                    "must be a loss, such as loss::CrossEntropy{} or loss::MSE{}");
     static_assert(e != none || detail::wrong_call<X>,
@@ -193,7 +199,7 @@ public:
   // targets on the device are checked there, and their Error comes from get(). With
   // check_finite or the timeline on, the step completes before this returns.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
-  PendingLoss<T> train_step_async(std::span<const T> x, targets_t<Loss> y, const Loss & /*loss*/, Opt &opt,
+  PendingLoss<T> train_step_async(std::span<const input_type> x, targets_t<Loss> y, const Loss & /*loss*/, Opt &opt,
                                   const Sched &sched = {}) {
     check_owner(opt);
     return runtime_.template step<Loss>({x.data(), nullptr, x.size()}, {y.data(), nullptr, y.size()}, sched, &opt);

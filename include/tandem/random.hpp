@@ -2,6 +2,7 @@
 // Random: the deterministic generator parameters are initialised with.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace tandem {
@@ -23,6 +24,12 @@ public:
   double uniform(double lo, double hi) {
     const double u = static_cast<double>(next() >> 11) * 0x1.0p-53;
     return lo + (hi - lo) * u;
+  }
+
+  // Normal with mean 0 and standard deviation `stddev` (Box-Muller, one draw of two uniforms).
+  double normal(double stddev = 1.0) {
+    const double u1 = 1.0 - uniform(0.0, 1.0), u2 = uniform(0.0, 1.0); // u1 in (0, 1]: log(u1) is finite
+    return stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
   }
 
   // A generator for one named place (stage, layer), independent of how many numbers others drew.

@@ -26,10 +26,54 @@ struct WidthCheck<AtStage<S>, AtLayer<L>, Expects<E>, Receives<R>> {
   static constexpr bool value = true;
 };
 
+// The same inside a composite layer (Sequential, Residual): layer l of it expects `in`, receives `w`.
+template <class Layer, class Expected, class Received> struct InnerWidthCheck;
+template <std::size_t L, std::size_t E, std::size_t R> struct InnerWidthCheck<AtLayer<L>, Expects<E>, Receives<R>> {
+  static_assert(E == 0 || R == 0 || E == R,
+                "TANDEM_WIDTH_MISMATCH: inside a composite layer (Sequential, Residual), a layer's input width "
+                "differs from the width its predecessor gives. InnerWidthCheck<AtLayer<l>, Expects<in>, "
+                "Receives<w>> in this message names the inner layer and both widths");
+  static constexpr bool value = true;
+};
+
+// y = x + f(x) needs f to keep the width.
+template <class Received, class Gives> struct ResidualWidthCheck;
+template <std::size_t R, std::size_t G> struct ResidualWidthCheck<Receives<R>, Expects<G>> {
+  static_assert(R == G, "TANDEM_RESIDUAL_WIDTH: Residual<Layers...> adds its input to its layers' output, so they "
+                        "must keep the width; ResidualWidthCheck<Receives<in>, Expects<out>> in this message names "
+                        "the width that enters and the width its layers give");
+  static constexpr bool value = true;
+};
+
 template <class Stage, class Received> struct InputWidthCheck;
 template <std::size_t S, std::size_t R> struct InputWidthCheck<AtStage<S>, Receives<R>> {
   static_assert(R != 0, "TANDEM_UNKNOWN_INPUT_WIDTH: the pipeline's input width cannot be derived: its first "
                         "stage has no layer with a fixed input width (such as Linear<In, Out>)");
+  static constexpr bool value = true;
+};
+
+// Every layer that reads whole sequences (sequence_length) must read sequences of one length:
+// the pipeline splits its batches at whole sequences of that many rows.
+template <std::size_t N> struct SequenceOf {};
+template <class Stage, class Layer, class First, class This> struct SequenceLengthCheck;
+template <std::size_t S, std::size_t L, std::size_t A, std::size_t B>
+struct SequenceLengthCheck<AtStage<S>, AtLayer<L>, SequenceOf<A>, SequenceOf<B>> {
+  static_assert(A == 0 || B == 0 || A == B,
+                "TANDEM_SEQUENCE_LENGTH_MISMATCH: two layers of the pipeline read sequences of different lengths. "
+                "SequenceLengthCheck<AtStage<s>, AtLayer<l>, SequenceOf<first>, SequenceOf<this>> in this message "
+                "names the layer and both lengths; give every PositionalEmbedding<T, D> and "
+                "CausalSelfAttention<D, H, T> the same T");
+  static constexpr bool value = true;
+};
+
+// A layer that reads token ids (input_type std::int32_t, as Embedding) reads the network's input:
+// it must be the first layer of the first stage.
+template <class Stage, class Layer> struct TokenInputCheck;
+template <std::size_t S, std::size_t L> struct TokenInputCheck<AtStage<S>, AtLayer<L>> {
+  static_assert(S == 0 && L == 0,
+                "TANDEM_TOKENS_NOT_FIRST: a layer that reads token ids (such as Embedding<V, D>) must be the first "
+                "layer of the first stage, where the network's input enters; TokenInputCheck<AtStage<s>, "
+                "AtLayer<l>> in this message names where it is");
   static constexpr bool value = true;
 };
 

@@ -30,6 +30,10 @@ template <class L> constexpr std::size_t out_of() {
   if constexpr (Layer<L>) return L::out_features;
   else return 0;
 }
+template <class L> constexpr std::size_t sequence_of() {
+  if constexpr (Layer<L>) return tandem::sequence_length<L>();
+  else return 0;
+}
 template <class L> constexpr std::size_t params_of() {
   if constexpr (Layer<L>) return parameter_count_v<L>;
   else return 0;
@@ -72,6 +76,15 @@ template <class D, class... Ls> struct Stage {
   }
 
   static constexpr std::size_t out_features = widths(in_features)[sizeof...(Ls)];
+
+  static constexpr bool draws_random = (tandem::draws_random<Ls>() || ...);
+
+  // The sequence length its layers read (the first that says; Topology checks the rest), or 0.
+  static constexpr std::size_t sequence_length = [] {
+    std::size_t n = 0;
+    ((n = n ? n : detail::sequence_of<Ls>()), ...);
+    return n;
+  }();
 
   // Offset of each layer's parameters in the stage's flat buffer (and the total, last).
   static constexpr std::array<std::size_t, sizeof...(Ls) + 1> parameter_offsets = [] {

@@ -29,12 +29,13 @@ concept loss_for = requires {
 
 enum class StepDataError { none, not_a_loss, input, class_indices, targets };
 
-// Checks (x, y, loss) in the order a reader would: the loss, the input, the targets.
-template <class T, class X, class Y, class Loss> constexpr StepDataError step_data_error() {
+// Checks (x, y, loss) in the order a reader would: the loss, the input, the targets. T is the
+// network's value type, Input what it reads (T, or token ids).
+template <class T, class Input, class X, class Y, class Loss> constexpr StepDataError step_data_error() {
   if constexpr (!loss_for<Loss, T>) return StepDataError::not_a_loss;
   else {
     using Target = typename Loss::template target_type<T>;
-    if constexpr (!data_of<X, T>) return StepDataError::input;
+    if constexpr (!data_of<X, Input>) return StepDataError::input;
     else if constexpr (data_of<Y, Target>) return StepDataError::none;
     // int64 class indices, PyTorch's habit, from the host: train_step narrows them.
     else if constexpr (std::same_as<Target, std::int32_t> && std::convertible_to<Y, std::span<const std::int64_t>>)
@@ -46,9 +47,9 @@ template <class T, class X, class Y, class Loss> constexpr StepDataError step_da
 
 // What train_step's and forward_backward's catch-all overloads say alike about the data of a call
 // no overload takes: the labels, the targets, the input. The call's own checks follow it there.
-template <class T, class X, class Y, class Loss> constexpr void check_step_data() {
+template <class T, class Input, class X, class Y, class Loss> constexpr void check_step_data() {
   using enum StepDataError;
-  constexpr auto e = step_data_error<T, X, Y, Loss>();
+  constexpr auto e = step_data_error<T, Input, X, Y, Loss>();
   static_assert(e != class_indices || !std::is_same_v<Loss, loss::CrossEntropy>,
                 "TANDEM_LABEL_TYPE: CrossEntropy takes int32 class indices (int64 accepted), one per row: "
                 "std::vector<std::int32_t> y, not floating-point labels");
@@ -56,22 +57,26 @@ template <class T, class X, class Y, class Loss> constexpr void check_step_data(
                 "TANDEM_LABEL_TYPE: this loss takes int32 class indices (int64 accepted), one per row");
   static_assert(e != targets, "TANDEM_TARGET_TYPE: this loss (MSE) takes targets of the network's value type (float "
                               "for Pipeline), (batch, out_features) row-major, like the outputs");
-  static_assert(e != input, "TANDEM_INPUT_TYPE: x is (batch, in_features) of the network's value type (float for "
-                            "Pipeline): a std::vector<float>, std::span<const float> or Tensor<float>");
+  static_assert(e != input || !std::is_same_v<Input, T>,
+                "TANDEM_INPUT_TYPE: x is (batch, in_features) of the network's value type (float for "
+                "Pipeline): a std::vector<float>, std::span<const float> or Tensor<float>");
+  static_assert(e != input || std::is_same_v<Input, T>,
+                "TANDEM_INPUT_TYPE: this network starts with an Embedding: x is its int32 token ids, one per row "
+                "(batch * sequence length of them): a std::vector<std::int32_t> or std::span<const std::int32_t>");
 }
 
 template <class Opt>
 concept optimizer_argument = std::is_lvalue_reference_v<Opt> && !std::is_const_v<std::remove_reference_t<Opt>> &&
                              optim::Optimizer<std::remove_cvref_t<Opt>>;
 // (x, y, loss, opt[, sched]) as train_step takes them.
-template <class T, class X, class Y, class Loss, class... Rest> inline constexpr bool train_step_call = false;
-template <class T, class X, class Y, class Loss, class Opt, class... Sched>
-inline constexpr bool train_step_call<T, X, Y, Loss, Opt, Sched...> =
-    step_data_error<T, X, Y, Loss>() == StepDataError::none &&optimizer_argument<Opt> && sizeof...(Sched) <= 1 &&
+template <class T, class Input, class X, class Y, class Loss, class... Rest> inline constexpr bool train_step_call = false;
+template <class T, class Input, class X, class Y, class Loss, class Opt, class... Sched>
+inline constexpr bool train_step_call<T, Input, X, Y, Loss, Opt, Sched...> =
+    step_data_error<T, Input, X, Y, Loss>() == StepDataError::none &&optimizer_argument<Opt> && sizeof...(Sched) <= 1 &&
     (schedule::Schedule<std::remove_cvref_t<Sched>> && ...);
 // (x, y, loss[, sched]) as forward_backward takes them.
-template <class T, class X, class Y, class Loss, class... Sched>
-inline constexpr bool forward_backward_call = step_data_error<T, X, Y, Loss>() == StepDataError::none &&
+template <class T, class Input, class X, class Y, class Loss, class... Sched>
+inline constexpr bool forward_backward_call = step_data_error<T, Input, X, Y, Loss>() == StepDataError::none &&
                                               sizeof...(Sched) <= 1 &&
                                               (schedule::Schedule<std::remove_cvref_t<Sched>> && ...);
 

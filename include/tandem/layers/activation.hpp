@@ -19,11 +19,12 @@ template <backend::Activation Kind> struct ActivationLayer {
   static constexpr std::size_t in_features = 0;
   static constexpr std::size_t out_features = 0;
   static constexpr std::array<ParameterSpec, 0> parameters{};
+  static constexpr bool sets_gradients = true; // (it has none)
 
   template <class T> static void init(std::span<T>, std::size_t, Random &) {}
 
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
-    ex.run(backend::op::ActivationForward<T>{.kind = Kind, .n = f.batch * f.in, .x = f.x, .y = f.y});
+    ex.run(backend::op::ActivationForward<T>{.kind = Kind, .n = f.rows * f.in, .x = f.x, .y = f.y});
   }
   template <class T> static backend::op::SmallLayer<T> small_layer(const LayerBackward<T> &b) {
     return {.kind = Kind, .in = b.in, .out = b.in, .x = b.x, .y = const_cast<T *>(b.y)};
@@ -31,7 +32,7 @@ template <backend::Activation Kind> struct ActivationLayer {
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     if (!b.dx) return; // the first layer of the network: nothing upstream needs its gradient
     ex.run(backend::op::ActivationBackward<T>{
-        .kind = Kind, .n = b.batch * b.in, .x = b.x, .y = b.y, .dy = b.dy, .dx = b.dx});
+        .kind = Kind, .n = b.rows * b.in, .x = b.x, .y = b.y, .dy = b.dy, .dx = b.dx});
   }
 };
 

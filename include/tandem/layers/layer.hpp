@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-// The Layer concept: the protocol every layer follows, written once.
+// The Layer concept: the protocol every layer follows, written once, and the optional traits a
+// layer opts into (memory of its own, a sequence length, token input, a split backward).
 #pragma once
 
 #include <array>
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <span>
 #include <string_view>
+#include <type_traits>
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/random.hpp"
@@ -14,53 +17,57 @@
 namespace tandem {
 
 // One parameter tensor of a layer, PyTorch's layout: `rows` x `cols`, row-major ("weight" of a
-// Linear is (out, in)). A layer's parameters lie one after another in its stage's flat buffer.
+// Linear is (out, in)); cols 1 is a vector, (rows). A layer's parameters lie one after another in
+// its stage's flat buffer. A composite layer's names nest as nn.Sequential's do ("1.in_proj_weight").
 struct ParameterSpec {
   std::string_view name;
   std::size_t rows = 0, cols = 1;
   constexpr std::size_t size() const { return rows * cols; }
 };
 
-// What a layer's forward sees: its parameters and a (batch, in) input to map to (batch, out).
+// What a layer's forward sees. Rows are samples, or the tokens of whole sequences (row b * T + t
+// is position t of sequence b); x is (rows, in) and y (rows, out), row-major.
 template <class T> struct LayerForward {
-  std::size_t batch = 0, in = 0, out = 0;
+  std::size_t rows = 0, in = 0, out = 0;
   const T *params = nullptr;
-  const T *x = nullptr; // (batch, in)
-  T *y = nullptr;       // (batch, out)
-  // A Linear's forward with the ReLU after it (Linear::forward's `then`): where the backend may keep
-  // the ReLU's mask for the next Linear's backward (op::LinearForward::relu_mask); may be null.
-  void *relu_mask = nullptr;
-  // A Linear's forward with an activation after it whose backward reads its input (GELUTanh):
-  // where to keep that input, the Linear's own output (op::LinearForward::pre_activation).
-  T *pre_activation = nullptr;
+  // (rows, in). A layer whose input_type is std::int32_t (Embedding) finds its token ids here,
+  // stored in the input's buffer (layer_input below reads them).
+  const T *x = nullptr;
+  T *y = nullptr; // (rows, out)
+  // (rows, saved_values<L>(in)): the layer's own memory, kept by the stage from this micro-batch's
+  // forward to its backward (null where it keeps none).
+  T *saved = nullptr;
+  // (rows, scratch_values<L>(in)): memory for this call alone (null where it needs none).
+  T *scratch = nullptr;
+  // The place of the micro-batch's first row in the whole batch, and a key for this layer in this
+  // step (0: not training). Dropout draws its mask from both, so that every schedule and rank
+  // count drops the same elements.
+  std::size_t first_row = 0;
+  std::uint64_t key = 0;
 };
 
-// What a layer's backward sees: the saved input and output, the output's gradient, and where to
-// write the input's gradient (null when nobody needs it) and to add the parameters' gradients.
+// What a layer's backward sees: what its forward saw, the output's gradient, where to write the
+// input's gradient (null when nobody needs it) and to add the parameters' gradients.
 template <class T> struct LayerBackward {
-  std::size_t batch = 0, in = 0, out = 0;
+  std::size_t rows = 0, in = 0, out = 0;
   const T *params = nullptr;
   T *grads = nullptr;    // accumulate: micro-batches add up
-  const T *x = nullptr;  // (batch, in)
-  const T *y = nullptr;  // (batch, out)
-  const T *dy = nullptr; // (batch, out)
-  T *dx = nullptr;       // (batch, in), may be null
-  // Off on a stage's first micro-batch of a step when every layer of the stage honours it (the
-  // library's layers; see FusableLayer): set the gradients rather than add to them, so the
-  // pipeline need not zero them first. Other layers see it on and always add.
+  const T *x = nullptr;  // (rows, in)
+  const T *y = nullptr;  // (rows, out)
+  const T *dy = nullptr; // (rows, out)
+  T *dx = nullptr;       // (rows, in), may be null
+  T *saved = nullptr;    // what the forward kept there
+  T *scratch = nullptr;  // as the forward's
+  std::size_t first_row = 0;
+  std::uint64_t key = 0;
+  // Off on a stage's first micro-batch of a step where the layer declares sets_gradients: set
+  // the gradients rather than add to them, so the pipeline need not zero them first. Layers that
+  // do not declare it always see it on.
   bool accumulate = true;
-  // Set by the pipeline only for layers that declare takes_relu_backward (Linear), where a
-  // Linear, a ReLU and this Linear follow each other in one stage: this layer's backward does the
-  // ReLU's (op::LinearBackward::relu_before), whose own backward is skipped, and writes the bias
-  // gradient of the Linear before (dbias_before), which is then told bias_gradient_by_next.
-  bool relu_before = false;
-  const void *relu_mask = nullptr; // what the Linear before was given as LayerForward::relu_mask
-  T *dbias_before = nullptr;
-  bool bias_gradient_by_next = false;
 };
 
-// A layer is a type, not an object: it holds no state (the stage owns parameters and
-// activations), so the whole network is known to the compiler.
+// A layer is a type, not an object: it holds no state (the stage owns parameters, activations
+// and the layer's saved memory), so the whole network is known to the compiler.
 //   in_features / out_features: fixed widths, or both 0 for a layer that keeps any width;
 //   parameters: its ParameterSpecs, in name order;
 //   init(params, in, rng): PyTorch's initialisation, on the host;
@@ -79,11 +86,67 @@ concept Layer = requires(std::span<float> p, Random &rng, backend::Executor &ex,
   L::backward(ex, bd);
 };
 
-// Optional: a layer that can describe itself as an op::SmallLayer (Linear and the activations)
-// may run inside a fused small stage (op::SmallForward / SmallBackward) when its stage qualifies.
-// The description reads the fields of a LayerBackward (grads null in a forward).
+// ---- optional traits: each a static member a layer may declare ----
+
+// saved_values(in) / scratch_values(in): values of T per row the layer keeps from forward to
+// backward, and needs during one call; constexpr, so memory can be planned before a run.
+template <class L> constexpr std::size_t saved_values(std::size_t in) {
+  if constexpr (requires { L::saved_values(in); }) return L::saved_values(in);
+  else return 0;
+}
+template <class L> constexpr std::size_t scratch_values(std::size_t in) {
+  if constexpr (requires { L::scratch_values(in); }) return L::scratch_values(in);
+  else return 0;
+}
+
+// sequence_length: the layer reads whole sequences of this many rows (attention, positions); the
+// pipeline then splits batches at whole sequences. 0: row-wise.
+template <class L> constexpr std::size_t sequence_length() {
+  if constexpr (requires { L::sequence_length; }) return L::sequence_length;
+  else return 0;
+}
+
+// input_type: what the layer reads, where that is not the network's values (Embedding: token ids).
+template <class L, class T> struct layer_input {
+  using type = T;
+};
+template <class L, class T>
+requires requires { typename L::input_type; }
+struct layer_input<L, T> {
+  using type = typename L::input_type;
+};
+template <class L, class T> using layer_input_t = typename layer_input<L, T>::type;
+
+// The token ids of a layer whose input_type is std::int32_t: the input's buffer holds them.
+template <class T> const std::int32_t *token_ids(const T *x) { return reinterpret_cast<const std::int32_t *>(x); }
+
+// draws_random: the layer's output depends on LayerForward::key (Dropout): a step with it is not
+// replayed from a captured graph, which would repeat one step's draws.
+template <class L> constexpr bool draws_random() {
+  if constexpr (requires { L::draws_random; }) return L::draws_random;
+  else return false;
+}
+
+// sets_gradients: the layer honours LayerBackward::accumulate (off: it sets its gradients).
+template <class L> constexpr bool sets_gradients() {
+  if constexpr (requires { L::sets_gradients; }) return L::sets_gradients;
+  else return false;
+}
+
+// A backward that runs as two tasks: backward_input (dx, which the stage before waits for) and
+// backward_weights (the parameters' gradients, which nothing waits for until the update), the
+// split zero-bubble schedules use. Together they do what backward does.
 template <class L>
-concept FusableLayer = Layer<L> && requires(const LayerBackward<float> &b, const LayerBackward<double> &bd) {
+concept SplitBackward = Layer<L> && requires(backend::Executor &ex, const LayerBackward<float> &b) {
+  L::backward_input(ex, b);
+  L::backward_weights(ex, b);
+};
+
+// A layer that can describe itself as an op::SmallLayer (Linear and the activations) may run
+// inside a small stage (op::SmallForward / SmallBackward) when its stage qualifies. The
+// description reads the fields of a LayerBackward (grads null in a forward).
+template <class L>
+concept SmallStageLayer = Layer<L> && requires(const LayerBackward<float> &b, const LayerBackward<double> &bd) {
   { L::small_layer(b) } -> std::same_as<backend::op::SmallLayer<float>>;
   { L::small_layer(bd) } -> std::same_as<backend::op::SmallLayer<double>>;
 };

@@ -8,6 +8,8 @@
 #include <span>
 
 #include "tandem/backend/executor.hpp"
+#include "tandem/backend/ops/column_sum.hpp"
+#include "tandem/layers/hand_off.hpp"
 #include "tandem/layers/layer.hpp"
 #include "tandem/random.hpp"
 #include "tandem/shape.hpp"
@@ -41,23 +43,25 @@ template <std::size_t In, std::size_t Out> struct Linear {
     for (auto &p : params) p = static_cast<T>(rng.uniform(-bound, bound));
   }
 
-  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
-    forward(ex, f, backend::Activation::identity);
-  }
+  // Sets its gradients where LayerBackward::accumulate is off.
+  static constexpr bool sets_gradients = true;
+
+  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) { forward(ex, f, {}); }
   // With the activation that follows it in one operation (y is then the activation's output): the
-  // pipeline uses this for a Linear followed by a ReLU or a GELUTanh, so that a GPU fuses both
-  // into the product (GELUTanh's input, this layer's own output, is kept at f.pre_activation).
-  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f, backend::Activation then) {
-    ex.run(backend::op::LinearForward<T>{.batch = f.batch,
-                                         .in = In,
-                                         .out = Out,
-                                         .x = f.x,
-                                         .weight = f.params,
-                                         .bias = f.params + bias_offset,
-                                         .y = f.y,
-                                         .activation = then,
-                                         .relu_mask = then == backend::Activation::relu ? f.relu_mask : nullptr,
-                                         .pre_activation = f.pre_activation});
+  // pipeline uses this for a Linear followed by a ReLU or a GELUTanh, so that a GPU computes both
+  // in the product (GELUTanh's input, this layer's own output, is kept at pre_activation).
+  template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f, const Epilogue<T> &then) {
+    ex.run(backend::op::LinearForward<T>{
+        .batch = f.rows,
+        .in = In,
+        .out = Out,
+        .x = f.x,
+        .weight = f.params,
+        .bias = f.params + bias_offset,
+        .y = f.y,
+        .activation = then.activation,
+        .relu_mask = then.activation == backend::Activation::relu ? then.relu_mask : nullptr,
+        .pre_activation = then.pre_activation});
   }
 
   template <class T> static backend::op::SmallLayer<T> small_layer(const LayerBackward<T> &b) {
@@ -71,11 +75,13 @@ template <std::size_t In, std::size_t Out> struct Linear {
             .x = b.x,
             .y = const_cast<T *>(b.y)}; // written by SmallForward, which is handed the stash
   }
-  // Honours LayerBackward's relu_before and bias_gradient_by_next: the pipeline may hand it the
-  // backward of a ReLU before it, and the bias gradient of the Linear before that.
+
+  template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) { backward(ex, b, {}); }
+  // Takes the ReLU between it and the Linear before it (ReluHandOff).
   static constexpr bool takes_relu_backward = true;
-  template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
-    ex.run(backend::op::LinearBackward<T>{.batch = b.batch,
+  template <class T>
+  static void backward(backend::Executor &ex, const LayerBackward<T> &b, const ReluHandOff<T> &hand_off) {
+    ex.run(backend::op::LinearBackward<T>{.batch = b.rows,
                                           .in = In,
                                           .out = Out,
                                           .x = b.x,
@@ -83,11 +89,34 @@ template <std::size_t In, std::size_t Out> struct Linear {
                                           .dy = b.dy,
                                           .dx = b.dx,
                                           .dweight = b.grads,
-                                          .dbias = b.bias_gradient_by_next ? nullptr : b.grads + bias_offset,
+                                          .dbias = hand_off.bias_gradient_by_next ? nullptr : b.grads + bias_offset,
                                           .accumulate = b.accumulate,
-                                          .relu_before = b.relu_before,
-                                          .relu_mask = b.relu_mask,
-                                          .dbias_before = b.dbias_before});
+                                          .relu_before = hand_off.relu_before,
+                                          .relu_mask = hand_off.relu_mask,
+                                          .dbias_before = hand_off.dbias_before});
+  }
+
+  // The backward as two tasks (SplitBackward): dx (rows, In) = dy (rows, Out) * weight (Out, In),
+  template <class T> static void backward_input(backend::Executor &ex, const LayerBackward<T> &b) {
+    if (!b.dx) return;
+    ex.run(backend::op::Gemm<T>{
+        .m = b.rows, .n = In, .k = Out, .a = b.dy, .lda = Out, .b = b.params, .ldb = In, .c = b.dx, .ldc = In});
+  }
+  // and dweight (Out, In) += dy^T * x (rows, In), dbias (Out) += the column sums of dy.
+  template <class T> static void backward_weights(backend::Executor &ex, const LayerBackward<T> &b) {
+    ex.run(backend::op::Gemm<T>{.trans_a = true,
+                                .m = Out,
+                                .n = In,
+                                .k = b.rows,
+                                .a = b.dy,
+                                .lda = Out,
+                                .b = b.x,
+                                .ldb = In,
+                                .beta = b.accumulate ? T(1) : T(0),
+                                .c = b.grads,
+                                .ldc = In});
+    ex.run(backend::op::ColumnSum<T>{
+        .rows = b.rows, .cols = Out, .x = b.dy, .y = b.grads + bias_offset, .accumulate = b.accumulate});
   }
 };
 

@@ -14,6 +14,7 @@
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/context.hpp"
+#include "tandem/layers/hand_off.hpp"
 #include "tandem/layers/layer.hpp"
 #include "tandem/loss/loss.hpp"
 #include "tandem/pipeline/plan.hpp"
@@ -26,11 +27,19 @@ template <class Topo> struct Fusion {
   template <std::size_t I> using stage = typename Topo::template stage<I>;
   static constexpr std::size_t num_stages = Topo::num_stages;
 
-  // Every layer of stage I is one of the library's own kinds (FusableLayer): it can run inside a
-  // fused small stage, and it honours LayerBackward::accumulate.
-  template <std::size_t I> static constexpr bool library_layers_only() {
+  // Every layer of stage I describes itself as an op::SmallLayer (SmallStageLayer): the stage can
+  // run as one small-stage operation.
+  template <std::size_t I> static constexpr bool small_layers_only() {
     return []<std::size_t... J>(std::index_sequence<J...>) {
-      return (FusableLayer<typename stage<I>::template layer<J>> && ...);
+      return (SmallStageLayer<typename stage<I>::template layer<J>> && ...);
+    }
+    (std::make_index_sequence<stage<I>::num_layers>{});
+  }
+  // Every layer of stage I sets its gradients on the step's first backward (sets_gradients): the
+  // stage's gradients need no zeroing before a step.
+  template <std::size_t I> static constexpr bool sets_gradients_only() {
+    return []<std::size_t... J>(std::index_sequence<J...>) {
+      return (sets_gradients<typename stage<I>::template layer<J>>() && ...);
     }
     (std::make_index_sequence<stage<I>::num_layers>{});
   }
@@ -40,7 +49,8 @@ template <class Topo> struct Fusion {
     using Forward = backend::op::SmallForward<T>;
     using Backward = backend::op::SmallBackward<T>;
     bool small =
-        stage<I>::num_layers <= std::min(Forward::max_layers, Backward::max_layers) && library_layers_only<I>();
+        stage<I>::num_layers <= std::min(Forward::max_layers, Backward::max_layers) && small_layers_only<I>() &&
+        sets_gradients_only<I>();
     for (const std::size_t width : Topo::template stage_widths<I>)
       small = small && width <= std::min(Forward::max_width, Backward::max_width);
     return small;
@@ -66,7 +76,7 @@ template <class Topo> struct Fusion {
         constexpr backend::Activation act = Next::activation;
         if constexpr (act != backend::Activation::relu && act != backend::Activation::gelu_tanh) return none;
         else if constexpr (requires(backend::Executor & ex, const LayerForward<T> &f) {
-                             St::template layer<J>::forward(ex, f, act);
+                             St::template layer<J>::forward(ex, f, Epilogue<T>{act});
                            })
           return act;
         else return none;

@@ -16,16 +16,17 @@ namespace tandem::detail {
 
 using TaskOrders = std::vector<std::vector<schedule::Task>>; // one task list per stage
 
-// Micro-batch k is rows [offset[k], offset[k] + rows[k]) of the batch.
+// Micro-batch k is rows [offset[k], offset[k] + rows[k]) of the batch's `batch` rows.
 struct Plan {
   std::size_t batch = 0, m = 0;
   std::vector<std::size_t> offset, rows;
 
-  // `batch` rows in m micro-batches, as evenly as possible: the first batch % m get one more.
-  static Plan split(std::size_t batch, std::size_t m) {
-    Plan p{batch, m, {}, {}};
+  // `samples` samples of `per_sample` rows each (a sequence's tokens; 1 for row-wise networks) in
+  // m micro-batches of whole samples, as evenly as possible: the first samples % m get one more.
+  static Plan split(std::size_t samples, std::size_t m, std::size_t per_sample = 1) {
+    Plan p{samples * per_sample, m, {}, {}};
     for (std::size_t k = 0, at = 0; k < m; ++k) {
-      const std::size_t rows = batch / m + (k < batch % m ? 1 : 0);
+      const std::size_t rows = (samples / m + (k < samples % m ? 1 : 0)) * per_sample;
       p.offset.push_back(at);
       p.rows.push_back(rows);
       at += rows;
@@ -37,6 +38,8 @@ struct Plan {
 
 // The rows of a (batch, features) row-major input of `values` values.
 TANDEM_INLINE std::size_t batch_rows(std::size_t values, std::size_t features, const char *call);
+// The samples in `rows` rows of whole sequences of `per_sample` rows each.
+TANDEM_INLINE std::size_t batch_samples(std::size_t rows, std::size_t per_sample, const char *call);
 
 // The schedule's micro-batch count for `batch`, checked.
 template <class Sched> std::size_t micro_batches(const Sched &sched, std::size_t batch, const char *call) {
@@ -114,6 +117,13 @@ TANDEM_INLINE std::size_t batch_rows(std::size_t values, std::size_t features, c
     fail(call, ": the input has ", values, " values, which is not a positive whole number of rows of ", features,
          " features (row-major (batch, ", features, "))");
   return values / features;
+}
+
+TANDEM_INLINE std::size_t batch_samples(std::size_t rows, std::size_t per_sample, const char *call) {
+  if (rows % per_sample != 0)
+    fail(call, ": the batch has ", rows, " rows (tokens), which is not a whole number of sequences of ", per_sample,
+         " (row b * ", per_sample, " + t is position t of sequence b); pass whole sequences");
+  return rows / per_sample;
 }
 
 TANDEM_INLINE void check_order(const std::vector<schedule::Task> &order, std::size_t s, std::size_t m) {

@@ -54,10 +54,13 @@ template <class Topo> class Runtime {
   using Issue = StageIssue<Topo>;
   static constexpr std::size_t num_stages = Topo::num_stages;
   static constexpr std::size_t in_features = Topo::in_features, out_features = Topo::out_features;
+  static constexpr std::size_t per_sample = Topo::rows_per_sample;
+  using Input = typename Topo::input_type; // the network's input: values, or token ids
   template <class Loss> using target_t = typename Loss::template target_type<T>;
 
 public:
-  Runtime(Context &ctx, std::uint64_t seed) : ctx_(ctx.state()), context_(&ctx), ranks_(ctx, stage_ranks(ctx)) {
+  Runtime(Context &ctx, std::uint64_t seed)
+      : ctx_(ctx.state()), context_(&ctx), ranks_(ctx, stage_ranks(ctx)), seed_(seed) {
     const std::lock_guard turn(ctx.issue_mutex()); // docs/threads.md
     // Across processes every rank builds the same network (or throws, having built nothing).
     ranks_.agree_network(network_record(seed));
@@ -94,7 +97,7 @@ public:
     if (ranks_.active()) return; // labels are checked on the host; no graphs
     if (last.shares_memory_with(executors_))
       for (auto &g : groups_) g.skip = invalid_flag();
-    graphs_.set_capturable(stages_.front().ex->can_capture(executors_));
+    graphs_.set_capturable(!Topo::draws_random && stages_.front().ex->can_capture(executors_));
   }
   Runtime(const Runtime &) = delete;
   Runtime &operator=(const Runtime &) = delete;
@@ -138,7 +141,7 @@ public:
 
   // Inference: `make_sink(batch)` says where the output goes once the batch is known.
   // Across processes every rank returns the output, sent from the last stage's rank.
-  template <class Sched, class MakeSink> void infer(const Source<T> &x, const Sched &sched, MakeSink make_sink) {
+  template <class Sched, class MakeSink> void infer(const Source<Input> &x, const Sched &sched, MakeSink make_sink) {
     const std::lock_guard turn(ctx_->issue_mutex()); // docs/threads.md
     in_flight_->complete_all();
     Ranks::Call call(ranks_, "forward", fingerprint("forward"));
@@ -146,14 +149,16 @@ public:
     call.run([&] {
       if (x.device && ranks_.active()) fail("forward: across processes the input is host data (a span)");
       if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "forward");
+      if (rows) (void)batch_samples(rows, per_sample, "forward");
+      if (x.host && x.size) Topo::check_input(x.host_span(), "forward");
     });
     const std::size_t batch = call.agree_batch(rows);
     const Sink<T> out = make_sink(batch);
     Plan plan;
     TaskOrders orders;
     call.run([&] {
-      m = micro_batches(sched, batch, "forward");
-      plan = Plan::split(batch, m);
+      m = micro_batches(sched, batch / per_sample, "forward");
+      plan = Plan::split(batch / per_sample, m, per_sample);
       orders = forward_orders(num_stages, m);
       prepare(plan, orders);
     });
@@ -165,7 +170,7 @@ public:
     upload_input(plan, x);
     std::exception_ptr error;
     try {
-      issue(plan, orders, x, [&](std::size_t k, const Slot<T> &slot) {
+      issue(plan, orders, x, 0, [&](std::size_t k, const Slot<T> &slot) {
         const std::size_t at = plan.offset[k] * out_features, bytes = plan.rows[k] * out_features * sizeof(T);
         if (out.host) last.ex->download(out.host + at, slot.out.data(), bytes);
         else
@@ -193,7 +198,7 @@ public:
   // before any work is issued; targets on the device are checked there, during the step, where
   // the optimizer can undo its count of a cancelled step.
   template <class Loss, class Sched, class Opt>
-  PendingLoss<T> step(const Source<T> &x, const Source<target_t<Loss>> &y, const Sched &sched, Opt *opt) {
+  PendingLoss<T> step(const Source<Input> &x, const Source<target_t<Loss>> &y, const Sched &sched, Opt *opt) {
     const std::lock_guard turn(ctx_->issue_mutex()); // docs/threads.md
     in_flight_->complete_all();                      // the step before: its loss check may undo an optimizer count
     using Target = target_t<Loss>;
@@ -207,6 +212,8 @@ public:
       if ((x.device || y.device) && ranks_.active())
         fail("train_step: across processes the input and targets are host data (spans)");
       if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "train_step");
+      if (rows) (void)batch_samples(rows, per_sample, "train_step");
+      if (x.host && x.size) Topo::check_input(x.host_span(), "train_step");
     });
     const std::size_t batch = call.agree_batch(rows);
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
@@ -219,8 +226,8 @@ public:
         check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
       if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, batch, out_features);
       else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), batch, out_features);
-      m = micro_batches(sched, batch, "train_step");
-      plan = Plan::split(batch, m);
+      m = micro_batches(sched, batch / per_sample, "train_step");
+      plan = Plan::split(batch / per_sample, m, per_sample);
       orders = training_orders(sched, num_stages, m);
       prepare(plan, orders);
     });
@@ -249,7 +256,8 @@ public:
       }
       if (id)
         key = typename GraphCache<T>::Key{
-            batch, m, orders, x.device, y.device, *id, GraphCache<T>::template loss_tag<Loss>(), graphs_.generation()};
+            batch,     m, orders, reinterpret_cast<const T *>(x.device), y.device, *id, GraphCache<T>::template loss_tag<Loss>(),
+            graphs_.generation()};
     }
     bool capture_now = false;
     auto *captured = graphs_.find(std::move(key), capture_now);
@@ -260,6 +268,7 @@ public:
     if (!y.device && holds_last) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
     auto outcome = std::make_shared<StepOutcome<T>>();
     outcome->mutex = ctx_->shared_issue_mutex();
+    ++steps_; // (the key of the step's random layers, step_key)
     if (captured) {
       captured->graph->launch();
       transferred_ += captured->bytes;
@@ -300,6 +309,14 @@ private:
     st.device = St::device_index;
     st.rank = ranks_.rank_of(I);
     st.widths.assign(w.begin(), w.end());
+    st.saved_widths.clear();
+    st.scratch_width = 0;
+    [&]<std::size_t... J>(std::index_sequence<J...>) {
+      ((st.saved_widths.push_back(saved_values<typename St::template layer<J>>(w[J])),
+        st.scratch_width = std::max(st.scratch_width, scratch_values<typename St::template layer<J>>(w[J]))),
+       ...);
+    }
+    (std::make_index_sequence<St::num_layers>{});
     if (!ranks_.local(I)) { // another rank's: its names and shapes only
       [&]<std::size_t... J>(std::index_sequence<J...>) {
         (
@@ -364,12 +381,12 @@ private:
 
   // Input from host memory into stage 0's per-micro-batch buffers, before the work that reads
   // them is issued (or a graph that reads them is launched).
-  void upload_input(const Plan &plan, const Source<T> &x) {
+  void upload_input(const Plan &plan, const Source<Input> &x) {
     auto &first = stages_.front();
     if (x.device || !first.ex) return;
     for (std::size_t k = 0; k < plan.m; ++k)
       first.ex->upload(first.slots[k].input_own.data(), x.host + plan.offset[k] * in_features,
-                       plan.rows[k] * in_features * sizeof(T));
+                       plan.rows[k] * in_features * sizeof(Input));
   }
 
   // Issues every stage's task list in walk()'s order, so each wait is issued after the record it
@@ -379,8 +396,10 @@ private:
   // it: the update comes after every loss, and reads the status word they leave. The updates are
   // issued last, together: each is still the last work on its stage's stream (a stage's last task
   // is its last backward), and a capture that fails on the way has counted no optimizer step.
+  // `key`: the step's key for random layers (0: inference, which draws nothing).
   template <class AtOutput>
-  void issue(const Plan &plan, const TaskOrders &orders, const Source<T> &x, AtOutput &&at_output,
+  void issue(const Plan &plan, const TaskOrders &orders, const Source<Input> &x, std::uint64_t key,
+             AtOutput &&at_output,
              std::vector<std::function<void()>> *after_last_backward = nullptr) {
     const std::size_t S = num_stages;
     std::vector<std::size_t> backward_left(S, 0);
@@ -402,17 +421,19 @@ private:
       const std::size_t k = t.micro_batch;
       Slot<T> &slot = st.slots[k];
       const std::size_t rows = plan.rows[k];
+      const typename Issue::Call layer_call{rows, plan.offset[k], key};
       if (t.kind == schedule::Task::forward) {
         if (s == 0) {
-          // Host input was uploaded into input_own (upload_input), where prepare() points.
-          if (x.device) slot.input = x.device + plan.offset[k] * in_features; // read in place
+          // Host input was uploaded into input_own (upload_input), where prepare() points. Token
+          // ids are read from a value's buffer (LayerForward::x).
+          if (x.device) slot.input = reinterpret_cast<const T *>(x.device + plan.offset[k] * in_features);
         } else {
           if (stages_[s - 1].ex) transferred_ += receive(all_stages(), s - 1, s, k, rows, trace_);
           else arrive(s, crossing(s - 1, k, backend::Direction::forward, s - 1), *slot.input_ready);
           st.ex->wait(*slot.wait_input);
         }
         trace_.timed(s, TaskKind::forward, k, [&] {
-          Topo::with_stage(s, [&]<std::size_t I>() { Issue::template forward<I>(st, slot, rows, fused[s]); });
+          Topo::with_stage(s, [&]<std::size_t I>() { Issue::template forward<I>(st, slot, layer_call, fused[s]); });
         });
         st.ex->record(*slot.forward_done);
         st.peak = std::max(st.peak, ++st.live);
@@ -428,7 +449,7 @@ private:
         }
         trace_.timed(s, TaskKind::backward, k, [&] {
           Topo::with_stage(
-              s, [&]<std::size_t I>() { Issue::template backward<I>(st, slot, rows, first_backward[s], fused[s]); });
+              s, [&]<std::size_t I>() { Issue::template backward<I>(st, slot, layer_call, first_backward[s], fused[s]); });
         });
         first_backward[s] = 0;
         st.ex->record(*slot.backward_done);
@@ -496,19 +517,20 @@ private:
   // the loss and (with `optimize`) the updates. `counted` says whether the optimizer has counted
   // the step, also where issuing fails after that.
   template <class Loss, class Opt>
-  void issue_step(const Plan &plan, const TaskOrders &orders, const Source<T> &x, const target_t<Loss> *targets,
+  void issue_step(const Plan &plan, const TaskOrders &orders, const Source<Input> &x, const target_t<Loss> *targets,
                   Opt *opt, bool optimize, bool &counted) {
     constexpr bool optimizing = optimizing_v<Opt>;
     if constexpr (Fuse::small_network() && loss::FusableLoss<Loss>) {
       if (!ranks_.active() && Fuse::template fuses_network<Loss>(ctx_->options(), executors_, plan))
-        return issue_network_step<Topo, Loss>(all_stages(), plan, x.device, targets, opt, optimize, loss_slot(),
+        return issue_network_step<Topo, Loss>(all_stages(), plan, reinterpret_cast<const T *>(x.device), targets, opt,
+                                              optimize, loss_slot(),
                                               invalid_flag(), trace_, counted);
     }
     auto &last = stages_.back();
     for (std::size_t s = 0; s < num_stages; ++s) {
       auto &st = stages_[s];
       if (!st.ex) continue;
-      Topo::with_stage(s, [&]<std::size_t I>() { st.set_gradients = Fuse::template library_layers_only<I>(); });
+      Topo::with_stage(s, [&]<std::size_t I>() { st.set_gradients = Fuse::template sets_gradients_only<I>(); });
       if (st.set_gradients) continue; // the stage's first backward sets them
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
         if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
@@ -523,7 +545,7 @@ private:
         after.push_back([this, opt, s] { trace_.timed(s, TaskKind::optimizer, -1, [&] { opt->step_group(s); }); });
     const bool updates = optimizing && optimize;
     issue(
-        plan, orders, x,
+        plan, orders, x, step_key(),
         [&](std::size_t k, Slot<T> &slot) {
           trace_.timed(num_stages - 1, TaskKind::loss, k, [&] {
             last.ex->submit([ex = last.ex, rows = plan.rows[k], out = slot.out.data(),
@@ -541,7 +563,7 @@ private:
   // the optimizer's step, which each launch counts again: both are undone here, and so is the
   // count of a capture that failed after the updates were issued. Null: issue the step instead.
   template <class Loss, class Opt>
-  typename GraphCache<T>::Captured *capture_step(const Plan &plan, const TaskOrders &orders, const Source<T> &x,
+  typename GraphCache<T>::Captured *capture_step(const Plan &plan, const TaskOrders &orders, const Source<Input> &x,
                                                  const target_t<Loss> *targets, Opt *opt) {
     const std::size_t before = transferred_;
     bool counted = false;
@@ -571,6 +593,9 @@ private:
   }
 
   std::span<StageState<T>> all_stages() { return stages_; }
+  // The key of this training step's random layers (Dropout): the network's seed and the step's
+  // number, the same on every rank and under every schedule. Never 0, which means "not training".
+  std::uint64_t step_key() const { return Random::derive(seed_, steps_, 0).next() | 1; }
 
   // First, so it goes last: the Context's body and executors outlive everything below.
   std::shared_ptr<ContextState> ctx_;
@@ -578,6 +603,8 @@ private:
   // Expires with the network: parameter handles that outlive it refuse to touch its memory.
   std::shared_ptr<const char> alive_ = std::make_shared<const char>(0);
   Ranks ranks_; // which rank runs each stage; across processes, the network's channel
+  std::uint64_t seed_;
+  std::uint64_t steps_ = 0; // training steps issued
   std::array<StageState<T>, num_stages> stages_{};
   std::vector<Parameter<T>> parameters_;
   std::vector<optim::ParameterGroup<T>> groups_;

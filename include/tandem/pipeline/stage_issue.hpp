@@ -8,7 +8,9 @@
 #include <utility>
 
 #include "tandem/backend/executor.hpp"
+#include "tandem/layers/hand_off.hpp"
 #include "tandem/layers/layer.hpp"
+#include "tandem/random.hpp"
 #include "tandem/pipeline/fusion.hpp"
 #include "tandem/pipeline/stage_state.hpp"
 
@@ -24,15 +26,26 @@ template <class Topo> struct StageIssue {
   // last writes the stage's output.
   template <std::size_t I> struct LayerIo {
     std::array<const T *, stage<I>::num_layers> x{};
-    std::array<T *, stage<I>::num_layers> y{};
+    std::array<T *, stage<I>::num_layers> y{}, saved{};
   };
   template <std::size_t I> static LayerIo<I> layer_io(StageState<T> &st, Slot<T> &slot, const T *input) {
     LayerIo<I> io;
     for (std::size_t j = 0; j < stage<I>::num_layers; ++j) {
       io.x[j] = j == 0 ? input : st.activation(slot, j - 1);
       io.y[j] = st.activation(slot, j);
+      io.saved[j] = st.saved(slot, j);
     }
     return io;
+  }
+  // What a layer call knows of its step: the micro-batch's first row in the whole batch, and the
+  // step's key (0: not training), from which each layer's own key derives (layer_key).
+  struct Call {
+    std::size_t rows = 0, first_row = 0;
+    std::uint64_t key = 0;
+  };
+  static std::uint64_t layer_key(std::uint64_t step_key, std::size_t stage, std::size_t layer) {
+    if (!step_key) return 0;
+    return Random::derive(step_key, stage, layer).next() | 1;
   }
 
   // Stage I as one small-stage operation (op::SmallForward or SmallBackward).
@@ -43,7 +56,7 @@ template <class Topo> struct StageIssue {
     Op op{.rows = rows, .count = St::num_layers};
     [&]<std::size_t... J>(std::index_sequence<J...>) {
       ((op.layers[J] = St::template layer<J>::small_layer(
-            LayerBackward<T>{.batch = rows,
+            LayerBackward<T>{.rows = rows,
                              .in = w[J],
                              .out = w[J + 1],
                              .params = params + St::parameter_offsets[J],
@@ -57,7 +70,8 @@ template <class Topo> struct StageIssue {
   }
 
   // `fused`: the stage runs as one operation where it can (Fusion::fuses_small_stage).
-  template <std::size_t I> static void forward(StageState<T> &st, Slot<T> &slot, std::size_t rows, bool fused) {
+  template <std::size_t I> static void forward(StageState<T> &st, Slot<T> &slot, const Call &call, bool fused) {
+    const std::size_t rows = call.rows;
     using St = stage<I>;
     static constexpr auto w = Topo::template stage_widths<I>;
     const auto io = layer_io<I>(st, slot, slot.input);
@@ -70,26 +84,30 @@ template <class Topo> struct StageIssue {
         return;
       }
     }
-    st.ex->submit([ex = st.ex, params = st.params.data(), xs, ys, rows] {
+    st.ex->submit([ex = st.ex, params = st.params.data(), scratch = st.layer_scratch.data(), saved = io.saved, xs, ys,
+                   call] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
         (
             [&] {
-              const LayerForward<T> f{.batch = rows,
+              const LayerForward<T> f{.rows = call.rows,
                                       .in = w[J],
                                       .out = w[J + 1],
                                       .params = params + St::parameter_offsets[J],
                                       .x = xs[J],
-                                      .y = ys[J]};
+                                      .y = ys[J],
+                                      .saved = saved[J],
+                                      .scratch = scratch,
+                                      .first_row = call.first_row,
+                                      .key = layer_key(call.key, I, J)};
               if constexpr (F::template fuses_relu<I, J>()) { // the ReLU's output, straight from the product
                 LayerForward<T> g = f;
                 g.y = ys[J + 1];
-                g.relu_mask = F::template relu_mask_of<I, J>(*ex, ys);
-                St::template layer<J>::forward(*ex, g, backend::Activation::relu);
+                St::template layer<J>::forward(
+                    *ex, g, Epilogue<T>{backend::Activation::relu, F::template relu_mask_of<I, J>(*ex, ys)});
               } else if constexpr (F::template fused_activation<I, J>() == backend::Activation::gelu_tanh) {
                 LayerForward<T> g = f; // GELU's backward reads its input: the Linear's output, kept
                 g.y = ys[J + 1];
-                g.pre_activation = ys[J];
-                St::template layer<J>::forward(*ex, g, backend::Activation::gelu_tanh);
+                St::template layer<J>::forward(*ex, g, Epilogue<T>{backend::Activation::gelu_tanh, nullptr, ys[J]});
               } else if constexpr (F::template follows_fused_linear<I, J>()) {
                 // done with the Linear before it (ReLU's backward reads the output only, so the
                 // Linear's own output was never needed; GELU's input was kept by the product)
@@ -106,7 +124,8 @@ template <class Topo> struct StageIssue {
   // `first`: the stage's first backward of the step, which sets the gradients where the stage's
   // layers allow (StageState::set_gradients) instead of adding to them.
   template <std::size_t I>
-  static void backward(StageState<T> &st, Slot<T> &slot, std::size_t rows, bool first, bool fused) {
+  static void backward(StageState<T> &st, Slot<T> &slot, const Call &call, bool first, bool fused) {
+    const std::size_t rows = call.rows;
     using St = stage<I>;
     static constexpr auto w = Topo::template stage_widths<I>;
     constexpr std::size_t L = St::num_layers;
@@ -149,8 +168,8 @@ template <class Topo> struct StageIssue {
     // A mask pointer is then not handed on, so that a backend can never take the activations, or
     // a mask some earlier buffer at the same address once held, for this step's mask.
     const bool forward_fused = F::template small_stage<I>() && fused;
-    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), xs, ys, dys, dxs, rows, accumulate,
-                   forward_fused] {
+    st.ex->submit([ex = st.ex, params = st.params.data(), grads = st.grads.data(), scratch = st.layer_scratch.data(),
+                   saved = io.saved, xs, ys, dys, dxs, call, accumulate, forward_fused] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
         // last layer first
         (
@@ -158,26 +177,35 @@ template <class Topo> struct StageIssue {
               constexpr std::size_t j = L - 1 - J;
               if constexpr (skipped[j]) return; // done by layer j + 1
               else {
-                LayerBackward<T> b{.batch = rows,
-                                   .in = w[j],
-                                   .out = w[j + 1],
-                                   .params = params + St::parameter_offsets[j],
-                                   .grads = grads + St::parameter_offsets[j],
-                                   .x = xs[j],
-                                   .y = ys[j],
-                                   .dy = dys[j],
-                                   .dx = dxs[j],
-                                   .accumulate = accumulate};
-                if constexpr (j >= 2) {
-                  if constexpr (F::template relu_backward_by_next<I, j - 2>()) {
-                    using Before = typename St::template layer<j - 2>;
-                    b.relu_before = true;
-                    b.relu_mask = forward_fused ? nullptr : F::template relu_mask_of<I, j - 2>(*ex, ys);
-                    b.dbias_before = grads + St::parameter_offsets[j - 2] + Before::bias_offset;
+                const LayerBackward<T> b{.rows = call.rows,
+                                         .in = w[j],
+                                         .out = w[j + 1],
+                                         .params = params + St::parameter_offsets[j],
+                                         .grads = grads + St::parameter_offsets[j],
+                                         .x = xs[j],
+                                         .y = ys[j],
+                                         .dy = dys[j],
+                                         .dx = dxs[j],
+                                         .saved = saved[j],
+                                         .scratch = scratch,
+                                         .first_row = call.first_row,
+                                         .key = layer_key(call.key, I, j),
+                                         .accumulate = accumulate};
+                using L = typename St::template layer<j>;
+                if constexpr (F::template takes_relu_backward<L>()) {
+                  ReluHandOff<T> hand_off{.bias_gradient_by_next = F::template relu_backward_by_next<I, j>()};
+                  if constexpr (j >= 2) {
+                    if constexpr (F::template relu_backward_by_next<I, j - 2>()) {
+                      using Before = typename St::template layer<j - 2>;
+                      hand_off.relu_before = true;
+                      hand_off.relu_mask = forward_fused ? nullptr : F::template relu_mask_of<I, j - 2>(*ex, ys);
+                      hand_off.dbias_before = grads + St::parameter_offsets[j - 2] + Before::bias_offset;
+                    }
                   }
+                  L::backward(*ex, b, hand_off);
+                } else {
+                  L::backward(*ex, b);
                 }
-                b.bias_gradient_by_next = F::template relu_backward_by_next<I, j>();
-                St::template layer<j>::backward(*ex, b);
               }
             }(),
             ...);

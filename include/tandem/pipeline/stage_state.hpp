@@ -49,14 +49,20 @@ template <class T> struct StageState {
   std::size_t device = 0;
   int rank = 0;
   std::vector<std::size_t> widths; // input of each layer, then the output
+  // Values per row each layer keeps from its forward to its backward (saved_values), and the
+  // most any layer needs during one call (scratch_values).
+  std::vector<std::size_t> saved_widths;
+  std::size_t scratch_width = 0;
   Buffer<T> params, grads;
   std::unique_ptr<backend::Link> to_next, to_prev;
   std::vector<Slot<T>> slots;
-  // Outputs of all layers but the last, for as many micro-batches as the schedule keeps alive at
-  // once (1F1B: stages - stage; GPipe: m), and the backward's gradient ping-pong, which one stream
-  // uses for one micro-batch at a time.
+  // Outputs of all layers but the last, then each layer's saved memory (an empty Buffer where it
+  // keeps none), for as many micro-batches as the schedule keeps alive at once (1F1B: stages -
+  // stage; GPipe: m); the backward's gradient ping-pong and the layers' per-call memory, which one
+  // stream uses for one micro-batch at a time.
   std::vector<std::vector<Buffer<T>>> stash;
   Buffer<T> scratch[2];
+  Buffer<T> layer_scratch;
   std::size_t capacity = 0;   // rows each buffer holds
   bool set_gradients = false; // this step's first backward sets the gradients (library layers only)
   // Whole-network steps: the first stage's marks the step's end; each other stage's what it was
@@ -68,12 +74,13 @@ template <class T> struct StageState {
   std::size_t bytes_for(std::size_t m, std::size_t rows, std::size_t entries) const {
     std::size_t boundary = 0, inner = 0;
     for (std::size_t j = 0; j < widths.size(); ++j) (j == 0 || j + 1 == widths.size() ? boundary : inner) += widths[j];
+    for (const std::size_t w : saved_widths) inner += w;
     const std::size_t widest = *std::max_element(widths.begin(), widths.end());
     // Per row: each slot's input, output and their gradients; each stash entry's inner
-    // activations; the two scratch buffers.
+    // activations and saved memory; the two scratch buffers and the layers' per-call memory.
     const char *what = "a stage's workspace";
-    const std::size_t per_row =
-        checked_sum(checked_product(m, 2 * boundary, what), checked_product(entries, inner, what), 2 * widest);
+    const std::size_t per_row = checked_sum(checked_product(m, 2 * boundary, what),
+                                            checked_product(entries, inner, what), 2 * widest + scratch_width);
     return checked_product(checked_product(rows, per_row, what), sizeof(T), what);
   }
   std::size_t held_bytes() const { return capacity ? bytes_for(slots.size(), capacity, stash.size()) : 0; }
@@ -92,6 +99,7 @@ template <class T> struct StageState {
     slots.clear();
     stash.clear();
     for (auto &g : scratch) g = Buffer<T>();
+    layer_scratch = Buffer<T>();
     capacity = 0;
   }
   // Gives each micro-batch its stash entry.
@@ -103,6 +111,8 @@ template <class T> struct StageState {
   T *activation(Slot<T> &slot, std::size_t j) {
     return j + 1 == widths.size() - 1 ? slot.out.data() : stash[slot.stash][j].data();
   }
+  // Layer j's saved memory for one micro-batch (null where it keeps none).
+  T *saved(Slot<T> &slot, std::size_t j) { return stash[slot.stash][widths.size() - 2 + j].data(); }
 };
 
 // (Out of the class: a program linked with tandem::compiled finds it compiled there.)
@@ -121,13 +131,17 @@ template <class T> void StageState<T>::resize(std::size_t m, std::size_t rows, s
     slot.dy_ready = ex->make_event();
   }
   std::vector<std::vector<Buffer<T>>> new_stash(entries);
-  for (auto &entry : new_stash)
+  for (auto &entry : new_stash) {
     for (std::size_t j = 1; j + 1 < widths.size(); ++j) entry.emplace_back(*ex, rows * widths[j]);
+    for (const std::size_t w : saved_widths) entry.push_back(w ? Buffer<T>(*ex, rows * w) : Buffer<T>());
+  }
   const std::size_t widest = *std::max_element(widths.begin(), widths.end());
   Buffer<T> new_scratch[2] = {Buffer<T>(*ex, rows * widest), Buffer<T>(*ex, rows * widest)};
+  Buffer<T> new_layer_scratch = scratch_width ? Buffer<T>(*ex, rows * scratch_width) : Buffer<T>();
   slots = std::move(new_slots);
   stash = std::move(new_stash);
   for (int i = 0; i < 2; ++i) scratch[i] = std::move(new_scratch[i]);
+  layer_scratch = std::move(new_layer_scratch);
   capacity = rows;
 }
 

@@ -7,8 +7,10 @@
 #include <array>
 #include <cstddef>
 #include <limits>
+#include <span>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "tandem/error.hpp"
@@ -74,6 +76,61 @@ public:
     return true;
   }();
   static_assert(widths_agree);
+
+  // The rows of one sample: the sequence length every sequence-reading layer shares (1 where none
+  // reads sequences). The pipeline splits batches at whole samples.
+  static constexpr std::size_t sequence_length = [] {
+    std::size_t n = 0;
+    if constexpr (all_stages) {
+      [&]<std::size_t... S>(std::index_sequence<S...>) { ((n = n ? n : Stages::sequence_length), ...); }
+      (std::make_index_sequence<num_stages>{});
+    }
+    return n;
+  }();
+  static constexpr std::size_t rows_per_sample = sequence_length ? sequence_length : 1;
+  static constexpr bool draws_random = (false || ... || Stages::draws_random);
+
+private:
+  template <std::size_t S> static constexpr bool stage_sequences_agree() {
+    return []<std::size_t... J>(std::index_sequence<J...>) {
+      return (SequenceLengthCheck<AtStage<S>, AtLayer<J>, SequenceOf<sequence_length>,
+                                  SequenceOf<tandem::sequence_length<typename stage<S>::template layer<J>>()>>::value &&
+              ... && true);
+    }
+    (std::make_index_sequence<stage<S>::num_layers>{});
+  }
+  template <std::size_t S> static constexpr bool stage_reads_no_tokens() {
+    return []<std::size_t... J>(std::index_sequence<J...>) {
+      return (
+          [] {
+            using L = typename stage<S>::template layer<J>;
+            if constexpr (!std::is_same_v<layer_input_t<L, T>, T>) return TokenInputCheck<AtStage<S>, AtLayer<J>>::value;
+            else return true;
+          }() &&
+          ... && true);
+    }
+    (std::make_index_sequence<stage<S>::num_layers>{});
+  }
+
+public:
+  static constexpr bool sequences_agree = [] {
+    if constexpr (num_stages > 0 && all_stages)
+      return []<std::size_t... S>(std::index_sequence<S...>) {
+        return ((stage_sequences_agree<S>() && stage_reads_no_tokens<S>()) && ... && true);
+      }(std::make_index_sequence<num_stages>{});
+    return true;
+  }();
+  static_assert(sequences_agree);
+
+  // What the network reads: its values, or token ids where its first layer is an Embedding. Ids
+  // travel in the input's buffers, which are as wide as a value.
+  using input_type = layer_input_t<typename stage<0>::template layer<0>, T>;
+  static_assert(sizeof(input_type) <= sizeof(T));
+  // Checks the input's values where the first layer says what it accepts (check_input); throws Error.
+  static void check_input(std::span<const input_type> x, const char *call) {
+    using First = typename stage<0>::template layer<0>;
+    if constexpr (requires { First::check_input(x, call); }) First::check_input(x, call);
+  }
 
   static constexpr std::size_t in_features = widths[0];
   static constexpr std::size_t out_features = widths[num_stages];
