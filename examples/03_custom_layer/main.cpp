@@ -35,7 +35,7 @@ template <std::size_t N> struct Scale {
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
     for (std::size_t j = 0; j < N; ++j) // y[:, j] (batch, 1) = x[:, j] (batch, 1) * s[j] (1, 1)
       ex.run(backend::op::Gemm<T>{
-          .m = f.batch, .n = 1, .k = 1, .a = f.x + j, .lda = N, .b = f.params + j, .ldb = 1, .c = f.y + j, .ldc = N});
+          .m = f.rows, .n = 1, .k = 1, .a = f.x + j, .lda = N, .b = f.params + j, .ldb = 1, .c = f.y + j, .ldc = N});
   }
 
   // dx[:, j] = dy[:, j] * s[j] (written, and only when asked for); ds[j] += dy[:, j] . x[:, j]
@@ -43,7 +43,7 @@ template <std::size_t N> struct Scale {
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     for (std::size_t j = 0; j < N; ++j) {
       if (b.dx)
-        ex.run(backend::op::Gemm<T>{.m = b.batch,
+        ex.run(backend::op::Gemm<T>{.m = b.rows,
                                     .n = 1,
                                     .k = 1,
                                     .a = b.dy + j,
@@ -55,7 +55,7 @@ template <std::size_t N> struct Scale {
       ex.run(backend::op::Gemm<T>{.trans_a = true,
                                   .m = 1,
                                   .n = 1,
-                                  .k = b.batch,
+                                  .k = b.rows,
                                   .a = b.dy + j, // (batch, 1), transposed to (1, batch)
                                   .lda = N,
                                   .b = b.x + j, // (batch, 1)

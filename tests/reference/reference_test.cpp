@@ -32,6 +32,8 @@
 
 #include <tandem/tandem.hpp>
 
+#include "exchange.hpp"
+
 using namespace tandem;
 namespace fs = std::filesystem;
 
@@ -39,21 +41,8 @@ namespace {
 
 constexpr int skip_status = 77;
 
-// Exactly: %.17g of a float's double value round-trips, so Python sees the float tandem uses.
-std::string number(double v) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
-template <class T> std::string array(const std::vector<T> &v) {
-  std::string s = "[";
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    if (i) s += ',';
-    s += number(static_cast<double>(v[i]));
-  }
-  return s + "]";
-}
+using reference::array;
+using reference::number;
 
 // ---- the network, described for torch.nn ----
 
@@ -122,37 +111,15 @@ template <class Loss> auto targets(Random &rng, std::size_t batch, std::size_t o
 
 // ---- comparison ----
 
-using Tensors = std::map<std::string, std::vector<double>>;
-
-Tensors read_tensors(const fs::path &file) {
-  std::ifstream in(file);
-  if (!in) throw std::runtime_error("cannot read " + file.string());
-  Tensors t;
-  std::string name;
-  std::size_t n = 0;
-  while (in >> name >> n) {
-    auto &v = t[name];
-    v.resize(n);
-    for (auto &x : v) in >> x;
-    if (!in) throw std::runtime_error("truncated tensor '" + name + "' in " + file.string());
-  }
-  return t;
-}
+using reference::Tensors;
+using reference::read_tensors;
 
 struct Comparison {
   std::string name;
   double error;
 };
 
-double norm_wise_error(const std::vector<double> &got, const std::vector<double> &want) {
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    const double d = std::abs(got[i] - want[i]);
-    diff = std::isnan(d) ? INFINITY : std::max(diff, d);
-    scale = std::max(scale, std::abs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
+using reference::norm_wise_error;
 
 // Trains Net with options `opt_options` and Loss for len(batches) steps (batch k of size
 // batches[k], fresh data each step unless `repeat`), in tandem and in PyTorch, and compares.

@@ -15,7 +15,7 @@ namespace {
 struct NoBiasGradient : Linear<4, 3> {
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     ex.run(backend::op::LinearBackward<T>{
-        .batch = b.batch, .in = 4, .out = 3, .x = b.x, .weight = b.params, .dy = b.dy, .dx = b.dx, .dweight = b.grads});
+        .batch = b.rows, .in = 4, .out = 3, .x = b.x, .weight = b.params, .dy = b.dy, .dx = b.dx, .dweight = b.grads});
   }
 };
 
@@ -38,7 +38,7 @@ struct WrongTanh : Tanh {
   template <class T> static void backward(backend::Executor &ex, const LayerBackward<T> &b) {
     if (!b.dx) return;
     ex.run(backend::op::ActivationBackward<T>{
-        .kind = backend::Activation::sigmoid, .n = b.batch * b.in, .x = b.x, .y = b.y, .dy = b.dy, .dx = b.dx});
+        .kind = backend::Activation::sigmoid, .n = b.rows * b.in, .x = b.x, .y = b.y, .dy = b.dy, .dx = b.dx});
   }
 };
 

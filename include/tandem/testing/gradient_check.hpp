@@ -10,6 +10,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "tandem/backend/host/executor.hpp"
@@ -118,7 +119,11 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
   const std::size_t in = L::in_features ? L::in_features : options.width;
   const std::size_t out = L::out_features ? L::out_features : in;
   if (in == 0) tandem::detail::fail("check_gradients: width must be positive for a layer that keeps any width");
-  const std::size_t batch = options.batch, n_in = batch * in, n_out = batch * out;
+  // A layer that reads whole sequences gets `batch` sequences; one that reads token ids gets ids,
+  // whose "gradient" is not checked.
+  constexpr std::size_t per_sample = sequence_length<L>() ? sequence_length<L>() : 1;
+  constexpr bool tokens = std::is_same_v<layer_input_t<L, double>, std::int32_t>;
+  const std::size_t batch = options.batch * per_sample, n_in = batch * in, n_out = batch * out;
   constexpr std::size_t n_params = parameter_count_v<L>;
   const double nan = std::numeric_limits<double>::quiet_NaN();
 
@@ -130,55 +135,80 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
   std::vector<double> params(n_params), x(n_in), w(n_out);
   for (std::size_t i = 0; i < n_params; ++i)
     params[i] = double(init[i]) + rng.uniform(-options.parameter_jitter, options.parameter_jitter);
-  for (auto &v : x) v = rng.uniform(-options.input_range, options.input_range);
+  if constexpr (tokens) { // ids in [0, vocabulary), in the input's buffer as the pipeline keeps them
+    auto *ids = reinterpret_cast<std::int32_t *>(x.data());
+    for (std::size_t i = 0; i < batch; ++i) ids[i] = static_cast<std::int32_t>(rng.next() % L::vocabulary);
+  } else {
+    for (auto &v : x) v = rng.uniform(-options.input_range, options.input_range);
+  }
   for (auto &v : w) v = rng.uniform(-1, 1);
+  // The layer's memory, and a fixed key (a training call's: Dropout drops, the same elements each time).
+  const std::size_t n_saved = batch * saved_values<L>(in), n_scratch = batch * scratch_values<L>(in);
+  std::vector<double> saved(n_saved, nan), saved_probe(n_saved, nan), scratch(n_scratch, nan);
+  const std::uint64_t key = Random(options.seed).next() | 1;
 
   backend::host::Executor ex(0);
   std::vector<double> y(n_out), dx(n_in), grads(n_params), grads_again(n_params), grads_no_dx(n_params);
+  std::vector<double> split_dx(n_in), split_grads(n_params);
   std::vector<double> numeric_dx(n_in), numeric_grads(n_params);
   detail::run_on(ex, [&] {
-    auto forward = [&](std::span<double> into) {
-      L::forward(ex,
-                 LayerForward<double>{
-                     .batch = batch, .in = in, .out = out, .params = params.data(), .x = x.data(), .y = into.data()});
+    auto forward = [&](std::span<double> into, std::vector<double> &memory) {
+      L::forward(ex, LayerForward<double>{.rows = batch,
+                                          .in = in,
+                                          .out = out,
+                                          .params = params.data(),
+                                          .x = x.data(),
+                                          .y = into.data(),
+                                          .saved = memory.empty() ? nullptr : memory.data(),
+                                          .scratch = scratch.empty() ? nullptr : scratch.data(),
+                                          .key = key});
     };
     auto objective = [&] {
       std::vector<double> yy(n_out);
-      forward(yy);
+      forward(yy, saved_probe);
       double s = 0;
       for (std::size_t i = 0; i < n_out; ++i) s += w[i] * yy[i];
       return s;
     };
-    auto backward = [&](double *into_dx, std::vector<double> &into_grads) {
-      L::backward(ex, LayerBackward<double>{.batch = batch,
-                                            .in = in,
-                                            .out = out,
-                                            .params = params.data(),
-                                            .grads = into_grads.data(),
-                                            .x = x.data(),
-                                            .y = y.data(),
-                                            .dy = w.data(),
-                                            .dx = into_dx});
+    auto call = [&](double *into_dx, std::vector<double> &into_grads) {
+      return LayerBackward<double>{.rows = batch,
+                                   .in = in,
+                                   .out = out,
+                                   .params = params.data(),
+                                   .grads = into_grads.data(),
+                                   .x = x.data(),
+                                   .y = y.data(),
+                                   .dy = w.data(),
+                                   .dx = into_dx,
+                                   .saved = saved.empty() ? nullptr : saved.data(),
+                                   .scratch = scratch.empty() ? nullptr : scratch.data(),
+                                   .key = key};
     };
+    auto backward = [&](double *into_dx, std::vector<double> &into_grads) { L::backward(ex, call(into_dx, into_grads)); };
     auto central = [&](double &v) {
-      const double saved = v, h = options.step * std::max(1.0, std::abs(v));
-      v = saved + h;
+      const double kept = v, h = options.step * std::max(1.0, std::abs(v));
+      v = kept + h;
       const double up = objective();
-      v = saved - h;
+      v = kept - h;
       const double down = objective();
-      v = saved;
+      v = kept;
       return (up - down) / (2 * h);
     };
 
     // NaN in every output: whatever the layer leaves unwritten (or adds to) shows.
     std::fill(y.begin(), y.end(), nan);
-    forward(y);
+    forward(y, saved);
     std::fill(dx.begin(), dx.end(), nan);
-    backward(dx.data(), grads);
+    backward(tokens ? nullptr : dx.data(), grads);
     backward(nullptr, grads_again); // from zero, then again on top: must add up to twice
     backward(nullptr, grads_again);
     backward(nullptr, grads_no_dx);
-    for (std::size_t i = 0; i < n_in; ++i) numeric_dx[i] = central(x[i]);
+    if constexpr (SplitBackward<L>) { // the two tasks together do what backward does
+      L::backward_input(ex, call(tokens ? nullptr : split_dx.data(), split_grads));
+      L::backward_weights(ex, call(nullptr, split_grads));
+    }
+    if constexpr (!tokens)
+      for (std::size_t i = 0; i < n_in; ++i) numeric_dx[i] = central(x[i]);
     for (std::size_t i = 0; i < n_params; ++i) numeric_grads[i] = central(params[i]);
   });
 
@@ -192,8 +222,17 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
   };
   if (const auto i = first_nan(y); i < std::ptrdiff_t(n_out))
     note("forward left y[", i, "] unwritten or NaN (it must write every output, not add to it)");
-  if (const auto i = first_nan(dx); i < std::ptrdiff_t(n_in))
+  if (const auto i = first_nan(dx); !tokens && i < std::ptrdiff_t(n_in))
     note("backward left dx[", i, "] unwritten or NaN (it must write the input gradient, not add to it)");
+  if constexpr (SplitBackward<L>) {
+    auto same = [](const std::vector<double> &a, const std::vector<double> &b) {
+      for (std::size_t i = 0; i < a.size(); ++i)
+        if (std::abs(a[i] - b[i]) > 1e-12 * std::max(1.0, std::abs(a[i]))) return false;
+      return true;
+    };
+    if ((!tokens && !same(split_dx, dx)) || !same(split_grads, grads))
+      note("backward_input and backward_weights together differ from backward (SplitBackward)");
+  }
   for (std::size_t i = 0; i < n_params; ++i) {
     if (std::abs(grads_again[i] - 2 * grads[i]) > 1e-12 * std::max(1.0, std::abs(grads[i]))) {
       note("backward overwrote parameter gradient [", i, "] instead of adding to it (two calls gave ", grads_again[i],
@@ -209,7 +248,7 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
     }
   }
 
-  report.tensors.push_back(detail::compare("input", dx, numeric_dx, options.tolerance));
+  if (!tokens) report.tensors.push_back(detail::compare("input", dx, numeric_dx, options.tolerance));
   std::size_t at = 0;
   for (const ParameterSpec &p : L::parameters) {
     report.tensors.push_back(detail::compare(std::string(p.name), std::span<const double>(grads).subspan(at, p.size()),

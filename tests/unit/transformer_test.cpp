@@ -1,0 +1,159 @@
+// SPDX-License-Identifier: Apache-2.0
+// The transformer layers (layers/embedding, positional_embedding, layer_norm,
+// causal_self_attention, sequential, residual, dropout) in the protocol and in a pipeline: their
+// gradients against finite differences, nested names, sequences that micro-batches keep whole,
+// token input, and every schedule equal to the whole batch. PyTorch parity is in
+// tests/reference/transformer_reference.cpp.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <tandem/tandem.hpp>
+#include <tandem/testing/gradient_check.hpp>
+
+#include "support/random_data.hpp"
+
+using namespace tandem;
+
+namespace transformer_test {
+
+template <class L> void passes(testing::GradientCheckOptions options = {}) {
+  const auto report = testing::check_gradients<L>(options);
+  INFO(report.summary());
+  CHECK(report.passed());
+}
+
+constexpr std::size_t V = 13, T = 4, D = 8, H = 2;
+using Attn = Residual<LayerNorm<D>, CausalSelfAttention<D, H, T>>;
+using Mlp = Residual<LayerNorm<D>, Linear<D, 2 * D>, GELU, Dropout<20>, Linear<2 * D, D>>;
+using Gpt = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Attn>,
+                     Stage<Device<1>, Mlp, Attn, LayerNorm<D>, Linear<D, V>>>;
+
+std::vector<std::int32_t> tokens(std::size_t n, std::uint64_t seed) { return test::labels(n, V, seed); }
+
+template <class Sched> std::vector<std::vector<float>> train(const Sched &sched, std::vector<float> &losses) {
+  Context ctx;
+  Gpt net(ctx, 5);
+  optim::AdamW opt(net, {.lr = 1e-2f});
+  for (std::uint64_t k = 0; k < 3; ++k)
+    losses.push_back(net.train_step(tokens(6 * T, 10 + k), tokens(6 * T, 20 + k), loss::CrossEntropy{}, opt, sched));
+  auto values = test::snapshot(net);
+  values.push_back(net.forward(tokens(2 * T, 30)));
+  return values;
+}
+
+} // namespace transformer_test
+using namespace transformer_test;
+
+TEST_CASE("transformer layers pass the gradient checker") {
+  SUBCASE("Embedding") { passes<Embedding<7, 5>>(); }
+  SUBCASE("PositionalEmbedding") { passes<PositionalEmbedding<4, 5>>({.batch = 2}); }
+  SUBCASE("LayerNorm") { passes<LayerNorm<6>>(); }
+  SUBCASE("CausalSelfAttention") { passes<CausalSelfAttention<8, 2, 4>>({.batch = 2}); }
+  SUBCASE("Sequential") { passes<Sequential<Linear<4, 6>, Tanh, Linear<6, 3>>>(); }
+  SUBCASE("Residual of an MLP") { passes<Residual<LayerNorm<6>, Linear<6, 12>, GELU, Linear<12, 6>>>(); }
+  SUBCASE("Residual of attention") { passes<Residual<LayerNorm<8>, CausalSelfAttention<8, 4, 3>>>({.batch = 2}); }
+  SUBCASE("Dropout (a training call's mask)") { passes<Dropout<30>>({.width = 7}); }
+  SUBCASE("Linear, whose backward also runs as two tasks") { passes<Linear<5, 3>>(); }
+}
+
+TEST_CASE("composite layers nest their parameters' names as nn.Sequential does") {
+  Context ctx;
+  Gpt net(ctx, 1);
+  std::vector<std::string> names;
+  for (const auto &p : net.parameters()) names.push_back(p.name());
+  const std::vector<std::string> expected{
+      "stage0.0.weight",           "stage0.1.weight",          "stage0.2.0.weight",
+      "stage0.2.0.bias",           "stage0.2.1.in_proj_weight", "stage0.2.1.in_proj_bias",
+      "stage0.2.1.out_proj.weight", "stage0.2.1.out_proj.bias", "stage1.0.0.weight",
+      "stage1.0.0.bias",           "stage1.0.1.weight",        "stage1.0.1.bias",
+      "stage1.0.4.weight",         "stage1.0.4.bias",          "stage1.1.0.weight",
+      "stage1.1.0.bias",           "stage1.1.1.in_proj_weight", "stage1.1.1.in_proj_bias",
+      "stage1.1.1.out_proj.weight", "stage1.1.1.out_proj.bias", "stage1.2.weight",
+      "stage1.2.bias",             "stage1.3.weight",          "stage1.3.bias"};
+  CHECK(names == expected);
+  CHECK(net.parameter("stage0.2.1.in_proj_weight").rows() == 3 * D);
+  CHECK(net.parameter("stage0.2.1.in_proj_bias").cols() == 1);
+  static_assert(Gpt::sequence_length == T);
+  static_assert(std::is_same_v<Gpt::input_type, std::int32_t>);
+  static_assert(Gpt::in_features == 1 && Gpt::out_features == V);
+}
+
+TEST_CASE("LayerNorm and attention start as PyTorch's modules do") {
+  Context ctx;
+  Gpt net(ctx, 3);
+  const auto gamma = net.parameter("stage0.2.0.weight").to_host(), beta = net.parameter("stage0.2.0.bias").to_host();
+  CHECK(gamma == std::vector<float>(D, 1.0f));
+  CHECK(beta == std::vector<float>(D, 0.0f));
+  CHECK(net.parameter("stage0.2.1.in_proj_bias").to_host() == std::vector<float>(3 * D, 0.0f));
+  CHECK(net.parameter("stage0.2.1.out_proj.bias").to_host() == std::vector<float>(D, 0.0f));
+  const auto w = net.parameter("stage0.2.1.in_proj_weight").to_host(); // xavier_uniform: |w| <= sqrt(6 / 4D)
+  const float bound = std::sqrt(6.0f / (4 * D));
+  CHECK(std::all_of(w.begin(), w.end(), [&](float v) { return std::abs(v) <= bound; }));
+  CHECK(std::any_of(w.begin(), w.end(), [&](float v) { return std::abs(v) > bound / 2; }));
+}
+
+TEST_CASE("every schedule trains a transformer with Dropout as the whole batch does") {
+  std::vector<float> naive_losses, gpipe_losses, one_f_one_b_losses;
+  const auto naive = train(schedule::Naive{}, naive_losses);
+  const auto gpipe = train(schedule::GPipe{.micro_batches = 3}, gpipe_losses);
+  const auto one_f_one_b = train(schedule::OneFOneB{.micro_batches = 4}, one_f_one_b_losses);
+  CHECK(test::relative_error(gpipe_losses, naive_losses) < 1e-6);
+  CHECK(test::relative_error(one_f_one_b_losses, naive_losses) < 1e-6);
+  for (std::size_t i = 0; i < naive.size(); ++i) {
+    CAPTURE(i);
+    CHECK(test::relative_error(gpipe[i], naive[i]) < 2e-5);
+    CHECK(test::relative_error(one_f_one_b[i], naive[i]) < 2e-5);
+  }
+  CHECK(naive_losses.back() < naive_losses.front());
+}
+
+TEST_CASE("Dropout drops in training calls only, the same elements under every split") {
+  Context ctx;
+  using Net = Pipeline<Stage<Device<0>, Linear<6, 40>, Dropout<25>>, Stage<Device<1>, Linear<40, 3>>>;
+  Net a(ctx, 2), b(ctx, 2);
+  const auto x = test::uniform<float>(32 * 6, 3);
+  CHECK(a.forward(x) == b.forward(x)); // forward: the identity, so equal networks agree
+  const auto y = test::labels(32, 3, 4);
+  const float whole = a.forward_backward(x, y, loss::CrossEntropy{});
+  const float split = b.forward_backward(x, y, loss::CrossEntropy{}, schedule::GPipe{.micro_batches = 5});
+  CHECK(std::abs(whole - split) <= 1e-6f * std::abs(whole));
+  const auto ga = a.parameter("stage0.0.weight").grad_to_host(), gb = b.parameter("stage0.0.weight").grad_to_host();
+  CHECK(test::relative_error(ga, gb) < 1e-5);
+  // About a quarter of the hidden units of a row are dropped: their weights get no gradient
+  // from that row. One row alone shows it.
+  const std::vector<float> one(x.begin(), x.begin() + 6);
+  a.forward_backward(one, std::vector<std::int32_t>{1}, loss::CrossEntropy{});
+  const auto g = a.parameter("stage0.0.bias").grad_to_host();
+  const auto dropped = std::count(g.begin(), g.end(), 0.0f);
+  CHECK(dropped >= 3);
+  CHECK(dropped <= 20);
+}
+
+TEST_CASE("bad tokens and partial sequences are Errors that change nothing") {
+  Context ctx;
+  Gpt net(ctx, 4);
+  optim::Adam opt(net, {.lr = 1e-2f});
+  const auto before = test::snapshot(net);
+  const auto y = tokens(3 * T, 2);
+  auto x = tokens(3 * T, 1);
+  x[5] = static_cast<std::int32_t>(V);
+  CHECK_THROWS_WITH_AS(net.train_step(x, y, loss::CrossEntropy{}, opt), doctest::Contains("token 5 is 13"), Error);
+  x[5] = -1;
+  CHECK_THROWS_WITH_AS(net.train_step(x, y, loss::CrossEntropy{}, opt), doctest::Contains("outside the vocabulary"),
+                       Error);
+  CHECK_THROWS_AS(net.forward(x), Error);
+  x[5] = 0;
+  const std::vector<std::int32_t> partial(x.begin(), x.end() - 1), partial_y(y.begin(), y.end() - 1);
+  CHECK_THROWS_WITH_AS(net.train_step(partial, partial_y, loss::CrossEntropy{}, opt),
+                       doctest::Contains("not a whole number of sequences of 4"), Error);
+  CHECK_THROWS_WITH_AS(net.train_step(x, y, loss::CrossEntropy{}, opt, schedule::GPipe{.micro_batches = 4}),
+                       doctest::Contains("micro-batches"), Error);
+  CHECK(test::snapshot(net) == before);
+  const float l = net.train_step(x, y, loss::CrossEntropy{}, opt, schedule::GPipe{.micro_batches = 3});
+  CHECK(std::isfinite(l));
+  CHECK(test::snapshot(net) != before);
+}
