@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // op::LayerNormForward / LayerNormBackward on a GPU: one warp per row, its lanes striding along
 // the row, with warp shuffles for the row's sums. A row's statistics are computed in T: in float
-// registers and shuffles for float (the host sums in double; at transformer widths the two agree
-// to about 1e-6), in double for double. The weight and bias gradients are column sums in double,
-// as on the host, by a second kernel without atomics: the same bits every run.
+// registers and shuffles for float (the host sums in double; at widths 100 to 4096 a CPU emulation
+// of this order puts mean and rstd within 2e-7 of the host's), in double for double. The weight
+// and bias gradients are column sums in double, as on the host, by a second kernel without
+// atomics: the same bits every run.
 #pragma once
 
 #include <cstddef>
