@@ -9,7 +9,8 @@
 // outside printable ASCII and newline dropped. Training batch k reads the sequences that start
 // at (k * batch + b) * 61 modulo the training text: tests/reference/char_gpt_reference.py trains
 // PyTorch on the same batches from the same initial weights. --out keeps init.safetensors,
-// model.safetensors, the vocabulary and the held-out predictions there for that check. Exits
+// model.safetensors and run.json (the run's settings, vocabulary, held-out sequences and
+// predictions) there for that check. Exits
 // non-zero if training did not lower the held-out loss below that of uniform guessing.
 #include <algorithm>
 #include <chrono>
@@ -32,6 +33,7 @@ namespace fs = std::filesystem;
 
 // The model: 4 blocks of width 128 with 4 heads over 64 characters, two blocks a stage.
 constexpr std::size_t V = 96, T = 64, D = 128, H = 4, batch = 16;
+constexpr std::size_t stride = 61; // training sequence k starts at k * stride (mod the training text)
 using Attn = Residual<LayerNorm<D>, CausalSelfAttention<D, H, T>>;
 using Mlp = Residual<LayerNorm<D>, Linear<D, 4 * D>, GELU, Linear<4 * D, D>>;
 using CharGpt = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Attn, Mlp, Attn, Mlp>, // ids -> (b*T, D)
@@ -131,9 +133,10 @@ int main(int argc, char **argv) {
       fs::create_directories(out);
       save(net, out / "init.safetensors");
     }
-    optim::AdamW opt(net, {.lr = 2e-3f, .weight_decay = 0.01f});
+    const optim::AdamWOptions options{.lr = 2e-3f, .weight_decay = 0.01f};
+    optim::AdamW opt(net, options);
     const schedule::GPipe gpipe{.micro_batches = 4};
-    std::printf("%s: %zu parameters on 2 stages, GPipe with 4 micro-batches of %zu sequences of %zu\n",
+    std::printf("%s%zu parameters on 2 stages, GPipe with 4 micro-batches of %zu sequences of %zu\n",
                 ctx.describe().c_str(), CharGpt::parameter_count, batch / 4, T);
 
     std::vector<std::int32_t> x, y;
@@ -142,7 +145,7 @@ int main(int argc, char **argv) {
     auto last = begin;
     float loss = 0;
     for (std::size_t step = 0; step < steps; ++step) {
-      for (std::size_t b = 0; b < batch; ++b) starts[b] = (step * batch + b) * 61 % (corpus.training - T - 1);
+      for (std::size_t b = 0; b < batch; ++b) starts[b] = (step * batch + b) * stride % (corpus.training - T - 1);
       gather(corpus, starts, x, y);
       loss = net.train_step(x, y, loss::CrossEntropy{}, opt, gpipe);
       if ((step + 1) % 25 == 0 || step + 1 == steps) {
@@ -185,17 +188,25 @@ int main(int argc, char **argv) {
     }
     std::printf("sampled:\n%s\n", sample.c_str());
 
-    if (!out.empty()) {
+    if (!out.empty()) { // what tests/reference/char_gpt_reference.py needs to train and check the same
       save(net, out / "model.safetensors");
-      std::ofstream info(out / "held_out.txt");
-      info << corpus.alphabet.size() << ' ' << T << ' ' << x.size() << '\n';
-      for (const auto v : x) info << v << ' ';
-      info << '\n';
-      for (std::size_t r = 0; r < y.size(); ++r) { // tandem's prediction for each held-out position
+      std::ofstream run(out / "run.json");
+      auto list = [&](const auto &v) {
+        std::string t = "[";
+        for (std::size_t i = 0; i < v.size(); ++i) t += (i ? "," : "") + std::to_string(v[i]);
+        return t + "]";
+      };
+      std::vector<int> alphabet(corpus.alphabet.begin(), corpus.alphabet.end());
+      std::vector<std::size_t> predictions; // tandem's next character at each held-out position
+      for (std::size_t r = 0; r < y.size(); ++r) {
         const float *row = logits.data() + r * V;
-        info << (std::max_element(row, row + corpus.alphabet.size()) - row) << ' ';
+        predictions.push_back(std::size_t(std::max_element(row, row + corpus.alphabet.size()) - row));
       }
-      info << '\n' << nats << '\n';
+      run << "{\"steps\":" << steps << ",\"batch\":" << batch << ",\"seq\":" << T << ",\"stride\":" << stride
+          << ",\"lr\":" << options.lr << ",\"weight_decay\":" << options.weight_decay << ",\"texts\":[";
+      for (std::size_t i = 0; i < texts.size(); ++i) run << (i ? "," : "") << '"' << texts[i].string() << '"';
+      run << "],\"alphabet\":" << list(alphabet) << ",\"held_out\":" << list(held)
+          << ",\"predictions\":" << list(predictions) << ",\"held_out_nats\":" << nats << "}\n";
       std::printf("saved the checkpoint and %zu held-out predictions to %s\n", y.size(), out.c_str());
     }
     return bits < std::log2(double(corpus.alphabet.size())) ? 0 : 1;

@@ -40,7 +40,7 @@ class CausalSelfAttention(torch.nn.MultiheadAttention):
 
     def __init__(self, dim, heads, seq):
         super().__init__(dim, heads, batch_first=True)
-        self.register_buffer("mask", torch.triu(torch.ones(seq, seq, dtype=torch.bool), diagonal=1))
+        self.register_buffer("mask", torch.triu(torch.ones(seq, seq, dtype=torch.bool), diagonal=1), persistent=False)
 
     def forward(self, x):  # (B, T, D)
         t = x.shape[1]

@@ -132,6 +132,10 @@ template <std::size_t D, std::size_t Heads, std::size_t SeqLen> struct CausalSel
                                           .dweight = b.grads,
                                           .dbias = b.grads + in_bias,
                                           .accumulate = b.accumulate});
+    // The keys' bias has no gradient: it adds q . bias to every score of a query's row, which the
+    // softmax takes away. Summed in floats its gradient is rounding noise, which Adam's division
+    // by the gradient's own size would turn into updates as large as any other: it is zero.
+    ex.run(backend::op::Fill<T>{.n = D, .value = T(0), .dst = b.grads + in_bias + D});
   }
 
 private:

@@ -54,7 +54,7 @@ template <class Topo> class Runtime {
   using Issue = StageIssue<Topo>;
   static constexpr std::size_t num_stages = Topo::num_stages;
   static constexpr std::size_t in_features = Topo::in_features, out_features = Topo::out_features;
-  static constexpr std::size_t per_sample = Topo::rows_per_sample;
+  static constexpr std::size_t rows_per_sample = Topo::rows_per_sample;
   using Input = typename Topo::input_type; // the network's input: values, or token ids
   template <class Loss> using target_t = typename Loss::template target_type<T>;
 
@@ -149,7 +149,7 @@ public:
     call.run([&] {
       if (x.device && ranks_.active()) fail("forward: across processes the input is host data (a span)");
       if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "forward");
-      if (rows) (void)batch_samples(rows, per_sample, "forward");
+      if (rows) (void)batch_samples(rows, rows_per_sample, "forward");
       if (x.host && x.size) Topo::check_input(x.host_span(), "forward");
     });
     const std::size_t batch = call.agree_batch(rows);
@@ -157,8 +157,8 @@ public:
     Plan plan;
     TaskOrders orders;
     call.run([&] {
-      m = micro_batches(sched, batch / per_sample, "forward");
-      plan = Plan::split(batch / per_sample, m, per_sample);
+      m = micro_batches(sched, batch / rows_per_sample, "forward");
+      plan = Plan::split(batch / rows_per_sample, m, rows_per_sample);
       orders = forward_orders(num_stages, m);
       prepare(plan, orders);
     });
@@ -212,7 +212,7 @@ public:
       if ((x.device || y.device) && ranks_.active())
         fail("train_step: across processes the input and targets are host data (spans)");
       if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "train_step");
-      if (rows) (void)batch_samples(rows, per_sample, "train_step");
+      if (rows) (void)batch_samples(rows, rows_per_sample, "train_step");
       if (x.host && x.size) Topo::check_input(x.host_span(), "train_step");
     });
     const std::size_t batch = call.agree_batch(rows);
@@ -226,8 +226,8 @@ public:
         check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
       if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, batch, out_features);
       else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), batch, out_features);
-      m = micro_batches(sched, batch / per_sample, "train_step");
-      plan = Plan::split(batch / per_sample, m, per_sample);
+      m = micro_batches(sched, batch / rows_per_sample, "train_step");
+      plan = Plan::split(batch / rows_per_sample, m, rows_per_sample);
       orders = training_orders(sched, num_stages, m);
       prepare(plan, orders);
     });
