@@ -25,6 +25,9 @@
 #include <vector>
 
 #include <tandem/tandem.hpp>
+#ifdef TANDEM_REFERENCE_CHECKPOINTS
+#include <tandem/checkpoint.hpp>
+#endif
 
 #include "exchange.hpp"
 
@@ -276,6 +279,32 @@ int gpt_case(const std::string &name, const std::string &python, const std::stri
   return compare(name, got, *want, 1e-4, exchange) ? 0 : 1;
 }
 
+#ifdef TANDEM_REFERENCE_CHECKPOINTS
+// PyTorch's own module tree, initialised by PyTorch and saved with safetensors, loaded by tandem:
+// tandem's logits on a batch equal PyTorch's (float32 both) within 1e-5.
+int gpt_from_torch(const std::string &name, const std::string &python, const std::string &script) {
+  Exchange exchange(name);
+  std::vector<std::int32_t> x(3 * T);
+  Random rng(11);
+  for (auto &t : x) t = static_cast<std::int32_t>(rng.next() % V);
+  {
+    std::ofstream js(exchange.input());
+    js << "{\"case\":\"" << name << "\",\"kind\":\"init\",\"seq\":" << T
+       << ",\"stages\":" << stages_json<GPT>(std::make_index_sequence<GPT::num_stages>{}) << ",\"x\":" << array(x)
+       << ",\"file\":\"" << (exchange.dir / "torch.safetensors").string() << "\"}\n";
+  }
+  const auto want = exchange.run(python, script);
+  if (!want) return 1;
+  Context ctx;
+  GPT net(ctx, 1);
+  load(net, exchange.dir / "torch.safetensors");
+  reference::Tensors got;
+  const auto out = net.forward(std::span<const std::int32_t>(x));
+  got["output"].assign(out.begin(), out.end());
+  return compare(name, got, *want, 1e-5, exchange) ? 0 : 1;
+}
+#endif
+
 using Run = int (*)(const std::string &, const std::string &, const std::string &);
 const std::map<std::string, Run> cases = {
     {"embedding", [](const std::string &n, const std::string &py, const std::string &s) {
@@ -305,6 +334,9 @@ const std::map<std::string, Run> cases = {
     {"gpt_1f1b", [](const std::string &n, const std::string &py, const std::string &s) {
        return gpt_case(n, py, s, schedule::OneFOneB{.micro_batches = 3});
      }},
+#ifdef TANDEM_REFERENCE_CHECKPOINTS
+    {"gpt_from_torch", gpt_from_torch},
+#endif
 };
 
 } // namespace

@@ -4,6 +4,8 @@
 kind "layer": builds one layer as torch.nn in float64 with the given parameters, runs it on x
 (token ids for an embedding), back-propagates dy, and writes `output`, `grad.input` (not for
 token ids) and `grad.NAME` for each parameter.
+kind "init": builds that module tree with PyTorch's own initialisation, saves it with safetensors
+for tandem to load, and writes the logits of x as `output`.
 kind "gpt": builds the pipeline's module tree (one nn.Sequential per stage, named stage0, stage1,
 ...: the names tandem gives its parameters) in float64, trains it with AdamW on the steps, and
 writes `loss.K`, `output` (the evaluation input's logits), `param.NAME` and `grad.NAME`.
@@ -100,10 +102,7 @@ def run_layer(case, out):
 
 
 def run_gpt(case, out):
-    model = torch.nn.Sequential()
-    for i, stage in enumerate(case["stages"]):
-        model.add_module(f"stage{i}", torch.nn.Sequential(*[make_layer(l) for l in stage]))
-    model = model.double()
+    model = make_model(case["stages"]).double()
     params = load(model, case["parameters"])
     o = case["optimizer"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
@@ -126,12 +125,28 @@ def run_gpt(case, out):
         out[f"grad.{name}"] = p.grad.flatten().tolist()
 
 
+def run_init(case, out):
+    """PyTorch's own initialisation of the module tree, saved for tandem to load; its logits."""
+    from safetensors.torch import save_file
+    model = make_model(case["stages"])
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, case["file"])
+    with torch.no_grad():
+        out["output"] = model(torch.tensor(case["x"], dtype=torch.long).reshape(-1, case["seq"])).flatten().tolist()
+
+
+def make_model(stages):
+    model = torch.nn.Sequential()
+    for i, stage in enumerate(stages):
+        model.add_module(f"stage{i}", torch.nn.Sequential(*[make_layer(l) for l in stage]))
+    return model
+
+
 def main(input_path, output_path):
     with open(input_path) as f:
         case = json.load(f)
     torch.manual_seed(0)
     out = {}
-    (run_layer if case["kind"] == "layer" else run_gpt)(case, out)
+    {"layer": run_layer, "gpt": run_gpt, "init": run_init}[case["kind"]](case, out)
     with open(output_path, "w") as f:
         for name, values in out.items():
             f.write(f"{name} {len(values)} " + " ".join(repr(float(v)) for v in values) + "\n")
