@@ -17,9 +17,7 @@ using test::DeviceArray;
 using test::uniform;
 
 namespace {
-double relative_error(const std::vector<float> &got, const std::vector<float> &want) {
-  return test::relative_error(got, want);
-}
+using test::relative_error;
 
 struct Results {
   std::vector<float> y, dx, dw, db;

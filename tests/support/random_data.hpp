@@ -29,15 +29,20 @@ inline std::vector<std::int32_t> labels(std::size_t n, std::size_t classes, std:
 }
 
 // max |a - b| / max(max |b|, tiny): the error relative to the reference tensor's scale, so one
-// near-zero element cannot dominate.
+// near-zero element cannot dominate. A NaN or infinite difference is infinitely wrong; two equal
+// tensors of zeros are 0 apart.
 template <class A, class B> double relative_error(std::span<const A> a, std::span<const B> b) {
   if (a.size() != b.size()) return INFINITY;
   double diff = 0, scale = 1e-30;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+    const double d = std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i]));
+    diff = std::isfinite(d) ? std::max(diff, d) : INFINITY;
     scale = std::max(scale, std::abs(static_cast<double>(b[i])));
   }
   return diff / scale;
+}
+inline double relative_error(double a, double b) {
+  return relative_error(std::span<const double>(&a, 1), std::span<const double>(&b, 1));
 }
 template <class A, class B> double relative_error(const std::vector<A> &a, const std::vector<B> &b) {
   return relative_error(std::span<const A>(a), std::span<const B>(b));

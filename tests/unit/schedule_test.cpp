@@ -11,6 +11,8 @@
 
 #include <tandem/tandem.hpp>
 
+#include "../support/random_data.hpp"
+
 using namespace tandem;
 
 namespace {
@@ -44,16 +46,7 @@ std::vector<std::int32_t> labels(std::size_t n, std::int32_t classes, std::uint3
 // Largest difference relative to the reference's largest magnitude: summing micro-batch
 // gradients rounds differently from one whole-batch product, so an entry near zero may differ
 // by more than 1e-5 of itself while the tensor agrees to 1e-5 of its scale.
-double relative_error(const std::vector<float> &got, const std::vector<float> &want) {
-  REQUIRE(got.size() == want.size());
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    diff = std::max(diff, std::abs(double(got[i]) - double(want[i])));
-    scale = std::max(scale, std::abs(double(want[i])));
-  }
-  return scale == 0 ? diff : diff / scale;
-}
-double relative_error(float got, float want) { return relative_error(std::vector{got}, std::vector{want}); }
+using test::relative_error;
 
 template <class Net> std::vector<std::vector<float>> gradients(const Net &net) {
   std::vector<std::vector<float>> g;

@@ -74,3 +74,14 @@ TEST_CASE("initialisation follows nn.Linear: U(-1/sqrt(in), 1/sqrt(in)), determi
     }
   }
 }
+
+// The protocols a user's types are checked against.
+static_assert(tandem::loss::Loss<tandem::loss::CrossEntropy> && tandem::loss::Loss<tandem::loss::MSE>);
+static_assert(tandem::loss::Loss<tandem::loss::MSE, double>);
+static_assert(!tandem::loss::Loss<tandem::Linear<2, 3>>);
+static_assert(tandem::SplitBackward<tandem::Linear<2, 3>> && !tandem::SplitBackward<tandem::LayerNorm<3>>);
+static_assert(tandem::SmallStageLayer<tandem::ReLU> && !tandem::SmallStageLayer<tandem::LayerNorm<3>>);
+static_assert(tandem::saved_values<tandem::LayerNorm<8>>(8) == 2 && tandem::saved_values<tandem::Linear<2, 3>>(2) == 0);
+static_assert(tandem::saved_values<tandem::CausalSelfAttention<8, 2, 4>>(8) == 3 * 8 + 2 * 4 + 8);
+// A residual block keeps its inner layers' memory, its inner activations but the last, and f(x).
+static_assert(tandem::saved_values<tandem::Residual<tandem::LayerNorm<8>, tandem::Linear<8, 8>>>(8) == 8 + 2 + 8);

@@ -14,6 +14,7 @@
 
 #include "tandem/error.hpp"
 #include "tandem/loss/cross_entropy.hpp"
+#include "tandem/loss/loss.hpp"
 #include "tandem/optim/optimizer.hpp"
 #include "tandem/schedule/schedule.hpp"
 #include "tandem/tensor.hpp"
@@ -23,9 +24,7 @@ namespace tandem::detail {
 template <class R, class E>
 concept data_of = std::convertible_to<R, std::span<const E>> || std::same_as<std::remove_cvref_t<R>, Tensor<E>>;
 template <class Loss, class T>
-concept loss_for = requires {
-  typename Loss::template target_type<T>;
-};
+concept loss_for = loss::Loss<Loss, T>;
 
 enum class StepDataError { none, not_a_loss, input, class_indices, targets };
 

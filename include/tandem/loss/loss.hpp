@@ -3,8 +3,11 @@
 #pragma once
 
 #include <concepts>
+#include <cstddef>
+#include <span>
 #include <cstdint>
 
+#include "tandem/backend/executor.hpp"
 #include "tandem/backend/ops.hpp"
 
 namespace tandem::loss {
@@ -16,6 +19,18 @@ namespace tandem::loss {
 //   run(executor, rows, outputs, out, targets, scale, loss, dout, invalid): adds scale * the sum
 //   of the rows' losses to *loss, writes the gradient of the outputs, and sets *invalid where it
 //   finds a bad target on the device.
+// Rows are samples, or tokens where the network reads sequences (a language model's loss is over
+// every position).
+template <class L, class T = float>
+concept Loss = requires(std::span<const typename L::template target_type<T>> targets, std::size_t n,
+                        backend::Executor &ex, const T *out, const typename L::template target_type<T> *t, T scale,
+                        T *loss, T *dout, std::int32_t *invalid) {
+  { L::targets_per_sample(n) } -> std::convertible_to<std::size_t>;
+  L::validate(targets, n, n);
+  { L::template scale<T>(n, n) } -> std::convertible_to<T>;
+  L::run(ex, n, n, out, t, scale, loss, dout, invalid);
+};
+
 // The library's losses also describe themselves as an op::SmallLoss, so that a network of small
 // stages on one device can take its whole step in one operation (op::SmallNetwork).
 template <class L>
