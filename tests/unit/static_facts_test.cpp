@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// Compile-time facts of DESIGN.md, and the parameter names they imply.
+// Compile-time facts a network type promises (the README's contract), and the parameter names they imply.
 #include <doctest/doctest.h>
 
 #include <string>
