@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 build=build/gpu
 generator=()
 command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+# Host products on Eigen: the binaries travel to a machine that may have no OpenBLAS.
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DTANDEM_TORCH_PYTHON=python3 >/dev/null
+  -DTANDEM_TORCH_PYTHON=python3 -DTANDEM_HOST_BLAS=OFF >/dev/null
 targets=(tandem_cuda_tests example_01_seed_model_parallel_cuda tandem_reference_cuda bench_gpu_step
   bench_host_seed_step)
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"

@@ -8,7 +8,8 @@ packages=(cmake g++ doctest-dev libeigen3-dev python3-torch python3-numpy clang-
           nlohmann-json3-dev zlib1g-dev python3-sklearn python3-pip
           libopenmpi-dev openmpi-bin # Open MPI: <tandem/distributed.hpp> and the tests labelled mpi
           fortunes               # example 06 trains a character-level GPT on its English text
-          libopenblas0-pthread)  # PyTorch on a real BLAS for the benchmarks (Debian's torch uses libblas.so.3)
+          libopenblas-dev)       # the host backend's products (TANDEM_HOST_BLAS), and PyTorch's: Debian's torch
+                                 # uses libblas.so.3, which this makes OpenBLAS instead of the reference BLAS
 # The version the reference tests were checked with (torch 1.13, numpy 1.24).
 safetensors_version=0.8.0
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The seed model trained on CUDA and on the host from the same weights and data: the same
 // losses, outputs and parameters (float32, TF32 off: relative error <= 1e-4), with boundary
-// copies forced and not, and with both logical devices on one GPU.
+// copies forced and not, and with both logical devices on one GPU; and a small transformer.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -11,8 +11,15 @@
 
 #include "support.hpp"
 #include "tandem/context.hpp"
+#include "tandem/layers/causal_self_attention.hpp"
+#include "tandem/layers/dropout.hpp"
+#include "tandem/layers/embedding.hpp"
+#include "tandem/layers/gelu.hpp"
+#include "tandem/layers/layer_norm.hpp"
 #include "tandem/layers/linear.hpp"
+#include "tandem/layers/positional_embedding.hpp"
 #include "tandem/layers/relu.hpp"
+#include "tandem/layers/residual.hpp"
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/optim/sgd.hpp"
 #include "tandem/pipeline.hpp"
@@ -104,6 +111,28 @@ template <class Sched> void compare_with_host(Context::Options options, Sched sc
 
 bool two_gpus() { return backend::cuda::device_count() >= 2; }
 
+// A small GPT over two stages: every transformer operation's CUDA body inside a pipeline.
+constexpr std::size_t V = 13, T = 4, D = 8;
+using Attn = Residual<LayerNorm<D>, CausalSelfAttention<D, 2, T>>;
+using Mlp = Residual<LayerNorm<D>, Linear<D, 2 * D>, GELU, Dropout<20>, Linear<2 * D, D>>;
+using Gpt = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Attn>,
+                     Stage<Device<1>, Mlp, LayerNorm<D>, Linear<D, V>>>;
+
+Trace train_gpt(Context &ctx) {
+  Context host({.devices = "host"});
+  Gpt init(host, 3), net(ctx, 3);
+  for (std::size_t i = 0; i < init.parameters().size(); ++i)
+    net.parameters()[i].copy_from(init.parameters()[i].to_host());
+  optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
+  Trace t;
+  const auto x = test::labels(6 * T, V, 1), y = test::labels(6 * T, V, 2);
+  for (int step = 0; step < 3; ++step)
+    t.losses.push_back(net.train_step(x, y, loss::CrossEntropy{}, opt, schedule::GPipe{.micro_batches = 3}));
+  t.outputs = net.forward(x);
+  for (const auto &p : net.parameters()) t.parameters.push_back(p.to_host());
+  return t;
+}
+
 } // namespace
 
 TEST_SUITE("gpu") {
@@ -130,6 +159,16 @@ TEST_SUITE("gpu") {
     // One GPU: both stages share it and nothing is copied; two: a peer (or staged) copy.
     compare_with_host(Context::Options{}, schedule::Naive{}, two_gpus());
     compare_with_host(Context::Options{}, schedule::GPipe{.micro_batches = 3}, two_gpus());
+  }
+
+  TEST_CASE("pipeline: a transformer with Dropout trains on the GPU as on the host") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    Context gpu({.devices = "0,0", .force_copies = true}), host({.devices = "host"});
+    const Trace want = train_gpt(host), got = train_gpt(gpu);
+    check_close(got.losses, want.losses, 1e-4, "transformer: losses");
+    check_close(got.outputs, want.outputs, 1e-4, "transformer: outputs");
+    for (std::size_t i = 0; i < got.parameters.size(); ++i)
+      check_close(got.parameters[i], want.parameters[i], 1e-4, "transformer: parameter " + std::to_string(i));
   }
 
   TEST_CASE("pipeline: describe() tells the mapping") {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tandem/backend/executor.hpp"
+#include "tandem/backend/host/blas.hpp"
 #include "tandem/backend/host/event.hpp"
 #include "tandem/backend/host/kernel.hpp"
 #include "tandem/backend/host/kernels.hpp"
@@ -33,7 +34,9 @@ namespace tandem::backend::host {
 class Executor final : public backend::Executor {
 public:
   explicit Executor(std::size_t index, Precision precision = Precision::fp32)
-      : index_(index), reduced_(precision), precision_(precision) {}
+      : index_(index), reduced_(precision), precision_(precision) {
+    use_blas_threads();
+  }
 
   Kind kind() const override { return Kind::host; }
   std::string name() const override { return "host:" + std::to_string(index_); }
