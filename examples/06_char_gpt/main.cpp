@@ -36,8 +36,9 @@ constexpr std::size_t V = 96, T = 64, D = 128, H = 4, batch = 16;
 constexpr std::size_t stride = 61; // training sequence k starts at k * stride (mod the training text)
 using Attn = Residual<LayerNorm<D>, CausalSelfAttention<D, H, T>>;
 using Mlp = Residual<LayerNorm<D>, Linear<D, 4 * D>, GELU, Linear<4 * D, D>>;
-using CharGpt = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Attn, Mlp, Attn, Mlp>, // ids -> (b*T, D)
-                         Stage<Device<1>, Attn, Mlp, Attn, Mlp, LayerNorm<D>, Linear<D, V>>>;            // -> (b*T, V)
+using CharGpt =
+    Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Attn, Mlp, Attn, Mlp>, // ids -> (b*T, D)
+             Stage<Device<1>, Attn, Mlp, Attn, Mlp, LayerNorm<D>, Linear<D, V>>>;                // -> (b*T, V)
 
 struct Corpus {
   std::string alphabet;          // the vocabulary: the characters that occur, in byte order
@@ -69,7 +70,8 @@ Corpus read_corpus(const std::vector<fs::path> &files) {
     if (seen[ch]) c.alphabet += static_cast<char>(ch);
   if (c.alphabet.size() > V) detail::fail("the text has ", c.alphabet.size(), " characters, more than V = ", V);
   std::vector<std::int32_t> id_of(128, 0);
-  for (std::size_t i = 0; i < c.alphabet.size(); ++i) id_of[static_cast<unsigned char>(c.alphabet[i])] = std::int32_t(i);
+  for (std::size_t i = 0; i < c.alphabet.size(); ++i)
+    id_of[static_cast<unsigned char>(c.alphabet[i])] = std::int32_t(i);
   for (const char ch : text) c.ids.push_back(id_of[static_cast<unsigned char>(ch)]);
   c.training = c.ids.size() / 10 * 9;
   return c;

@@ -150,22 +150,23 @@ public:
   // Class indices as PyTorch keeps them (int64), from the host: narrowed to int32 there first.
   template <class Loss, optim::Optimizer Opt, schedule::Schedule Sched = schedule::Naive>
   requires std::same_as<typename Loss::template target_type<T>, std::int32_t>
-      T train_step(std::span<const input_type> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
-                   Opt &opt, const Sched &sched = {}) {
+      T train_step(std::span<const input_type> x, std::type_identity_t<std::span<const std::int64_t>> y,
+                   const Loss &loss, Opt &opt, const Sched &sched = {}) {
     const auto labels = detail::narrow_labels(y, out_features, "train_step");
     return train_step(x, std::span<const std::int32_t>(labels), loss, opt, sched);
   }
   template <class Loss, schedule::Schedule Sched = schedule::Naive>
   requires std::same_as<typename Loss::template target_type<T>, std::int32_t>
-      T forward_backward(std::span<const input_type> x, std::type_identity_t<std::span<const std::int64_t>> y, const Loss &loss,
-                         const Sched &sched = {}) {
+      T forward_backward(std::span<const input_type> x, std::type_identity_t<std::span<const std::int64_t>> y,
+                         const Loss &loss, const Sched &sched = {}) {
     const auto labels = detail::narrow_labels(y, out_features, "forward_backward");
     return forward_backward(x, std::span<const std::int32_t>(labels), loss, sched);
   }
   // Calls no overload above takes: one static_assert that says what to pass, ahead of any list of
   // candidates (detail/train_call.hpp tells the mistakes apart).
   template <class X, class Y, class Loss, class... Rest>
-  requires(!detail::train_step_call<T, input_type, X, Y, Loss, Rest...>) T train_step(X &&, Y &&, const Loss &, Rest &&...) {
+  requires(!detail::train_step_call<T, input_type, X, Y, Loss, Rest...>) T
+      train_step(X &&, Y &&, const Loss &, Rest &&...) {
     detail::check_step_data<T, input_type, X, Y, Loss>();
     using enum detail::StepDataError;
     constexpr auto e = detail::step_data_error<T, input_type, X, Y, Loss>();

@@ -1,5 +1,5 @@
 // expect: (TANDEM_RESIDUAL_WIDTH.*ResidualWidthCheck<[a-z:]*Receives<8(UL)?>, [a-z:]*Expects<6(UL)?>|ResidualWidthCheck<[a-z:]*Receives<8(UL)?>, [a-z:]*Expects<6(UL)?>.*TANDEM_RESIDUAL_WIDTH)
-// expect-nvcc: TANDEM_RESIDUAL_WIDTH.*ResidualWidthCheck<.*Receives<8UL>, .*Expects<6UL>
+// expect-nvcc: TANDEM_RESIDUAL_WIDTH.*ResidualWidthCheck<.*\[with R=8UL, G=6UL\]
 // SPDX-License-Identifier: Apache-2.0
 // y = x + f(x) with an f that narrows 8 to 6.
 #include <tandem/tandem.hpp>

@@ -116,7 +116,7 @@ TEST_CASE("a transformer across ranks gives the single-process results bit for b
   Context single({.devices = "host"});
   Gpt net(ctx, 9), ref(single, 9);
   optim::AdamW opt(net, {.lr = 1e-2f}), ref_opt(ref, {.lr = 1e-2f});
-  const bool first = net.parameter("stage0.0.weight").is_local(), last = net.parameter("stage1.3.weight").is_local();
+  const bool first = net.parameter("stage0.0.weight").is_local(), last = net.parameter("stage1.2.weight").is_local();
   const auto x = test::labels(5 * T, V, 1), y = test::labels(5 * T, V, 2);
   const std::vector<std::int32_t> none;
   for (int step = 0; step < 2; ++step) {

@@ -111,8 +111,8 @@ template <class Loss> auto targets(Random &rng, std::size_t batch, std::size_t o
 
 // ---- comparison ----
 
-using reference::Tensors;
 using reference::read_tensors;
+using reference::Tensors;
 
 struct Comparison {
   std::string name;

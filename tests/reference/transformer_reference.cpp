@@ -86,8 +86,8 @@ template <class St, std::size_t... J> std::string stage_json(std::index_sequence
 }
 template <class Net, std::size_t... I> std::string stages_json(std::index_sequence<I...>) {
   std::string s = "[";
-  ((s += (I ? "," : "") + stage_json<typename Net::template stage<I>>(
-                              std::make_index_sequence<Net::template stage<I>::num_layers>{})),
+  ((s += (I ? "," : "") +
+         stage_json<typename Net::template stage<I>>(std::make_index_sequence<Net::template stage<I>::num_layers>{})),
    ...);
   return s + "]";
 }
@@ -260,7 +260,8 @@ int gpt_case(const std::string &name, const std::string &python, const std::stri
       first = false;
     }
     js << "},\"steps\":[";
-    for (std::size_t k = 0; k < steps; ++k) js << (k ? "," : "") << "{\"x\":" << array(xs[k]) << ",\"y\":" << array(ys[k]) << "}";
+    for (std::size_t k = 0; k < steps; ++k)
+      js << (k ? "," : "") << "{\"x\":" << array(xs[k]) << ",\"y\":" << array(ys[k]) << "}";
     js << "],\"eval_x\":" << array(eval_x) << "}\n";
   }
   const auto want = exchange.run(python, script);
@@ -307,33 +308,28 @@ int gpt_from_torch(const std::string &name, const std::string &python, const std
 
 using Run = int (*)(const std::string &, const std::string &, const std::string &);
 const std::map<std::string, Run> cases = {
-    {"embedding", [](const std::string &n, const std::string &py, const std::string &s) {
-       return layer_case<Embedding<11, 6>>(n, py, s);
-     }},
-    {"positional", [](const std::string &n, const std::string &py, const std::string &s) {
-       return layer_case<PositionalEmbedding<5, 6>>(n, py, s);
-     }},
-    {"layer_norm", [](const std::string &n, const std::string &py, const std::string &s) {
-       return layer_case<LayerNorm<7>>(n, py, s);
-     }},
-    {"attention", [](const std::string &n, const std::string &py, const std::string &s) {
-       return layer_case<CausalSelfAttention<12, 3, 5>>(n, py, s);
-     }},
-    {"residual_attention", [](const std::string &n, const std::string &py, const std::string &s) {
+    {"embedding", [](const std::string &n, const std::string &py,
+                     const std::string &s) { return layer_case<Embedding<11, 6>>(n, py, s); }},
+    {"positional", [](const std::string &n, const std::string &py,
+                      const std::string &s) { return layer_case<PositionalEmbedding<5, 6>>(n, py, s); }},
+    {"layer_norm", [](const std::string &n, const std::string &py,
+                      const std::string &s) { return layer_case<LayerNorm<7>>(n, py, s); }},
+    {"attention", [](const std::string &n, const std::string &py,
+                     const std::string &s) { return layer_case<CausalSelfAttention<12, 3, 5>>(n, py, s); }},
+    {"residual_attention",
+     [](const std::string &n, const std::string &py, const std::string &s) {
        return layer_case<Residual<LayerNorm<8>, CausalSelfAttention<8, 2, 4>>>(n, py, s);
      }},
-    {"residual_mlp", [](const std::string &n, const std::string &py, const std::string &s) {
+    {"residual_mlp",
+     [](const std::string &n, const std::string &py, const std::string &s) {
        return layer_case<Residual<LayerNorm<6>, Linear<6, 24>, GELU, Linear<24, 6>>>(n, py, s);
      }},
-    {"gpt_naive", [](const std::string &n, const std::string &py, const std::string &s) {
-       return gpt_case(n, py, s, schedule::Naive{});
-     }},
-    {"gpt_gpipe", [](const std::string &n, const std::string &py, const std::string &s) {
-       return gpt_case(n, py, s, schedule::GPipe{.micro_batches = 3});
-     }},
-    {"gpt_1f1b", [](const std::string &n, const std::string &py, const std::string &s) {
-       return gpt_case(n, py, s, schedule::OneFOneB{.micro_batches = 3});
-     }},
+    {"gpt_naive", [](const std::string &n, const std::string &py,
+                     const std::string &s) { return gpt_case(n, py, s, schedule::Naive{}); }},
+    {"gpt_gpipe", [](const std::string &n, const std::string &py,
+                     const std::string &s) { return gpt_case(n, py, s, schedule::GPipe{.micro_batches = 3}); }},
+    {"gpt_1f1b", [](const std::string &n, const std::string &py,
+                    const std::string &s) { return gpt_case(n, py, s, schedule::OneFOneB{.micro_batches = 3}); }},
 #ifdef TANDEM_REFERENCE_CHECKPOINTS
     {"gpt_from_torch", gpt_from_torch},
 #endif

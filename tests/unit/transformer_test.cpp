@@ -65,15 +65,30 @@ TEST_CASE("composite layers nest their parameters' names as nn.Sequential does")
   Gpt net(ctx, 1);
   std::vector<std::string> names;
   for (const auto &p : net.parameters()) names.push_back(p.name());
-  const std::vector<std::string> expected{
-      "stage0.0.weight",           "stage0.1.weight",          "stage0.2.0.weight",
-      "stage0.2.0.bias",           "stage0.2.1.in_proj_weight", "stage0.2.1.in_proj_bias",
-      "stage0.2.1.out_proj.weight", "stage0.2.1.out_proj.bias", "stage1.0.0.weight",
-      "stage1.0.0.bias",           "stage1.0.1.weight",        "stage1.0.1.bias",
-      "stage1.0.4.weight",         "stage1.0.4.bias",          "stage1.1.0.weight",
-      "stage1.1.0.bias",           "stage1.1.1.in_proj_weight", "stage1.1.1.in_proj_bias",
-      "stage1.1.1.out_proj.weight", "stage1.1.1.out_proj.bias", "stage1.2.weight",
-      "stage1.2.bias",             "stage1.3.weight",          "stage1.3.bias"};
+  const std::vector<std::string> expected{"stage0.0.weight",
+                                          "stage0.1.weight",
+                                          "stage0.2.0.weight",
+                                          "stage0.2.0.bias",
+                                          "stage0.2.1.in_proj_weight",
+                                          "stage0.2.1.in_proj_bias",
+                                          "stage0.2.1.out_proj.weight",
+                                          "stage0.2.1.out_proj.bias",
+                                          "stage1.0.0.weight",
+                                          "stage1.0.0.bias",
+                                          "stage1.0.1.weight",
+                                          "stage1.0.1.bias",
+                                          "stage1.0.4.weight",
+                                          "stage1.0.4.bias",
+                                          "stage1.1.0.weight",
+                                          "stage1.1.0.bias",
+                                          "stage1.1.1.in_proj_weight",
+                                          "stage1.1.1.in_proj_bias",
+                                          "stage1.1.1.out_proj.weight",
+                                          "stage1.1.1.out_proj.bias",
+                                          "stage1.2.weight",
+                                          "stage1.2.bias",
+                                          "stage1.3.weight",
+                                          "stage1.3.bias"};
   CHECK(names == expected);
   CHECK(net.parameter("stage0.2.1.in_proj_weight").rows() == 3 * D);
   CHECK(net.parameter("stage0.2.1.in_proj_bias").cols() == 1);

@@ -68,7 +68,8 @@ template <class Opt>
 concept optimizer_argument = std::is_lvalue_reference_v<Opt> && !std::is_const_v<std::remove_reference_t<Opt>> &&
                              optim::Optimizer<std::remove_cvref_t<Opt>>;
 // (x, y, loss, opt[, sched]) as train_step takes them.
-template <class T, class Input, class X, class Y, class Loss, class... Rest> inline constexpr bool train_step_call = false;
+template <class T, class Input, class X, class Y, class Loss, class... Rest>
+inline constexpr bool train_step_call = false;
 template <class T, class Input, class X, class Y, class Loss, class Opt, class... Sched>
 inline constexpr bool train_step_call<T, Input, X, Y, Loss, Opt, Sched...> =
     step_data_error<T, Input, X, Y, Loss>() == StepDataError::none &&optimizer_argument<Opt> && sizeof...(Sched) <= 1 &&

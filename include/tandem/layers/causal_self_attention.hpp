@@ -73,8 +73,8 @@ template <std::size_t D, std::size_t Heads, std::size_t SeqLen> struct CausalSel
         .seqs = seqs, .seq_len = SeqLen, .heads = Heads, .head_dim = head_dim, .parts = 3, .x = at.qkv, .y = at.q});
     // weights = causal softmax(q k^T / sqrt(head_dim)), per sequence and head
     ex.run(products<T>(seqs, false, true, SeqLen, SeqLen, head_dim, scale<T>(), at.q, at.k, at.weights));
-    ex.run(backend::op::CausalSoftmax<T>{.rows = seqs * Heads * SeqLen, .seq_len = SeqLen, .x = at.weights,
-                                         .y = at.weights});
+    ex.run(backend::op::CausalSoftmax<T>{
+        .rows = seqs * Heads * SeqLen, .seq_len = SeqLen, .x = at.weights, .y = at.weights});
     ex.run(products<T>(seqs, false, false, SeqLen, head_dim, SeqLen, T(1), at.weights, at.v, at.out_heads));
     ex.run(backend::op::MergeHeads<T>{.seqs = seqs,
                                       .seq_len = SeqLen,
@@ -144,8 +144,8 @@ private:
   // Where each (rows, width) block lies in the saved and scratch memory of `rows` rows. By head
   // means (sequences, Heads, T, head_dim) blocks; weights are (sequences, Heads, T, T).
   template <class T> struct Layout {
-    T *q, *k, *v, *weights, *merged;                      // saved
-    T *qkv, *out_heads;                                   // the forward's scratch
+    T *q, *k, *v, *weights, *merged;                              // saved
+    T *qkv, *out_heads;                                           // the forward's scratch
     T *d_merged, *d_out_heads, *d_weights, *dq, *dk, *dv, *d_qkv; // the backward's
     Layout(T *saved, T *scratch, std::size_t rows) {
       q = saved, k = q + rows * D, v = k + rows * D, weights = v + rows * D, merged = weights + rows * Heads * SeqLen;

@@ -107,9 +107,7 @@ template <class L> constexpr std::size_t sequence_length() {
 }
 
 // input_type: what the layer reads, where that is not the network's values (Embedding: token ids).
-template <class L, class T> struct layer_input {
-  using type = T;
-};
+template <class L, class T> struct layer_input { using type = T; };
 template <class L, class T>
 requires requires { typename L::input_type; }
 struct layer_input<L, T> {

@@ -51,17 +51,17 @@ template <std::size_t In, std::size_t Out> struct Linear {
   // pipeline uses this for a Linear followed by a ReLU or a GELUTanh, so that a GPU computes both
   // in the product (GELUTanh's input, this layer's own output, is kept at pre_activation).
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f, const Epilogue<T> &then) {
-    ex.run(backend::op::LinearForward<T>{
-        .batch = f.rows,
-        .in = In,
-        .out = Out,
-        .x = f.x,
-        .weight = f.params,
-        .bias = f.params + bias_offset,
-        .y = f.y,
-        .activation = then.activation,
-        .relu_mask = then.activation == backend::Activation::relu ? then.relu_mask : nullptr,
-        .pre_activation = then.pre_activation});
+    ex.run(backend::op::LinearForward<T>{.batch = f.rows,
+                                         .in = In,
+                                         .out = Out,
+                                         .x = f.x,
+                                         .weight = f.params,
+                                         .bias = f.params + bias_offset,
+                                         .y = f.y,
+                                         .activation = then.activation,
+                                         .relu_mask =
+                                             then.activation == backend::Activation::relu ? then.relu_mask : nullptr,
+                                         .pre_activation = then.pre_activation});
   }
 
   template <class T> static backend::op::SmallLayer<T> small_layer(const LayerBackward<T> &b) {

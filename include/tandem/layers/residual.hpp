@@ -30,9 +30,7 @@ template <class... Ls> struct Residual {
   static constexpr std::size_t saved_values(std::size_t in) { return body::saved_values(in) + in; }
   static constexpr std::size_t scratch_values(std::size_t in) { return body::scratch_values(in); }
 
-  template <class T> static void init(std::span<T> params, std::size_t in, Random &rng) {
-    body::init(params, in, rng);
-  }
+  template <class T> static void init(std::span<T> params, std::size_t in, Random &rng) { body::init(params, in, rng); }
 
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
     T *fx = f.saved + f.rows * body::saved_values(f.in); // (rows, in)

@@ -170,7 +170,8 @@ template <class... Ls> struct Sequential {
             layer<J>::init(params.subspan(parameter_offsets[J], parameter_count_v<layer<J>>), w[J], own);
           }(),
           ...);
-    }(std::index_sequence_for<Ls...>{});
+    }
+    (std::index_sequence_for<Ls...>{});
   }
 
   template <class T> static void forward(backend::Executor &ex, const LayerForward<T> &f) {
@@ -230,7 +231,8 @@ template <class... Ls> struct Sequential {
             turn ^= 1;
           }(),
           ...);
-    }(std::make_index_sequence<num_layers>{});
+    }
+    (std::make_index_sequence<num_layers>{});
   }
 
 private:

@@ -4,8 +4,8 @@
 
 #include <concepts>
 #include <cstddef>
-#include <span>
 #include <cstdint>
+#include <span>
 
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/ops.hpp"

@@ -48,9 +48,8 @@ template <class Topo> struct Fusion {
   template <std::size_t I> static constexpr bool small_stage() {
     using Forward = backend::op::SmallForward<T>;
     using Backward = backend::op::SmallBackward<T>;
-    bool small =
-        stage<I>::num_layers <= std::min(Forward::max_layers, Backward::max_layers) && small_layers_only<I>() &&
-        sets_gradients_only<I>();
+    bool small = stage<I>::num_layers <= std::min(Forward::max_layers, Backward::max_layers) &&
+                 small_layers_only<I>() && sets_gradients_only<I>();
     for (const std::size_t width : Topo::template stage_widths<I>)
       small = small && width <= std::min(Forward::max_width, Backward::max_width);
     return small;

@@ -255,9 +255,14 @@ public:
         else id = std::nullopt;
       }
       if (id)
-        key = typename GraphCache<T>::Key{
-            batch,     m, orders, reinterpret_cast<const T *>(x.device), y.device, *id, GraphCache<T>::template loss_tag<Loss>(),
-            graphs_.generation()};
+        key = typename GraphCache<T>::Key{batch,
+                                          m,
+                                          orders,
+                                          reinterpret_cast<const T *>(x.device),
+                                          y.device,
+                                          *id,
+                                          GraphCache<T>::template loss_tag<Loss>(),
+                                          graphs_.generation()};
     }
     bool capture_now = false;
     auto *captured = graphs_.find(std::move(key), capture_now);
@@ -399,8 +404,7 @@ private:
   // `key`: the step's key for random layers (0: inference, which draws nothing).
   template <class AtOutput>
   void issue(const Plan &plan, const TaskOrders &orders, const Source<Input> &x, std::uint64_t key,
-             AtOutput &&at_output,
-             std::vector<std::function<void()>> *after_last_backward = nullptr) {
+             AtOutput &&at_output, std::vector<std::function<void()>> *after_last_backward = nullptr) {
     const std::size_t S = num_stages;
     std::vector<std::size_t> backward_left(S, 0);
     std::vector<char> first_backward(S, 1);
@@ -448,8 +452,9 @@ private:
           st.ex->wait(*slot.wait_dy);
         }
         trace_.timed(s, TaskKind::backward, k, [&] {
-          Topo::with_stage(
-              s, [&]<std::size_t I>() { Issue::template backward<I>(st, slot, layer_call, first_backward[s], fused[s]); });
+          Topo::with_stage(s, [&]<std::size_t I>() {
+            Issue::template backward<I>(st, slot, layer_call, first_backward[s], fused[s]);
+          });
         });
         first_backward[s] = 0;
         st.ex->record(*slot.backward_done);
@@ -523,8 +528,7 @@ private:
     if constexpr (Fuse::small_network() && loss::FusableLoss<Loss>) {
       if (!ranks_.active() && Fuse::template fuses_network<Loss>(ctx_->options(), executors_, plan))
         return issue_network_step<Topo, Loss>(all_stages(), plan, reinterpret_cast<const T *>(x.device), targets, opt,
-                                              optimize, loss_slot(),
-                                              invalid_flag(), trace_, counted);
+                                              optimize, loss_slot(), invalid_flag(), trace_, counted);
     }
     auto &last = stages_.back();
     for (std::size_t s = 0; s < num_stages; ++s) {

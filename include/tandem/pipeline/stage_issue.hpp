@@ -10,9 +10,9 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/layers/hand_off.hpp"
 #include "tandem/layers/layer.hpp"
-#include "tandem/random.hpp"
 #include "tandem/pipeline/fusion.hpp"
 #include "tandem/pipeline/stage_state.hpp"
+#include "tandem/random.hpp"
 
 namespace tandem::detail {
 
@@ -84,41 +84,41 @@ template <class Topo> struct StageIssue {
         return;
       }
     }
-    st.ex->submit([ex = st.ex, params = st.params.data(), scratch = st.layer_scratch.data(), saved = io.saved, xs, ys,
-                   call] {
-      [&]<std::size_t... J>(std::index_sequence<J...>) {
-        (
-            [&] {
-              const LayerForward<T> f{.rows = call.rows,
-                                      .in = w[J],
-                                      .out = w[J + 1],
-                                      .params = params + St::parameter_offsets[J],
-                                      .x = xs[J],
-                                      .y = ys[J],
-                                      .saved = saved[J],
-                                      .scratch = scratch,
-                                      .first_row = call.first_row,
-                                      .key = layer_key(call.key, I, J)};
-              if constexpr (F::template fuses_relu<I, J>()) { // the ReLU's output, straight from the product
-                LayerForward<T> g = f;
-                g.y = ys[J + 1];
-                St::template layer<J>::forward(
-                    *ex, g, Epilogue<T>{backend::Activation::relu, F::template relu_mask_of<I, J>(*ex, ys)});
-              } else if constexpr (F::template fused_activation<I, J>() == backend::Activation::gelu_tanh) {
-                LayerForward<T> g = f; // GELU's backward reads its input: the Linear's output, kept
-                g.y = ys[J + 1];
-                St::template layer<J>::forward(*ex, g, Epilogue<T>{backend::Activation::gelu_tanh, nullptr, ys[J]});
-              } else if constexpr (F::template follows_fused_linear<I, J>()) {
-                // done with the Linear before it (ReLU's backward reads the output only, so the
-                // Linear's own output was never needed; GELU's input was kept by the product)
-              } else {
-                St::template layer<J>::forward(*ex, f);
-              }
-            }(),
-            ...);
-      }
-      (std::make_index_sequence<St::num_layers>{});
-    });
+    st.ex->submit(
+        [ex = st.ex, params = st.params.data(), scratch = st.layer_scratch.data(), saved = io.saved, xs, ys, call] {
+          [&]<std::size_t... J>(std::index_sequence<J...>) {
+            (
+                [&] {
+                  const LayerForward<T> f{.rows = call.rows,
+                                          .in = w[J],
+                                          .out = w[J + 1],
+                                          .params = params + St::parameter_offsets[J],
+                                          .x = xs[J],
+                                          .y = ys[J],
+                                          .saved = saved[J],
+                                          .scratch = scratch,
+                                          .first_row = call.first_row,
+                                          .key = layer_key(call.key, I, J)};
+                  if constexpr (F::template fuses_relu<I, J>()) { // the ReLU's output, straight from the product
+                    LayerForward<T> g = f;
+                    g.y = ys[J + 1];
+                    St::template layer<J>::forward(
+                        *ex, g, Epilogue<T>{backend::Activation::relu, F::template relu_mask_of<I, J>(*ex, ys)});
+                  } else if constexpr (F::template fused_activation<I, J>() == backend::Activation::gelu_tanh) {
+                    LayerForward<T> g = f; // GELU's backward reads its input: the Linear's output, kept
+                    g.y = ys[J + 1];
+                    St::template layer<J>::forward(*ex, g, Epilogue<T>{backend::Activation::gelu_tanh, nullptr, ys[J]});
+                  } else if constexpr (F::template follows_fused_linear<I, J>()) {
+                    // done with the Linear before it (ReLU's backward reads the output only, so the
+                    // Linear's own output was never needed; GELU's input was kept by the product)
+                  } else {
+                    St::template layer<J>::forward(*ex, f);
+                  }
+                }(),
+                ...);
+          }
+          (std::make_index_sequence<St::num_layers>{});
+        });
   }
 
   // `first`: the stage's first backward of the step, which sets the gradients where the stage's

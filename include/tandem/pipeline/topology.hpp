@@ -101,23 +101,22 @@ private:
   }
   template <std::size_t S> static constexpr bool stage_reads_no_tokens() {
     return []<std::size_t... J>(std::index_sequence<J...>) {
-      return (
-          [] {
-            using L = typename stage<S>::template layer<J>;
-            if constexpr (!std::is_same_v<layer_input_t<L, T>, T>) return TokenInputCheck<AtStage<S>, AtLayer<J>>::value;
-            else return true;
-          }() &&
-          ... && true);
+      return ([] {
+        using L = typename stage<S>::template layer<J>;
+        if constexpr (!std::is_same_v<layer_input_t<L, T>, T>) return TokenInputCheck<AtStage<S>, AtLayer<J>>::value;
+        else return true;
+      }() && ... &&
+              true);
     }
     (std::make_index_sequence<stage<S>::num_layers>{});
   }
 
 public:
   static constexpr bool sequences_agree = [] {
-    if constexpr (num_stages > 0 && all_stages)
-      return []<std::size_t... S>(std::index_sequence<S...>) {
+    if constexpr (num_stages > 0 && all_stages) return []<std::size_t... S>(std::index_sequence<S...>) {
         return ((stage_sequences_agree<S>() && stage_reads_no_tokens<S>()) && ... && true);
-      }(std::make_index_sequence<num_stages>{});
+      }
+    (std::make_index_sequence<num_stages>{});
     return true;
   }();
   static_assert(sequences_agree);

@@ -184,7 +184,9 @@ template <Layer L> GradientCheckReport check_gradients(const GradientCheckOption
                                    .scratch = scratch.empty() ? nullptr : scratch.data(),
                                    .key = key};
     };
-    auto backward = [&](double *into_dx, std::vector<double> &into_grads) { L::backward(ex, call(into_dx, into_grads)); };
+    auto backward = [&](double *into_dx, std::vector<double> &into_grads) {
+      L::backward(ex, call(into_dx, into_grads));
+    };
     auto central = [&](double &v) {
       const double kept = v, h = options.step * std::max(1.0, std::abs(v));
       v = kept + h;
