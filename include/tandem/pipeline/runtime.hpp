@@ -465,15 +465,15 @@ private:
     }
   }
   // Stage s waits for a crossing on its executor, then records `ready` there. The timeline shows
-  // sends and waits as copies on the stage's own track.
+  // sends and waits on the stage's own track.
   void arrive(std::size_t s, const backend::Crossing &c, backend::Event &ready) {
-    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+    trace_.timed(s, TaskKind::receive, static_cast<std::ptrdiff_t>(c.micro_batch),
                  [&] { ranks_.channel().arrive(*stages_[s].ex, c); });
     stages_[s].ex->record(ready);
   }
   // Stage s sends `n` values at `src`; returns the bytes.
   std::size_t send(std::size_t s, const T *src, std::size_t n, const backend::Crossing &c) {
-    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+    trace_.timed(s, TaskKind::send, static_cast<std::ptrdiff_t>(c.micro_batch),
                  [&] { ranks_.channel().send(*stages_[s].ex, src, n * sizeof(T), c); });
     return n * sizeof(T);
   }
