@@ -147,17 +147,16 @@ public:
       if (x.device && ranks_.active()) fail("forward: across processes the input is host data (a span)");
       if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "forward");
     });
-    const std::size_t batch = call.agree_batch(rows);
-    const Sink<T> out = make_sink(batch);
     Plan plan;
     TaskOrders orders;
-    call.run([&] {
-      m = micro_batches(sched, batch, "forward");
-      plan = Plan::split(batch, m);
+    const std::size_t batch = call.agree(rows, [&](std::size_t b) {
+      m = micro_batches(sched, b, "forward");
+      plan = Plan::split(b, m);
       orders = forward_orders(num_stages, m);
       prepare(plan, orders);
+      return Ranks::Planned{m, orders};
     });
-    call.agree_plan(m, orders);
+    const Sink<T> out = make_sink(batch);
     place_host_work(plan);
     trace_.begin(ctx_->timeline(), all_stages());
     auto &last = stages_.back();
@@ -208,23 +207,22 @@ public:
         fail("train_step: across processes the input and targets are host data (spans)");
       if (x.size || ranks_.local(0)) rows = batch_rows(x.size, in_features, "train_step");
     });
-    const std::size_t batch = call.agree_batch(rows);
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
     const bool holds_last = ranks_.local(num_stages - 1);
     Plan plan;
     TaskOrders orders;
-    call.run([&] {
+    const std::size_t batch = call.agree(rows, [&](std::size_t b) {
       bool check_on_device = false;
       if constexpr (!optimizing || optim::Discardable<Opt>)
-        check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
-      if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, batch, out_features);
-      else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), batch, out_features);
-      m = micro_batches(sched, batch, "train_step");
-      plan = Plan::split(batch, m);
+        check_on_device = y.device && y.size == b * per_sample && groups_.front().skip;
+      if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, b, out_features);
+      else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), b, out_features);
+      m = micro_batches(sched, b, "train_step");
+      plan = Plan::split(b, m);
       orders = training_orders(sched, num_stages, m);
       prepare(plan, orders);
+      return Ranks::Planned{m, orders};
     });
-    call.agree_plan(m, orders);
     place_host_work(plan);
     auto &last = stages_.back();
     if (const std::size_t bytes = checked_product(batch * per_sample, sizeof(Target), "the targets' copy");
