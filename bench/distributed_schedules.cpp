@@ -5,7 +5,8 @@
 //   mpiexec -n 2 ./bench_distributed_schedules [repeats] [trace.json]     (2 or 3 ranks; repeats 5)
 //
 // Rank r holds stage r. Rank 0 also times the same network in one process (a worker per stage)
-// while the other ranks sleep, so both configurations have the machine's cores to themselves.
+// while the other ranks sleep, so both configurations have the machine's cores to themselves; its
+// workers may run on every core the machine has, wherever mpiexec bound rank 0.
 // Speed-ups divide by the median of Naive steps interleaved with the configuration's own; the
 // ideal speed-up of n stages with m micro-batches is n*m/(m+n-1) (it needs n free cores). "per
 // call" is the step time of a tiny network at batch 1, where the step is almost all the ranks'
@@ -20,6 +21,10 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include <tandem/distributed.hpp>
 #include <tandem/tandem.hpp>
@@ -97,6 +102,25 @@ std::vector<double> one_way_us(MPI_Comm comm, int rank, const std::vector<std::s
   return out;
 }
 
+// Lets the calling thread, and the threads it starts from now on, run on every core of the machine:
+// mpiexec binds a rank to one core where there are at most two ranks, which would leave the
+// one-process comparison's two workers one core. Returns the binding to restore.
+#ifdef __linux__
+cpu_set_t unbind() {
+  cpu_set_t before, all;
+  CPU_ZERO(&before);
+  sched_getaffinity(0, sizeof before, &before);
+  CPU_ZERO(&all);
+  for (unsigned c = 0; c < std::thread::hardware_concurrency(); ++c) CPU_SET(c, &all);
+  sched_setaffinity(0, sizeof all, &all);
+  return before;
+}
+void rebind(const cpu_set_t &before) { sched_setaffinity(0, sizeof before, &before); }
+#else
+int unbind() { return 0; }
+void rebind(int) {}
+#endif
+
 // Each schedule at each micro-batch count: (Naive ms, schedule ms), GPipe's first.
 template <class N>
 std::vector<std::pair<double, double>> sweep(N &net, optim::SGD &opt, std::span<const float> x,
@@ -132,10 +156,14 @@ template <class N> int run(distributed::Environment &env, int repeats, const cha
   }
   idle_barrier(env.communicator());
   if (first) {
-    Context single({.devices = "host", .host_execution = HostExecution::workers});
-    N local(single, 1);
-    optim::SGD local_opt(local, {.lr = 1e-4f});
-    process = sweep(local, local_opt, x, y, repeats);
+    const auto binding = unbind();
+    {
+      Context single({.devices = "host", .host_execution = HostExecution::workers});
+      N local(single, 1);
+      optim::SGD local_opt(local, {.lr = 1e-4f});
+      process = sweep(local, local_opt, x, y, repeats);
+    }
+    rebind(binding);
   }
   idle_barrier(env.communicator());
 

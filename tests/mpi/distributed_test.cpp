@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -257,6 +258,21 @@ TEST_CASE("one Chrome trace of every rank's tasks, a process row per rank") {
   CHECK(count("\"name\":\"send ") == crossings);
   CHECK(count("\"name\":\"receive ") == crossings);
   std::remove(path.c_str());
+}
+
+TEST_CASE("TANDEM_MPI_PROGRESS_US sets the progress thread's interval; 0 turns it off") {
+  const char *before = std::getenv("TANDEM_MPI_PROGRESS_US");
+  const std::string saved = before ? before : "";
+  ::unsetenv("TANDEM_MPI_PROGRESS_US");
+  CHECK(distributed::MpiTransport::progress_interval() == std::chrono::microseconds(200));
+  ::setenv("TANDEM_MPI_PROGRESS_US", "0", 1);
+  CHECK(distributed::MpiTransport::progress_interval() == std::chrono::microseconds(0));
+  ::setenv("TANDEM_MPI_PROGRESS_US", "50", 1);
+  CHECK(distributed::MpiTransport::progress_interval() == std::chrono::microseconds(50));
+  ::setenv("TANDEM_MPI_PROGRESS_US", "fast", 1);
+  CHECK_THROWS_WITH_AS(distributed::MpiTransport::progress_interval(), doctest::Contains("microseconds"), Error);
+  if (before) ::setenv("TANDEM_MPI_PROGRESS_US", saved.c_str(), 1);
+  else ::unsetenv("TANDEM_MPI_PROGRESS_US");
 }
 
 int main(int argc, char **argv) {
