@@ -23,7 +23,9 @@ namespace tandem {
 
 // What a timed task did. `network`: a whole-network step of one micro-batch (op::SmallNetwork:
 // every stage's forward and backward, the loss, and the updates where they are fused into it).
-enum class TaskKind { forward, backward, loss, copy, optimizer, network };
+// Across processes, `send` hands a boundary to MPI and `receive` waits until another rank's has
+// arrived: its length is the time the stage stood idle for that message.
+enum class TaskKind { forward, backward, loss, copy, optimizer, network, send, receive };
 
 inline const char *to_string(TaskKind k) {
   switch (k) {
@@ -33,6 +35,8 @@ inline const char *to_string(TaskKind k) {
   case TaskKind::copy: return "copy";
   case TaskKind::optimizer: return "optimizer";
   case TaskKind::network: return "network";
+  case TaskKind::send: return "send";
+  case TaskKind::receive: return "receive";
   }
   return "task";
 }

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -271,13 +272,30 @@ TEST_CASE("one Chrome trace of every rank's tasks, a process row per rank") {
   // Every stage's forward and backward of both micro-batches, each from the rank that ran it.
   CHECK(count("\"name\":\"forward ") == 2 * Net::num_stages);
   CHECK(count("\"name\":\"backward ") == 2 * Net::num_stages);
-  // Per micro-batch and direction, a boundary between ranks shows a send and a wait, one within
-  // a rank a copy.
-  std::size_t copies = 0;
+  // Per micro-batch and direction, a boundary between ranks shows a send and a receive (the wait
+  // for the message), one within a rank a copy.
+  std::size_t copies = 0, crossings = 0;
   for (std::size_t s = 0; s + 1 < Net::num_stages; ++s)
-    copies += (ctx.rank_of(s) != ctx.rank_of(s + 1) ? 2 : 1) * 2 * 2;
+    (ctx.rank_of(s) != ctx.rank_of(s + 1) ? crossings : copies) += 2 * 2;
   CHECK(count("\"name\":\"copy ") == copies);
+  CHECK(count("\"name\":\"send ") == crossings);
+  CHECK(count("\"name\":\"receive ") == crossings);
   std::remove(path.c_str());
+}
+
+TEST_CASE("TANDEM_MPI_PROGRESS_US sets the progress thread's interval; 0 turns it off") {
+  const char *before = std::getenv("TANDEM_MPI_PROGRESS_US");
+  const std::string saved = before ? before : "";
+  ::unsetenv("TANDEM_MPI_PROGRESS_US");
+  CHECK(distributed::MpiTransport::progress_interval() == std::chrono::microseconds(200));
+  ::setenv("TANDEM_MPI_PROGRESS_US", "0", 1);
+  CHECK(distributed::MpiTransport::progress_interval() == std::chrono::microseconds(0));
+  ::setenv("TANDEM_MPI_PROGRESS_US", "50", 1);
+  CHECK(distributed::MpiTransport::progress_interval() == std::chrono::microseconds(50));
+  ::setenv("TANDEM_MPI_PROGRESS_US", "fast", 1);
+  CHECK_THROWS_WITH_AS(distributed::MpiTransport::progress_interval(), doctest::Contains("microseconds"), Error);
+  if (before) ::setenv("TANDEM_MPI_PROGRESS_US", saved.c_str(), 1);
+  else ::unsetenv("TANDEM_MPI_PROGRESS_US");
 }
 
 int main(int argc, char **argv) {

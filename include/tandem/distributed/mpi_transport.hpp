@@ -18,7 +18,9 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -87,6 +89,8 @@ public:
   Communicator(std::shared_ptr<Session> session, MPI_Comm comm) : session_(std::move(session)), comm_(comm) {
     detail::check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   }
+  Communicator(Communicator &&other) noexcept
+      : session_(std::move(other.session_)), comm_(std::exchange(other.comm_, MPI_COMM_NULL)) {}
   Communicator(const Communicator &) = delete;
   Communicator &operator=(const Communicator &) = delete;
   ~Communicator() {
@@ -124,6 +128,63 @@ inline bool test_each(std::vector<MPI_Request> &requests) {
   return all;
 }
 
+// Drives MPI's progress engine while messages are in flight. MPI moves the body of a large
+// message (above the eager limit: the rendezvous protocol; between machines, most messages) only
+// inside MPI calls, on the sender's side as well as the receiver's; a sender that goes straight
+// into its next micro-batch's forward would otherwise hold the receiver up until its next MPI call,
+// which serialises the pipeline. While any channel of the transport holds it, this thread calls
+// MPI_Iprobe on a communicator that carries no messages (it runs the progress engine and takes
+// nothing) every `interval`; otherwise it sleeps. It needs MPI_THREAD_MULTIPLE.
+class Progress {
+public:
+  Progress(Communicator comm, std::chrono::microseconds interval) : comm_(std::move(comm)), interval_(interval) {}
+  Progress(const Progress &) = delete;
+  Progress &operator=(const Progress &) = delete;
+  ~Progress() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // A channel has messages in flight until the matching release().
+  void hold() {
+    {
+      std::lock_guard lock(mutex_);
+      if (holders_++ == 0 && !thread_.joinable()) thread_ = std::thread([this] { loop(); });
+    }
+    wake_.notify_one();
+  }
+  void release() {
+    std::lock_guard lock(mutex_);
+    --holders_;
+  }
+
+private:
+  void loop() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stopping_ || holders_ > 0; });
+      if (stopping_) return;
+      lock.unlock();
+      int flag = 0;
+      MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_.get(), &flag, MPI_STATUS_IGNORE);
+      std::this_thread::sleep_for(interval_);
+      lock.lock();
+    }
+  }
+
+  Communicator comm_;
+  std::chrono::microseconds interval_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::size_t holders_ = 0;
+  bool stopping_ = false;
+  std::thread thread_; // started by the first hold()
+};
+
 inline const char *direction_words(backend::Direction d) {
   return d == backend::Direction::forward ? "forward activations" : "backward gradients";
 }
@@ -132,14 +193,18 @@ inline const char *direction_words(backend::Direction d) {
 
 class MpiChannel final : public backend::Channel {
 public:
-  MpiChannel(std::shared_ptr<detail::Session> session, MPI_Comm comm, int rank, std::chrono::duration<double> timeout)
-      : comm_(std::move(session), comm), rank_(rank), timeout_(timeout) {
+  MpiChannel(std::shared_ptr<detail::Session> session, MPI_Comm comm, int rank, std::chrono::duration<double> timeout,
+             std::shared_ptr<detail::Progress> progress = nullptr)
+      : comm_(std::move(session), comm), rank_(rank), timeout_(timeout), progress_(std::move(progress)) {
     int flag = 0;
     void *value = nullptr;
     MPI_Comm_get_attr(comm, MPI_TAG_UB, &value, &flag);
     tag_ub_ = flag ? *static_cast<int *>(value) : 32767;
   }
-  ~MpiChannel() override { drop_pending(); }
+  ~MpiChannel() override {
+    drop_pending();
+    let_progress_go();
+  }
 
   void begin_step(const char *call) override {
     require_in_step();
@@ -149,6 +214,7 @@ public:
   }
 
   void post_receive(void *dst, std::size_t bytes, const backend::Crossing &c) override {
+    need_progress();
     auto &r = receives_[key(c)];
     r.crossing = c;
     detail::check(MPI_Irecv(dst, count(bytes), MPI_BYTE, c.peer, tag(c), comm_.get(), &r.request), "MPI_Irecv");
@@ -156,6 +222,7 @@ public:
 
   void send(backend::Executor &ex, const void *src, std::size_t bytes, const backend::Crossing &c) override {
     const int n = count(bytes), t = tag(c);
+    need_progress();
     ex.submit([this, src, n, t, peer = c.peer] {
       MPI_Request request;
       detail::check(MPI_Isend(src, n, MPI_BYTE, peer, t, comm_.get(), &request), "MPI_Isend");
@@ -206,6 +273,7 @@ public:
   void finish_step(bool failed) override {
     if (failed || step_failed_) {
       drop_pending();
+      let_progress_go();
       return;
     }
     const auto deadline =
@@ -214,6 +282,7 @@ public:
     for (const auto &s : sends_) requests.push_back(s.request);
     const bool sent = detail::poll_until(deadline, [&] { return detail::test_each(requests); });
     for (std::size_t i = 0; i < requests.size(); ++i) sends_[i].request = requests[i];
+    let_progress_go();
     if (!sent) {
       std::string peers;
       for (const auto &s : sends_)
@@ -347,6 +416,14 @@ private:
                          "network the same way?");
   }
 
+  // The step's messages are in flight from its first receive or send until finish_step().
+  void need_progress() {
+    if (progress_ && !holding_) progress_->hold(), holding_ = true;
+  }
+  void let_progress_go() {
+    if (holding_) progress_->release(), holding_ = false;
+  }
+
   // Cancels the receives that never came and lets go of the sends (MPI completes them or drops
   // them; their buffers outlive the channel's next step, never the network).
   void drop_pending() noexcept {
@@ -374,8 +451,10 @@ private:
   mutable std::mutex mutex_;
   std::exception_ptr first_timeout_; // under mutex_, as sends_, which grows on the workers that send
   std::vector<Send> sends_;
-  std::atomic<bool> step_failed_{false}; // a crossing of this step timed out: the rest stop waiting
-  std::atomic<bool> lost_{false};        // a rank did not answer: the ranks are out of step for good
+  std::atomic<bool> step_failed_{false};       // a crossing of this step timed out: the rest stop waiting
+  std::atomic<bool> lost_{false};              // a rank did not answer: the ranks are out of step for good
+  std::shared_ptr<detail::Progress> progress_; // null where MPI allows no thread of ours
+  bool holding_ = false;                       // (issuing thread)
 };
 
 class MpiTransport final : public backend::Transport {
@@ -397,6 +476,12 @@ public:
         "MPI_Allgather");
     for (int r = 0; r < size_; ++r)
       hosts_.emplace_back(all.data() + static_cast<std::size_t>(r) * MPI_MAX_PROCESSOR_NAME);
+    // On every rank alike (a collective), whatever each rank's thread level and setting.
+    MPI_Comm quiet = MPI_COMM_NULL;
+    detail::check(MPI_Comm_dup(dup, &quiet), "MPI_Comm_dup");
+    detail::Communicator owned(session_, quiet);
+    if (const auto interval = progress_interval(); interval.count() > 0 && any_thread())
+      progress_ = std::make_shared<detail::Progress>(std::move(owned), interval);
   }
 
   int rank() const override { return rank_; }
@@ -421,7 +506,19 @@ public:
       tandem::detail::fail("building a network on rank ", rank_, ": not every rank built one within ", timeout.count(),
                            " s (ContextOptions::peer_timeout); every rank must build the same networks in the same ",
                            "order");
-    return std::make_unique<MpiChannel>(session_, dup, rank_, timeout);
+    return std::make_unique<MpiChannel>(session_, dup, rank_, timeout, progress_);
+  }
+
+  // How often the progress thread runs MPI's progress engine while messages are in flight:
+  // TANDEM_MPI_PROGRESS_US microseconds (0: no progress thread), by default 200.
+  static std::chrono::microseconds progress_interval() {
+    const char *text = std::getenv("TANDEM_MPI_PROGRESS_US");
+    if (!text || !*text) return std::chrono::microseconds(200);
+    char *end = nullptr;
+    const long us = std::strtol(text, &end, 10);
+    if (*end || us < 0)
+      tandem::detail::fail("TANDEM_MPI_PROGRESS_US is '", text, "', but must be a number of microseconds (0: off)");
+    return std::chrono::microseconds(us);
   }
 
 private:
@@ -429,6 +526,7 @@ private:
   std::unique_ptr<detail::Communicator> comm_;
   int rank_ = 0, size_ = 1;
   std::vector<std::string> hosts_;
+  std::shared_ptr<detail::Progress> progress_; // null without MPI_THREAD_MULTIPLE, or when turned off
 };
 
 } // namespace tandem::distributed

@@ -65,7 +65,13 @@ public:
   // Throws on every rank where the ranks build different networks; changes nothing.
   TANDEM_INLINE void agree_network(const NetworkRecord &mine);
 
-  // One call's checks on every rank: `run` does this rank's part, and agree_*() gather every
+  // What a call's plan for a batch comes to on one rank: micro-batch count and task lists.
+  struct Planned {
+    std::size_t m = 0;
+    TaskOrders orders;
+  };
+
+  // One call's checks on every rank: `run` does this rank's part, and agree() gathers every
   // rank's outcome, so that a failure or a disagreement throws on every rank, before any work
   // is issued. In a single process `run` just runs and its Error goes straight up.
   class Call {
@@ -82,13 +88,58 @@ public:
         error_ = std::current_exception();
       }
     }
-    // The batch: the rows this rank read (0: it passed no input, having no first stage), the
-    // same on every rank that read any; the first stage's rank has read it.
-    TANDEM_INLINE std::size_t agree_batch(std::size_t rows);
-    // The step's plan: micro-batch count and task lists.
-    TANDEM_INLINE void agree_plan(std::size_t m, const TaskOrders &orders);
+    // The batch and the plan, in one exchange. `rows`: the rows this rank read (0: it passed no
+    // input, having no first stage), the same on every rank that read any; the first stage's rank
+    // has read it. `plan(batch)` checks what depends on the batch, prepares the step and returns
+    // its Planned. A rank that read no input plans for the batch of the network's last call
+    // before the exchange; where that guess is wrong (the first call, a new batch size) it plans
+    // again and a second exchange compares the plans.
+    template <class Plan> std::size_t agree(std::size_t rows, Plan &&plan) {
+      if (!ranks_.active()) {
+        plan(rows);
+        return rows;
+      }
+      const std::size_t guess = rows ? rows : ranks_.last_batch_;
+      Planned planned;
+      std::exception_ptr guess_error; // from a plan for a guessed batch: moot if the guess is wrong
+      if (guess && !error_) {
+        try {
+          planned = plan(guess);
+        } catch (...) {
+          (rows ? error_ : guess_error) = std::current_exception();
+        }
+      }
+      bool again = false;
+      const std::size_t batch = agree_checks(rows, guess, planned, guess_error, again);
+      if (again) {
+        if (guess != batch) {
+          planned = Planned{};
+          run([&] { planned = plan(batch); });
+        }
+        agree_plan(planned.m, planned.orders);
+      }
+      ranks_.last_batch_ = batch;
+      return batch;
+    }
 
   private:
+    // The exchange of agree(): every rank's failure, call, rows and plan (for the batch it
+    // planned for). Returns the batch; `again` says that some rank planned for another batch.
+    TANDEM_INLINE std::size_t agree_checks(std::size_t rows, std::size_t planned_for, const Planned &planned,
+                                           const std::exception_ptr &guess_error, bool &again);
+    // The second exchange, where needed: micro-batch count and task lists.
+    TANDEM_INLINE void agree_plan(std::size_t m, const TaskOrders &orders);
+
+    template <class Record> void same_plans(const std::vector<Record> &all) const {
+      for (int r = 1; r < ranks_.size_; ++r) {
+        if (all[r].m != all[0].m)
+          fail(name_, ": the ranks disagree on the micro-batch count: rank 0 has ", all[0].m, ", rank ", r, " has ",
+               all[r].m, "; every rank passes the same schedule");
+        if (all[r].orders != all[0].orders)
+          fail(name_, ": the ranks disagree on the schedule: rank ", r, "'s task lists differ from rank 0's (",
+               all[0].m, " micro-batches); every rank passes the same schedule");
+      }
+    }
     template <class Record> void rethrow_first(const std::vector<Record> &all) {
       if (error_) std::rethrow_exception(error_);
       for (int r = 0; r < ranks_.size_; ++r)
@@ -150,6 +201,7 @@ private:
 
   std::vector<int> stage_ranks_;
   int rank_ = 0, size_ = 1;
+  std::size_t last_batch_ = 0; // the batch of the last call whose checks passed (agree())
   std::unique_ptr<backend::Channel> channel_;
 };
 
@@ -199,24 +251,34 @@ TANDEM_INLINE void Ranks::agree_network(const NetworkRecord &mine) {
   differs(&NetworkRecord::placement, "where the stages run (a fingerprint of each stage's rank; TANDEM_DEVICES)");
 }
 
-TANDEM_INLINE std::size_t Ranks::Call::agree_batch(std::size_t rows) {
-  if (!ranks_.active()) return rows;
+TANDEM_INLINE std::size_t Ranks::Call::agree_checks(std::size_t rows, std::size_t planned_for, const Planned &planned,
+                                                    const std::exception_ptr &guess_error, bool &again) {
   struct Record {
-    std::uint64_t kind, rows;
+    std::uint64_t kind, rows, planned_for, m, orders;
+    std::int32_t guessed; // the error is from a plan for a guessed batch
     Text error;
-  } mine{kind_, rows, {}};
-  mine.error.set(error_);
+  } mine{kind_, rows, planned_for, planned.m, planned.m ? fingerprint(planned.orders) : 0, 0, {}};
+  if (error_) mine.error.set(error_);
+  else if (guess_error) mine.error.set(guess_error), mine.guessed = 1;
+  if (error_ || (!planned.m && !guess_error)) mine.planned_for = 0; // no plan to compare
   const auto all = ranks_.gather(mine, name_);
-  rethrow_first(all);
+  if (error_) std::rethrow_exception(error_);
+  const std::size_t batch = all[ranks_.rank_of(0)].rows;
+  if (guess_error && planned_for == batch) std::rethrow_exception(guess_error); // the guess was right
+  for (int r = 0; r < ranks_.size_; ++r)
+    if (all[r].error.text[0] && (!all[r].guessed || all[r].planned_for == batch))
+      fail(name_, ": rank ", r, " failed its checks: ", all[r].error.text);
   for (int r = 0; r < ranks_.size_; ++r)
     if (all[r].kind != kind_)
       fail(name_, ": the ranks make different calls (or use different losses): rank ", ranks_.rank_, " calls ", name_,
            ", rank ", r, " another; every rank makes the same calls in the same order");
-  const std::size_t batch = all[ranks_.rank_of(0)].rows;
   for (int r = 0; r < ranks_.size_; ++r)
     if (all[r].rows && all[r].rows != batch)
       fail(name_, ": the ranks disagree on the batch: rank ", ranks_.rank_of(0), " (the first stage's) has ", batch,
            " rows, rank ", r, " has ", all[r].rows, "; ranks without the first stage may pass an empty input");
+  again = false;
+  for (int r = 0; r < ranks_.size_; ++r) again = again || all[r].planned_for != batch;
+  if (!again) same_plans(all);
   return batch;
 }
 
@@ -229,14 +291,7 @@ TANDEM_INLINE void Ranks::Call::agree_plan(std::size_t m, const TaskOrders &orde
   mine.error.set(error_);
   const auto all = ranks_.gather(mine, name_);
   rethrow_first(all);
-  for (int r = 1; r < ranks_.size_; ++r) {
-    if (all[r].m != all[0].m)
-      fail(name_, ": the ranks disagree on the micro-batch count: rank 0 has ", all[0].m, ", rank ", r, " has ",
-           all[r].m, "; every rank passes the same schedule");
-    if (all[r].orders != all[0].orders)
-      fail(name_, ": the ranks disagree on the schedule: rank ", r, "'s task lists differ from rank 0's (", m,
-           " micro-batches); every rank passes the same schedule");
-  }
+  same_plans(all);
 }
 #endif
 

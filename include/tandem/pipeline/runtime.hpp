@@ -152,17 +152,16 @@ public:
       if (rows) (void)batch_samples(rows, rows_per_sample, "forward");
       if (x.host && x.size) Topo::check_input(x.host_span(), "forward");
     });
-    const std::size_t batch = call.agree_batch(rows);
-    const Sink<T> out = make_sink(batch);
     Plan plan;
     TaskOrders orders;
-    call.run([&] {
-      m = micro_batches(sched, batch / rows_per_sample, "forward");
-      plan = Plan::split(batch / rows_per_sample, m, rows_per_sample);
+    const std::size_t batch = call.agree(rows, [&](std::size_t b) {
+      m = micro_batches(sched, b / rows_per_sample, "forward");
+      plan = Plan::split(b / rows_per_sample, m, rows_per_sample);
       orders = forward_orders(num_stages, m);
       prepare(plan, orders);
+      return Ranks::Planned{m, orders};
     });
-    call.agree_plan(m, orders);
+    const Sink<T> out = make_sink(batch);
     place_host_work(plan);
     trace_.begin(ctx_->timeline(), all_stages());
     auto &last = stages_.back();
@@ -215,23 +214,22 @@ public:
       if (rows) (void)batch_samples(rows, rows_per_sample, "train_step");
       if (x.host && x.size) Topo::check_input(x.host_span(), "train_step");
     });
-    const std::size_t batch = call.agree_batch(rows);
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
     const bool holds_last = ranks_.local(num_stages - 1);
     Plan plan;
     TaskOrders orders;
-    call.run([&] {
+    const std::size_t batch = call.agree(rows, [&](std::size_t b) {
       bool check_on_device = false;
       if constexpr (!optimizing || optim::Discardable<Opt>)
-        check_on_device = y.device && y.size == batch * per_sample && groups_.front().skip;
-      if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, batch, out_features);
-      else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), batch, out_features);
-      m = micro_batches(sched, batch / rows_per_sample, "train_step");
-      plan = Plan::split(batch / rows_per_sample, m, rows_per_sample);
+        check_on_device = y.device && y.size == b * per_sample && groups_.front().skip;
+      if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, b, out_features);
+      else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), b, out_features);
+      m = micro_batches(sched, b / rows_per_sample, "train_step");
+      plan = Plan::split(b / rows_per_sample, m, rows_per_sample);
       orders = training_orders(sched, num_stages, m);
       prepare(plan, orders);
+      return Ranks::Planned{m, orders};
     });
-    call.agree_plan(m, orders);
     place_host_work(plan);
     auto &last = stages_.back();
     if (const std::size_t bytes = checked_product(batch * per_sample, sizeof(Target), "the targets' copy");
@@ -491,15 +489,15 @@ private:
     }
   }
   // Stage s waits for a crossing on its executor, then records `ready` there. The timeline shows
-  // sends and waits as copies on the stage's own track.
+  // sends and waits on the stage's own track.
   void arrive(std::size_t s, const backend::Crossing &c, backend::Event &ready) {
-    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+    trace_.timed(s, TaskKind::receive, static_cast<std::ptrdiff_t>(c.micro_batch),
                  [&] { ranks_.channel().arrive(*stages_[s].ex, c); });
     stages_[s].ex->record(ready);
   }
   // Stage s sends `n` values at `src`; returns the bytes.
   std::size_t send(std::size_t s, const T *src, std::size_t n, const backend::Crossing &c) {
-    trace_.timed(s, TaskKind::copy, static_cast<std::ptrdiff_t>(c.micro_batch),
+    trace_.timed(s, TaskKind::send, static_cast<std::ptrdiff_t>(c.micro_batch),
                  [&] { ranks_.channel().send(*stages_[s].ex, src, n * sizeof(T), c); });
     return n * sizeof(T);
   }
