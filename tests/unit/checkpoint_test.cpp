@@ -478,7 +478,7 @@ TEST_CASE("checkpoint: save_sharded writes a file per stage and an index; load r
   write_json(nlohmann::json::array());
   rejects("no \"weight_map\" object");
   test::write_bytes(index, {std::byte{'{'}});
-  rejects("not JSON");
+  rejects("not valid JSON");
   fs::remove(dir / "model-00002-of-00002.safetensors");
   rejects("cannot open");
 }
