@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <new>
 #include <random>
 #include <span>
 #include <string>
@@ -19,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tandem/detail/host_memory.hpp"
 #include "tandem/error.hpp"
 
 namespace tandem::checkpoint {
@@ -50,17 +50,13 @@ public:
   const std::string &path() const { return path_; }
   std::uint64_t size() const { return size_; }
 
-  // `n` bytes from `offset`. The caller has checked them against size(); memory that cannot be had
-  // is an Error naming the file, not std::bad_alloc.
+  // `n` bytes from `offset`. Memory that cannot be had is an Error naming the file, not
+  // std::bad_alloc (detail::host_vector).
   std::vector<std::byte> read(std::uint64_t offset, std::uint64_t n) const {
     if (offset > size_ || n > size_ - offset)
       detail::fail("'", path_, "': bytes [", offset, ", ", offset + n, ") lie beyond its ", size_, " bytes");
-    std::vector<std::byte> bytes;
-    try {
-      bytes.resize(static_cast<std::size_t>(n));
-    } catch (const std::bad_alloc &) {
-      detail::fail("cannot read '", path_, "': its ", n, " bytes do not fit in memory");
-    }
+    const std::string what = "reading '" + path_ + "'";
+    auto bytes = detail::host_vector<std::byte>(static_cast<std::size_t>(n), what.c_str());
     std::size_t done = 0;
     while (done < bytes.size()) {
       const ssize_t got = ::pread(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
