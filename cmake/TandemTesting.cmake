@@ -419,17 +419,31 @@ function(tandem_add_mpi_tests)
   endif()
   set(environment OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1)
   file(GLOB sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/mpi/*.cpp)
+  if(NOT TARGET tandem::checkpoint)
+    list(FILTER sources EXCLUDE REGEX "/checkpoint[^/]*\\.cpp$") # they need nlohmann-json
+  endif()
   if(sources)
     find_package(doctest REQUIRED)
     add_executable(tandem_mpi_tests ${sources})
     _tandem_test_program(tandem_mpi_tests)
-    target_link_libraries(tandem_mpi_tests PRIVATE tandem::distributed doctest::doctest)
+    target_link_libraries(tandem_mpi_tests PRIVATE tandem::distributed doctest::doctest
+                                                   $<TARGET_NAME_IF_EXISTS:tandem::checkpoint>)
     foreach(ranks IN ITEMS 1 2 3 4)
       add_test(NAME mpi.ranks${ranks} COMMAND ${launch} ${MPIEXEC_NUMPROC_FLAG} ${ranks} $<TARGET_FILE:tandem_mpi_tests>
                                              ${MPIEXEC_POSTFLAGS})
       # Alone: the timeout tests wait about a second for a rank, which a loaded machine could stretch.
       set_tests_properties(mpi.ranks${ranks} PROPERTIES LABELS mpi ENVIRONMENT "${environment}" TIMEOUT 120 RUN_SERIAL TRUE)
     endforeach()
+    # MPI runs that go wrong say so: a process without an Environment warns once that it runs
+    # alone; an Error that escapes main prints its message (no backtrace) and ends the job.
+    add_test(NAME mpi.alone COMMAND ${launch} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:tandem_mpi_tests> --alone)
+    set_tests_properties(mpi.alone PROPERTIES LABELS mpi ENVIRONMENT "${environment}" TIMEOUT 60
+                         PASS_REGULAR_EXPRESSION "runs alone, as 2 independent copies"
+                         FAIL_REGULAR_EXPRESSION "independent copies.*independent copies.*independent copies")
+    add_test(NAME mpi.uncaught COMMAND ${launch} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:tandem_mpi_tests> --uncaught)
+    set_tests_properties(mpi.uncaught PROPERTIES LABELS mpi ENVIRONMENT "${environment}" TIMEOUT 60
+                         PASS_REGULAR_EXPRESSION "tandem: rank [01]: uncaught exception: tandem: thrown out of main on rank [01]; ending the MPI job"
+                         FAIL_REGULAR_EXPRESSION "terminate called|received signal|Backtrace")
   endif()
   file(GLOB dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/examples/*_distributed)
   foreach(dir IN LISTS dirs)
