@@ -103,6 +103,9 @@ endfunction()
 # plus nvcc when CUDA is enabled. Only the front end runs.
 function(tandem_add_compile_fail_tests)
   file(GLOB cases CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/compile_fail/*.cpp)
+  if(NOT TARGET tandem::checkpoint)
+    list(FILTER cases EXCLUDE REGEX "/checkpoint[^/]*\\.cpp$") # they need nlohmann-json
+  endif()
   if(NOT cases)
     return()
   endif()
@@ -210,8 +213,8 @@ endfunction()
 
 # Every public header must compile on its own (CUTLASS/CCCL style): one generated TU per header,
 # including it twice to also check the include guard. backend/cuda/ headers (and any .cuh) need nvcc
-# and are checked only as .cu; the umbrella header is checked both ways, since the same program
-# must build with g++ (host backend) and with nvcc. The object libraries stay out of ALL and are
+# and are checked only as .cu; the umbrella header and checkpoint.hpp are checked both ways, since
+# the same program must build with g++ (host backend) and with nvcc. The object libraries stay out of ALL and are
 # built by the tests header_check.gxx / header_check.nvcc (label header): a header that does not
 # compile fails one test instead of stopping the whole build and every other test with it.
 function(tandem_add_header_checks)
@@ -230,8 +233,8 @@ function(tandem_add_header_checks)
     endif()
     if(header MATCHES "^tandem/backend/cuda/" OR header MATCHES "\\.cuh$")
       set(kinds nvcc)
-    elseif(header STREQUAL "tandem/tandem.hpp")
-      set(kinds gxx nvcc)
+    elseif(header STREQUAL "tandem/tandem.hpp" OR header STREQUAL "tandem/checkpoint.hpp")
+      set(kinds gxx nvcc) # what every program includes, and the checkpoints nvcc once failed on
     endif()
     foreach(kind IN LISTS kinds)
       set(tu ${PROJECT_BINARY_DIR}/header_check/${id}.cpp)

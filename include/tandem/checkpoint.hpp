@@ -10,6 +10,7 @@
 #include <array>
 #include <charconv>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -1031,6 +1032,16 @@ void save_checkpoint(const std::filesystem::path &dir, const Net &net, const Opt
   checkpoint::save_checkpoint(dir, net, opt, &scheduler);
 }
 
+// A schedule passed as anything but an optim::LRScheduler reference (a pointer, say): one error that
+// says what to pass, ahead of a list of candidates.
+template <class Net, class Opt, class Sched>
+requires(!std::derived_from<std::remove_cvref_t<Sched>, optim::LRScheduler>) void save_checkpoint(
+    const std::filesystem::path &, const Net &, const Opt &, const Sched &) {
+  static_assert(std::derived_from<std::remove_cvref_t<Sched>, optim::LRScheduler>,
+                "TANDEM_SCHEDULER_TYPE: save_checkpoint(dir, net, opt, scheduler) takes the LR schedule itself (an "
+                "optim::LRScheduler such as optim::CosineAnnealingLR), by reference, not a pointer to it");
+}
+
 // Resumes a run saved by save_checkpoint, on any number of ranks: the next steps are bit for bit
 // those the saved run would have taken. The optimizer (and schedule) must have been built with the
 // saved hyperparameters (the learning rate excepted: the saved one is restored). Every file is read
@@ -1042,6 +1053,13 @@ void load_checkpoint(const std::filesystem::path &dir, Net &net, Opt &opt) {
 template <class Net, checkpoint::CheckpointableOptimizer Opt>
 void load_checkpoint(const std::filesystem::path &dir, Net &net, Opt &opt, optim::LRScheduler &scheduler) {
   checkpoint::load_checkpoint(dir, net, opt, &scheduler);
+}
+template <class Net, class Opt, class Sched>
+requires(!std::derived_from<std::remove_cvref_t<Sched>, optim::LRScheduler>) void load_checkpoint(
+    const std::filesystem::path &, Net &, Opt &, Sched &&) {
+  static_assert(std::derived_from<std::remove_cvref_t<Sched>, optim::LRScheduler>,
+                "TANDEM_SCHEDULER_TYPE: load_checkpoint(dir, net, opt, scheduler) takes the LR schedule itself (an "
+                "optim::LRScheduler such as optim::CosineAnnealingLR), by reference, not a pointer to it");
 }
 
 } // namespace tandem
