@@ -852,21 +852,21 @@ std::pair<Sources, OptimizerPlan> read_checkpoint(const std::filesystem::path &d
   Sources sources;
   OptimizerPlan plan;
   const auto index_path = dir / index_file;
+  // An index of weights alone (save_sharded's) is no checkpoint's: the pair beside it is.
   if (std::filesystem::exists(index_path)) {
     const Index index = read_index(index_path);
-    if (!index.has_optimizer)
-      tandem::detail::fail("'", index.file, "' indexes weights alone (save_sharded), not a checkpoint with its ",
-                           "optimizer's state; load(net, '", index.file, "') reads them");
-    plan = check_optimizer<Net>(opt, sched, index.metadata, index.file);
-    const std::string hint = "This network is " + signature<Net>();
-    read_shards(index, dir, index.weight_map, expected_model(net), local_parameter_names(net),
-                "does not fit this network", hint, sources);
-    std::set<std::string> local_state;
-    for (const auto &s : state_slices(net, opt, plan.steps))
-      if (s.local) local_state.insert(s.name);
-    read_shards(index, dir, index.optimizer_map, expected_state(net, opt, plan), local_state,
-                "does not fit this optimizer", hint, sources);
-    return {std::move(sources), std::move(plan)};
+    if (index.has_optimizer) {
+      plan = check_optimizer<Net>(opt, sched, index.metadata, index.file);
+      const std::string hint = "This network is " + signature<Net>();
+      read_shards(index, dir, index.weight_map, expected_model(net), local_parameter_names(net),
+                  "does not fit this network", hint, sources);
+      std::set<std::string> local_state;
+      for (const auto &s : state_slices(net, opt, plan.steps))
+        if (s.local) local_state.insert(s.name);
+      read_shards(index, dir, index.optimizer_map, expected_state(net, opt, plan), local_state,
+                  "does not fit this optimizer", hint, sources);
+      return {std::move(sources), std::move(plan)};
+    }
   }
   auto model = SafetensorsFile::open(dir / model_file);
   auto state = SafetensorsFile::open(dir / optimizer_file);
@@ -895,6 +895,9 @@ template <class Net, class Opt>
 void save_checkpoint(const std::filesystem::path &dir, const Net &net, const Opt &opt,
                      const optim::LRScheduler *sched) {
   check_owner(net, opt, "save_checkpoint");
+  // Steps in flight complete first: their counts and state are then final.
+  for (const auto &g : net.parameter_groups())
+    if (g.executor) g.executor->complete_steps_in_flight();
   Ranks ranks(net, "save_checkpoint");
   ranks.all([&] { make_directory(dir, "save_checkpoint"); });
   const std::string id = ranks.broadcast(ranks.rank() == 0 ? new_save_id() : std::string(), 0);
@@ -909,8 +912,14 @@ void save_checkpoint(const std::filesystem::path &dir, const Net &net, const Opt
     const auto state = gather_optimizer(net, opt, steps);
     write_safetensors(dir / model_file, model.views, model_meta);
     write_safetensors(dir / optimizer_file, state.views, state_meta);
-    // The pair is complete: an index of an earlier save across processes would now win over it.
-    std::filesystem::remove(dir / index_file, ec);
+    // The pair is complete: the index of an earlier save across processes would now win over it
+    // (an index of weights alone, save_sharded's, stays).
+    try {
+      if (std::filesystem::exists(dir / index_file) && read_index(dir / index_file).has_optimizer)
+        std::filesystem::remove(dir / index_file, ec);
+    } catch (const Error &) {
+      // An index that does not read is left for a load to name.
+    }
     remove_temporaries(dir);
     return;
   }

@@ -760,3 +760,15 @@ TEST_CASE("checkpoint: hostile headers - deep nesting, many entries, a NUL byte,
     CHECK_THROWS_WITH_AS(checkpoint::SafetensorsFile::read(path), doctest::Contains(reading.c_str()), Error);
   }
 }
+
+TEST_CASE("checkpoint: an index of weights alone (save_sharded's) beside a checkpoint's pair leaves the pair in use") {
+  Context ctx({.devices = "host"});
+  const test::ScratchDir dir("ckpt_index_beside");
+  Net a(ctx, 1), b(ctx, 2);
+  optim::SGD opt_a(a, {.lr = 0.1f}), opt_b(b, {.lr = 0.1f});
+  save_sharded(b, dir.path);
+  save_checkpoint(dir.path, a, opt_a);
+  CHECK(fs::exists(dir / "model.safetensors.index.json")); // not a checkpoint's: it stays
+  load_checkpoint(dir.path, b, opt_b);
+  CHECK(test::same_bits(test::weights(a), test::weights(b)));
+}
