@@ -467,10 +467,11 @@ inline Index read_index(const std::filesystem::path &path) {
 
 // Checks that `map` names exactly the tensors expected, opens each shard it names that this rank
 // needs (`wanted`), checks the shard's tensors against the map and its save id against the index's,
-// and reads its data.
+// and reads its data. `network`: this network's signature, for messages.
 inline void read_shards(const Index &index, const std::filesystem::path &dir,
                         const std::map<std::string, std::string> &map, const std::vector<Expected> &expected,
-                        const std::set<std::string> &wanted, const char *what, const std::string &hint, Sources &out) {
+                        const std::set<std::string> &wanted, const char *what, const std::string &network,
+                        Sources &out) {
   Problems problems;
   std::set<std::string> names;
   for (const auto &e : expected) {
@@ -479,14 +480,14 @@ inline void read_shards(const Index &index, const std::filesystem::path &dir,
   }
   for (const auto &[name, shard] : map)
     if (!names.count(name)) problems.add("unexpected entry '", name, "'");
-  problems.raise(index.file, what, hint);
+  problems.raise(index.file, what, "This network is " + network);
 
   std::map<std::string, std::vector<Expected>> by_shard;
   for (const auto &e : expected) by_shard[map.at(e.name)].push_back(e);
   for (const auto &[shard, tensors] : by_shard) {
     if (std::none_of(tensors.begin(), tensors.end(), [&](const Expected &e) { return wanted.count(e.name); })) continue;
     auto f = SafetensorsFile::open(dir / shard);
-    check_tensors(f, tensors, what, network_hint(f.meta("tandem.network"), hint));
+    check_tensors(f, tensors, what, network_hint(f.meta("tandem.network"), network));
     const auto id = index.metadata.find("tandem.checkpoint");
     if (id != index.metadata.end() && f.meta("tandem.checkpoint") != id->second)
       tandem::detail::fail("'", f.file(), "' belongs to another save than '", index.file, "' (save id ",
@@ -511,7 +512,7 @@ template <class Net> Sources read_model(const Net &net, const std::filesystem::p
   if (path.filename().string().ends_with(".index.json")) {
     const Index index = read_index(path);
     read_shards(index, path.parent_path(), index.weight_map, expected_model(net), local_parameter_names(net),
-                "does not fit this network", "This network is " + signature<Net>(), s);
+                "does not fit this network", signature<Net>(), s);
     return s;
   }
   auto f = SafetensorsFile::open(path);
@@ -857,14 +858,14 @@ std::pair<Sources, OptimizerPlan> read_checkpoint(const std::filesystem::path &d
     const Index index = read_index(index_path);
     if (index.has_optimizer) {
       plan = check_optimizer<Net>(opt, sched, index.metadata, index.file);
-      const std::string hint = "This network is " + signature<Net>();
+      const std::string mine = signature<Net>();
       read_shards(index, dir, index.weight_map, expected_model(net), local_parameter_names(net),
-                  "does not fit this network", hint, sources);
+                  "does not fit this network", mine, sources);
       std::set<std::string> local_state;
       for (const auto &s : state_slices(net, opt, plan.steps))
         if (s.local) local_state.insert(s.name);
       read_shards(index, dir, index.optimizer_map, expected_state(net, opt, plan), local_state,
-                  "does not fit this optimizer", hint, sources);
+                  "does not fit this optimizer", mine, sources);
       return {std::move(sources), std::move(plan)};
     }
   }

@@ -481,6 +481,12 @@ TEST_CASE("checkpoint: save_sharded writes a file per stage and an index; load r
   j = json;
   j["weight_map"]["stage0.0.bias"] = "model-00002-of-00002.safetensors"; // the wrong shard
   write_json(j);
+  try {
+    load(c, index);
+  } catch (const Error &e) { // the hint names this network once
+    CHECK(contains(e.what(), ". This network is Stage<Device<0>, Linear<6, 12>"));
+    CHECK_FALSE(contains(e.what(), "This network is This"));
+  }
   rejects("unexpected tensor 'stage0.0.bias'");
   write_json(nlohmann::json::array());
   rejects("no \"weight_map\" object");
