@@ -635,9 +635,12 @@ template <class Net, class Opt> std::vector<std::uint64_t> steps_of(const Net &n
 
 // The LR schedule in a file: its description and its counters.
 inline std::string schedule_state_text(const optim::LRScheduler &sched) {
+  // Appended piece by piece: g++ 12 warns (-Wrestrict, falsely) of "literal" + std::string&& here.
   std::string s;
-  for (const auto &x : sched.state())
-    s += (s.empty() ? "" : ";") + std::to_string(x.last_epoch) + "," + number(x.base_lr) + "," + number(x.group_lr);
+  for (const auto &x : sched.state()) {
+    if (!s.empty()) s += ';';
+    s.append(std::to_string(x.last_epoch)).append(",").append(number(x.base_lr)).append(",").append(number(x.group_lr));
+  }
   return s;
 }
 

@@ -9,10 +9,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <initializer_list>
 #include <numbers>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -95,6 +97,20 @@ protected:
     std::snprintf(buf, sizeof buf, "%.17g", v);
     return buf;
   }
+  // Pieces appended in turn (g++ 12 warns falsely, -Wrestrict, of "literal" + std::string&&).
+  static std::string concat(std::initializer_list<std::string_view> parts) {
+    std::string s;
+    for (const auto part : parts) s += part;
+    return s;
+  }
+  static std::string text(const std::vector<int> &values) {
+    std::string s;
+    for (const int x : values) {
+      if (!s.empty()) s += ',';
+      s += std::to_string(x);
+    }
+    return s;
+  }
 
 private:
   friend class SequentialLR;
@@ -128,7 +144,7 @@ public:
     initial_step();
   }
   std::string describe() const override {
-    return "StepLR{step_size=" + std::to_string(step_size_) + ", gamma=" + text(gamma_) + "}";
+    return concat({"StepLR{step_size=", std::to_string(step_size_), ", gamma=", text(gamma_), "}"});
   }
 
 private:
@@ -161,9 +177,7 @@ public:
     initial_step();
   }
   std::string describe() const override {
-    std::string m;
-    for (const int x : options_.milestones) m += (m.empty() ? "" : ",") + std::to_string(x);
-    return "MultiStepLR{milestones=[" + m + "], gamma=" + text(options_.gamma) + "}";
+    return concat({"MultiStepLR{milestones=[", text(options_.milestones), "], gamma=", text(options_.gamma), "}"});
   }
 
 private:
@@ -195,7 +209,7 @@ public:
     gamma_ = *options.gamma;
     initial_step();
   }
-  std::string describe() const override { return "ExponentialLR{gamma=" + text(gamma_) + "}"; }
+  std::string describe() const override { return concat({"ExponentialLR{gamma=", text(gamma_), "}"}); }
 
 private:
   double chained(int epoch) const override { return epoch == 0 ? group_lr() : group_lr() * gamma_; }
@@ -225,7 +239,7 @@ public:
     initial_step();
   }
   std::string describe() const override {
-    return "CosineAnnealingLR{T_max=" + std::to_string(t_max_) + ", eta_min=" + text(eta_min_) + "}";
+    return concat({"CosineAnnealingLR{T_max=", std::to_string(t_max_), ", eta_min=", text(eta_min_), "}"});
   }
 
 private:
@@ -271,8 +285,8 @@ public:
     initial_step();
   }
   std::string describe() const override {
-    return "LinearLR{start_factor=" + text(options_.start_factor) + ", end_factor=" + text(options_.end_factor) +
-           ", total_iters=" + std::to_string(options_.total_iters) + "}";
+    return concat({"LinearLR{start_factor=", text(options_.start_factor), ", end_factor=", text(options_.end_factor),
+                   ", total_iters=", std::to_string(options_.total_iters), "}"});
   }
 
 private:
@@ -335,11 +349,12 @@ public:
   }
 
   std::string describe() const override {
-    std::string s = "SequentialLR{schedulers=[", m;
-    for (std::size_t i = 0; i < options_.schedulers.size(); ++i)
-      s += (i ? ", " : "") + options_.schedulers[i]->describe();
-    for (const int x : options_.milestones) m += (m.empty() ? "" : ",") + std::to_string(x);
-    return s + "], milestones=[" + m + "]}";
+    std::string s = "SequentialLR{schedulers=[";
+    for (std::size_t i = 0; i < options_.schedulers.size(); ++i) {
+      if (i) s += ", ";
+      s += options_.schedulers[i]->describe();
+    }
+    return concat({s, "], milestones=[", text(options_.milestones), "]}"});
   }
   // Its own counters, then each schedule's.
   std::vector<State> state() const override {
