@@ -103,6 +103,9 @@ endfunction()
 # plus nvcc when CUDA is enabled. Only the front end runs.
 function(tandem_add_compile_fail_tests)
   file(GLOB cases CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/compile_fail/*.cpp)
+  if(NOT TARGET tandem::checkpoint)
+    list(FILTER cases EXCLUDE REGEX "/checkpoint[^/]*\\.cpp$") # they need nlohmann-json
+  endif()
   if(NOT cases)
     return()
   endif()
@@ -210,8 +213,8 @@ endfunction()
 
 # Every public header must compile on its own (CUTLASS/CCCL style): one generated TU per header,
 # including it twice to also check the include guard. backend/cuda/ headers (and any .cuh) need nvcc
-# and are checked only as .cu; the umbrella header is checked both ways, since the same program
-# must build with g++ (host backend) and with nvcc. The object libraries stay out of ALL and are
+# and are checked only as .cu; the umbrella header and checkpoint.hpp are checked both ways, since
+# the same program must build with g++ (host backend) and with nvcc. The object libraries stay out of ALL and are
 # built by the tests header_check.gxx / header_check.nvcc (label header): a header that does not
 # compile fails one test instead of stopping the whole build and every other test with it.
 function(tandem_add_header_checks)
@@ -230,8 +233,8 @@ function(tandem_add_header_checks)
     endif()
     if(header MATCHES "^tandem/backend/cuda/" OR header MATCHES "\\.cuh$")
       set(kinds nvcc)
-    elseif(header STREQUAL "tandem/tandem.hpp")
-      set(kinds gxx nvcc)
+    elseif(header STREQUAL "tandem/tandem.hpp" OR header STREQUAL "tandem/checkpoint.hpp")
+      set(kinds gxx nvcc) # what every program includes, and the checkpoints nvcc once failed on
     endif()
     foreach(kind IN LISTS kinds)
       set(tu ${PROJECT_BINARY_DIR}/header_check/${id}.cpp)
@@ -419,17 +422,31 @@ function(tandem_add_mpi_tests)
   endif()
   set(environment OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1)
   file(GLOB sources CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/mpi/*.cpp)
+  if(NOT TARGET tandem::checkpoint)
+    list(FILTER sources EXCLUDE REGEX "/checkpoint[^/]*\\.cpp$") # they need nlohmann-json
+  endif()
   if(sources)
     find_package(doctest REQUIRED)
     add_executable(tandem_mpi_tests ${sources})
     _tandem_test_program(tandem_mpi_tests)
-    target_link_libraries(tandem_mpi_tests PRIVATE tandem::distributed doctest::doctest)
+    target_link_libraries(tandem_mpi_tests PRIVATE tandem::distributed doctest::doctest
+                                                   $<TARGET_NAME_IF_EXISTS:tandem::checkpoint>)
     foreach(ranks IN ITEMS 1 2 3 4)
       add_test(NAME mpi.ranks${ranks} COMMAND ${launch} ${MPIEXEC_NUMPROC_FLAG} ${ranks} $<TARGET_FILE:tandem_mpi_tests>
                                              ${MPIEXEC_POSTFLAGS})
       # Alone: the timeout tests wait about a second for a rank, which a loaded machine could stretch.
       set_tests_properties(mpi.ranks${ranks} PROPERTIES LABELS mpi ENVIRONMENT "${environment}" TIMEOUT 120 RUN_SERIAL TRUE)
     endforeach()
+    # MPI runs that go wrong say so: a process without an Environment warns once that it runs
+    # alone; an Error that escapes main prints its message (no backtrace) and ends the job.
+    add_test(NAME mpi.alone COMMAND ${launch} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:tandem_mpi_tests> --alone)
+    set_tests_properties(mpi.alone PROPERTIES LABELS mpi ENVIRONMENT "${environment}" TIMEOUT 60
+                         PASS_REGULAR_EXPRESSION "runs alone, as 2 independent copies"
+                         FAIL_REGULAR_EXPRESSION "independent copies.*independent copies.*independent copies")
+    add_test(NAME mpi.uncaught COMMAND ${launch} ${MPIEXEC_NUMPROC_FLAG} 2 $<TARGET_FILE:tandem_mpi_tests> --uncaught)
+    set_tests_properties(mpi.uncaught PROPERTIES LABELS mpi ENVIRONMENT "${environment}" TIMEOUT 60
+                         PASS_REGULAR_EXPRESSION "tandem: rank [01]: uncaught exception: tandem: thrown out of main on rank [01]; ending the MPI job"
+                         FAIL_REGULAR_EXPRESSION "terminate called|received signal|Backtrace")
   endif()
   file(GLOB dirs LIST_DIRECTORIES true CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/examples/*_distributed)
   foreach(dir IN LISTS dirs)

@@ -22,6 +22,7 @@
 #include "tandem/backend/executor.hpp"
 #include "tandem/backend/host/executor.hpp"
 #include "tandem/backend/transport.hpp"
+#include "tandem/detail/mpi_launch.hpp"
 #include "tandem/detail/optimization_notice.hpp"
 #include "tandem/error.hpp"
 #include "tandem/precision.hpp"
@@ -71,6 +72,8 @@ struct ContextOptions {
   // "host", or GPU indices such as "0,1" or "0,0" (logical N runs on entry N % count). Empty: the
   // default, logical N on GPU N % gpu_count, or the host when there is no GPU. TANDEM_DEVICES wins.
   std::string devices{};
+  // No notice that every stage runs on the host for want of a GPU (TANDEM_QUIET=1 does the same).
+  bool quiet = false;
   // Copy at every stage boundary, even between logical devices on one physical device.
   bool force_copies = false;
   // The arithmetic of float matrix products (precision.hpp): fp32 as PyTorch's default, or inputs
@@ -152,8 +155,11 @@ public:
     if (const char *env = std::getenv("TANDEM_DEVICES"); env && *env) spec = env;
     if (const char *env = std::getenv("TANDEM_HOST_EXECUTION"); env && *env)
       options_.host_execution = parse_host_execution(env);
+    if (const char *env = std::getenv("TANDEM_QUIET"); env && *env && std::string_view(env) != "0")
+      options_.quiet = true;
     if (options_.allow_tf32 && options_.precision == Precision::fp32) options_.precision = Precision::tf32;
     configure(spec);
+    detail::warn_if_alone_under_mpiexec();
   }
   // One process of a program that runs on several (SPMD): logical devices are placed on ranks
   // (docs/distributed.md), and this process makes executors for its own only.
@@ -164,6 +170,8 @@ public:
     if (const char *env = std::getenv("TANDEM_HOST_EXECUTION"); env && *env)
       options_.host_execution = parse_host_execution(env);
     if (!transport_->any_thread()) options_.host_execution = HostExecution::calling_thread;
+    if (const char *env = std::getenv("TANDEM_QUIET"); env && *env && std::string_view(env) != "0")
+      options_.quiet = true;
     if (options_.allow_tf32 && options_.precision == Precision::fp32) options_.precision = Precision::tf32;
     configure(take_ranks(spec));
     if (kind_ != backend::Kind::host)
@@ -321,7 +329,7 @@ private:
       at = comma + 1;
     }
     if (gpus == 0) {
-      notice_host_fallback();
+      if (!options_.quiet) notice_host_fallback();
       return;
     }
     for (int g : gpus_)

@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -299,8 +301,20 @@ TEST_CASE("TANDEM_MPI_PROGRESS_US sets the progress thread's interval; 0 turns i
 }
 
 int main(int argc, char **argv) {
-  distributed::Environment e(argc, argv);
+  const std::string_view mode = argc > 1 ? argv[1] : "";
+  // --alone: a process of an mpiexec job that makes no Environment, only a Context: it warns once.
+  if (mode == "--alone") {
+    Context a, b;
+    return 0;
+  }
+  // Two Environments, the first destroyed first: MPI outlives it, and every test below runs under
+  // the second.
+  auto first = std::make_unique<distributed::Environment>(argc, argv);
+  distributed::Environment e;
+  first.reset();
   environment = &e;
+  // --uncaught: an Error escapes main: its message once per rank, and the job ends.
+  if (mode == "--uncaught") throw Error("tandem: thrown out of main on rank " + std::to_string(e.rank()));
   doctest::Context context(argc, argv);
   const int failures = context.run();
   environment = nullptr;

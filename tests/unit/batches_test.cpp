@@ -157,3 +157,63 @@ TEST_CASE("a network trains on data::Batches and metrics::accuracy reads it back
   CHECK(after > 0.95);
   CHECK(after > before);
 }
+
+TEST_CASE("data::Batches with a batch size beyond the rows: one batch of every row, none with drop_last") {
+  const Data d;
+  for (const std::size_t size :
+       {rows, rows + 1, std::numeric_limits<std::size_t>::max() / 2 + 1, std::numeric_limits<std::size_t>::max()}) {
+    CAPTURE(size);
+    data::Batches batches(d.x, d.y, {.batch_size = size});
+    CHECK(batches.size() == 1);
+    CHECK(walk(d, batches.epoch(0)) == d.y);
+    data::Batches shuffled(d.x, d.y, {.batch_size = size, .shuffle = true});
+    auto seen = walk(d, shuffled.epoch(0));
+    std::sort(seen.begin(), seen.end());
+    CHECK(seen == d.y);
+    data::Batches dropped(d.x, d.y, {.batch_size = size, .drop_last = size != rows});
+    CHECK(dropped.size() == (size == rows ? 1u : 0u));
+  }
+}
+
+TEST_CASE("metrics::evaluate: the loss and accuracy of forward alone, under any schedule, changing nothing") {
+  using Net = Pipeline<Stage<Device<0>, Linear<4, 16>, Tanh>, Stage<Device<1>, Linear<16, 3>>>;
+  Context ctx({.devices = "host"});
+  Net net(ctx, 4);
+  optim::Adam opt(net, {.lr = 1e-2f});
+  const loss::CrossEntropy ce;
+  const auto x = test::uniform<float>(20 * 4, 8);
+  const auto y = test::labels(20, 3, 9);
+  net.train_step(x, y, ce, opt); // an optimizer with state, which evaluation must leave alone
+  std::vector<std::vector<float>> weights, grads;
+  for (const auto &p : net.parameters()) {
+    weights.push_back(p.to_host());
+    grads.push_back(p.grad_to_host());
+  }
+  const auto e = metrics::evaluate(net, x, y, ce);
+  const auto e4 = metrics::evaluate(net, x, y, ce, schedule::OneFOneB{.micro_batches = 4});
+  CHECK(e.loss == e4.loss);
+  REQUIRE(e.accuracy);
+  CHECK(*e.accuracy == metrics::accuracy(net.forward(x), y));
+  CHECK(e4.accuracy == e.accuracy);
+  for (std::size_t i = 0; i < weights.size(); ++i) {
+    CHECK(weights[i] == net.parameters()[i].to_host());
+    CHECK(grads[i] == net.parameters()[i].grad_to_host());
+  }
+  CHECK(opt.steps(0) == 1);
+  // The loss a training step would report (forward_backward computes it the same way).
+  CHECK(static_cast<float>(e.loss) == doctest::Approx(net.forward_backward(x, y, ce)).epsilon(1e-6));
+  const std::vector<std::int64_t> y64(y.begin(), y.end());
+  CHECK(metrics::evaluate(net, x, y64, ce).loss == e.loss);
+  auto bad = y;
+  bad[3] = 3;
+  CHECK_THROWS_WITH_AS(metrics::evaluate(net, x, bad, ce), doctest::Contains("label 3 is 3, outside [0, 3)"), Error);
+
+  // MSE: the mean of the squared differences.
+  const auto targets = test::uniform<float>(20 * 3, 10);
+  const auto out = net.forward(std::span<const float>(x), schedule::GPipe{.micro_batches = 3});
+  double sum = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) sum += double(out[i] - targets[i]) * double(out[i] - targets[i]);
+  const auto m = metrics::evaluate(net, x, targets, loss::MSE{}, schedule::GPipe{.micro_batches = 3});
+  CHECK(m.loss == doctest::Approx(sum / double(out.size())).epsilon(1e-12));
+  CHECK_FALSE(m.accuracy);
+}

@@ -2,12 +2,19 @@
 // Checkpoints: round trips, resuming bit for bit, every kind of bad file, and safe writes.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <future>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <tandem/checkpoint.hpp>
 #include <tandem/tandem.hpp>
@@ -474,11 +481,300 @@ TEST_CASE("checkpoint: save_sharded writes a file per stage and an index; load r
   j = json;
   j["weight_map"]["stage0.0.bias"] = "model-00002-of-00002.safetensors"; // the wrong shard
   write_json(j);
+  try {
+    load(c, index);
+  } catch (const Error &e) { // the hint names this network once
+    CHECK(contains(e.what(), ". This network is Stage<Device<0>, Linear<6, 12>"));
+    CHECK_FALSE(contains(e.what(), "This network is This"));
+  }
   rejects("unexpected tensor 'stage0.0.bias'");
   write_json(nlohmann::json::array());
   rejects("no \"weight_map\" object");
   test::write_bytes(index, {std::byte{'{'}});
-  rejects("not JSON");
+  rejects("not valid JSON");
   fs::remove(dir / "model-00002-of-00002.safetensors");
   rejects("cannot open");
+}
+
+namespace {
+
+// Trains `epochs` epochs of two steps, the schedule stepping after each; saves with the schedule
+// after `saved` of them. A network built with another seed, a fresh optimizer and a fresh schedule
+// of the same options then loads the checkpoint and trains the rest: losses, parameters, optimizer
+// state, rates and the schedule's counters agree bit for bit. Without the schedule in the file (a
+// fresh schedule after a three-argument load) the rates differ, so the check can fail.
+template <class MakeSchedule> void check_schedule_resume(MakeSchedule make) {
+  Context ctx({.devices = "host"});
+  const test::ScratchDir dir("ckpt_schedule");
+  const loss::CrossEntropy ce;
+  constexpr std::size_t saved = 3, epochs = 7;
+  const auto data = batches(2 * epochs, 31);
+  const auto train_epoch = [&](Net &net, optim::Adam &opt, auto &sched, std::size_t e) {
+    std::vector<float> losses;
+    for (std::size_t k = 2 * e; k < 2 * e + 2; ++k) losses.push_back(net.train_step(data[k].x, data[k].y, ce, opt));
+    sched.step();
+    losses.push_back(opt.lr());
+    return losses;
+  };
+
+  Net a(ctx, 11);
+  optim::Adam opt_a(a, {.lr = 1e-2f});
+  auto sched_a = make(opt_a);
+  for (std::size_t e = 0; e < saved; ++e) train_epoch(a, opt_a, *sched_a.back(), e);
+  save_checkpoint(dir.path, a, opt_a, *sched_a.back());
+  std::vector<float> losses_a;
+  for (std::size_t e = saved; e < epochs; ++e) {
+    const auto l = train_epoch(a, opt_a, *sched_a.back(), e);
+    losses_a.insert(losses_a.end(), l.begin(), l.end());
+  }
+
+  Net b(ctx, 99);
+  optim::Adam opt_b(b, {.lr = 1e-2f});
+  auto sched_b = make(opt_b);
+  load_checkpoint(dir.path, b, opt_b, *sched_b.back());
+  CHECK(sched_b.back()->last_epoch() == static_cast<int>(saved));
+  std::vector<float> losses_b;
+  for (std::size_t e = saved; e < epochs; ++e) {
+    const auto l = train_epoch(b, opt_b, *sched_b.back(), e);
+    losses_b.insert(losses_b.end(), l.begin(), l.end());
+  }
+  CHECK(test::same_bits(losses_a, losses_b));
+  CHECK(test::same_bits(test::weights(a), test::weights(b)));
+  CHECK(test::same_bits(test::optimizer_state(a, opt_a), test::optimizer_state(b, opt_b)));
+  const auto sa = sched_a.back()->state(), sb = sched_b.back()->state();
+  REQUIRE(sa.size() == sb.size());
+  for (std::size_t i = 0; i < sa.size(); ++i) {
+    CHECK(sa[i].last_epoch == sb[i].last_epoch);
+    CHECK(test::same_bits(std::vector<double>{sa[i].base_lr, sa[i].group_lr},
+                          std::vector<double>{sb[i].base_lr, sb[i].group_lr}));
+  }
+
+  // The three-argument load restores the rate but not the schedule: its next rates differ.
+  Net c(ctx, 5);
+  optim::Adam opt_c(c, {.lr = 1e-2f});
+  auto sched_c = make(opt_c);
+  load_checkpoint(dir.path, c, opt_c);
+  std::vector<float> rates_a, rates_c;
+  for (std::size_t e = saved; e < epochs; ++e) {
+    sched_c.back()->step();
+    rates_c.push_back(opt_c.lr());
+    rates_a.push_back(losses_a[3 * (e - saved) + 2]);
+  }
+  CHECK_FALSE(test::same_bits(rates_a, rates_c));
+}
+
+using Schedules = std::vector<std::unique_ptr<optim::LRScheduler>>;
+
+} // namespace
+
+TEST_CASE("checkpoint: a run with an LR schedule resumes bit for bit, for every schedule") {
+  SUBCASE("CosineAnnealingLR") {
+    check_schedule_resume([](optim::Adam &opt) {
+      Schedules s;
+      s.push_back(std::make_unique<optim::CosineAnnealingLR>(opt, optim::CosineAnnealingLROptions{.T_max = 5}));
+      return s;
+    });
+  }
+  SUBCASE("SequentialLR of LinearLR and CosineAnnealingLR") {
+    check_schedule_resume([](optim::Adam &opt) {
+      Schedules s;
+      s.push_back(std::make_unique<optim::LinearLR>(opt, optim::LinearLROptions{.total_iters = 2}));
+      s.push_back(std::make_unique<optim::CosineAnnealingLR>(opt, optim::CosineAnnealingLROptions{.T_max = 4}));
+      auto *warm = s[0].get(), *cosine = s[1].get();
+      s.push_back(std::make_unique<optim::SequentialLR>(
+          opt, optim::SequentialLROptions{.schedulers = {warm, cosine}, .milestones = {2}}));
+      return s;
+    });
+  }
+  SUBCASE("StepLR") {
+    check_schedule_resume([](optim::Adam &opt) {
+      Schedules s;
+      s.push_back(std::make_unique<optim::StepLR>(opt, optim::StepLROptions{.step_size = 2, .gamma = 0.5}));
+      return s;
+    });
+  }
+  SUBCASE("MultiStepLR") {
+    check_schedule_resume([](optim::Adam &opt) {
+      Schedules s;
+      s.push_back(std::make_unique<optim::MultiStepLR>(opt, optim::MultiStepLROptions{.milestones = {1, 4, 5}}));
+      return s;
+    });
+  }
+  SUBCASE("ExponentialLR") {
+    check_schedule_resume([](optim::Adam &opt) {
+      Schedules s;
+      s.push_back(std::make_unique<optim::ExponentialLR>(opt, optim::ExponentialLROptions{.gamma = 0.7}));
+      return s;
+    });
+  }
+  SUBCASE("LinearLR") {
+    check_schedule_resume([](optim::Adam &opt) {
+      Schedules s;
+      s.push_back(std::make_unique<optim::LinearLR>(opt, optim::LinearLROptions{.total_iters = 6}));
+      return s;
+    });
+  }
+}
+
+TEST_CASE("checkpoint: a schedule of another kind or options, or none in the file, is an Error naming both") {
+  Context ctx({.devices = "host"});
+  const test::ScratchDir dir("ckpt_schedule_bad");
+  Net net(ctx, 1);
+  optim::SGD opt(net, {.lr = 0.1f});
+  optim::CosineAnnealingLR saved(opt, {.T_max = 10});
+  saved.step();
+  save_checkpoint(dir.path, net, opt, saved);
+  const auto w = test::weights(net);
+  const auto rejects = [&](optim::LRScheduler &sched, const char *what) {
+    const auto state = sched.state();
+    CHECK_THROWS_WITH_AS(load_checkpoint(dir.path, net, opt, sched), doctest::Contains(what), Error);
+    CHECK(test::same_bits(w, test::weights(net)));
+    CHECK(sched.state().front().last_epoch == state.front().last_epoch);
+  };
+  optim::CosineAnnealingLR longer(opt, {.T_max = 20});
+  rejects(longer, "holds the LR schedule CosineAnnealingLR{T_max=10, eta_min=0}, but this run has "
+                  "CosineAnnealingLR{T_max=20, eta_min=0}");
+  optim::StepLR step(opt, {.step_size = 3});
+  rejects(step, "but this run has StepLR{step_size=3, gamma=0.10000000000000001}");
+  save_checkpoint(dir.path, net, opt); // without a schedule
+  rejects(longer, "holds no LR schedule, and this run has CosineAnnealingLR{T_max=20");
+  load_checkpoint(dir.path, net, opt); // the three-argument form still reads it
+}
+
+TEST_CASE("checkpoint: all or nothing - files of different saves are refused, stale temporary files ignored") {
+  Context ctx({.devices = "host"});
+  const test::ScratchDir dir("ckpt_torn");
+  const loss::CrossEntropy ce;
+  const auto data = batches(2, 41);
+  Net net(ctx, 1);
+  optim::Adam opt(net, {.lr = 1e-2f});
+  net.train_step(data[0].x, data[0].y, ce, opt);
+  save_checkpoint(dir.path, net, opt);
+  const auto old_state = test::read_bytes(dir / "optimizer.safetensors");
+  const auto model_id = checkpoint::SafetensorsFile::read(dir / "model.safetensors").meta("tandem.checkpoint");
+  REQUIRE(model_id);
+  CHECK(checkpoint::SafetensorsFile::read(dir / "optimizer.safetensors").meta("tandem.checkpoint") == model_id);
+
+  // The second file of a save cannot be written (its name is taken by a directory): the new
+  // weights stand beside the old optimizer state, which a load must refuse.
+  net.train_step(data[1].x, data[1].y, ce, opt);
+  fs::remove(dir / "optimizer.safetensors");
+  fs::create_directory(dir / "optimizer.safetensors");
+  CHECK_THROWS_WITH_AS(save_checkpoint(dir.path, net, opt), doctest::Contains("renaming"), Error);
+  fs::remove(dir / "optimizer.safetensors");
+  test::write_bytes(dir / "optimizer.safetensors", old_state);
+  Net other(ctx, 2);
+  optim::Adam other_opt(other, {.lr = 1e-2f});
+  const auto w = test::weights(other);
+  CHECK_THROWS_WITH_AS(load_checkpoint(dir.path, other, other_opt), doctest::Contains("belong to different saves"),
+                       Error);
+  CHECK(test::same_bits(w, test::weights(other)));
+
+  // A save that was killed leaves a temporary file: loads never read it, the next save removes it.
+  save_checkpoint(dir.path, net, opt);
+  test::write_bytes(dir / ".model.safetensors.tmp.1.2", {std::byte{7}});
+  load_checkpoint(dir.path, other, other_opt);
+  CHECK(test::same_bits(test::weights(net), test::weights(other)));
+  save_checkpoint(dir.path, net, opt);
+  CHECK_FALSE(fs::exists(dir / ".model.safetensors.tmp.1.2"));
+}
+
+TEST_CASE("checkpoint: step counts beyond 2^53 are refused") {
+  BadFileCase c;
+  auto j = test::header_of(c.state);
+  for (const char *count : {"18446744073709551615", "9223372036854775807", "9007199254740993"}) {
+    j["__metadata__"]["stage0.step"] = count;
+    c.expect_rejected("optimizer", j.dump(), std::string("its stage0.step is ") + count + ", more than the");
+  }
+}
+
+TEST_CASE("checkpoint: hostile headers - deep nesting, many entries, a NUL byte, a FIFO, a sparse 1 TB file") {
+  BadFileCase c;
+  const auto h = test::header_of(c.model);
+  SUBCASE("brackets nested 100000 deep in a shape or in an index are an Error, not a stack overflow") {
+    std::string text = h.dump();
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    const std::string shape = "\"shape\":" + h["stage0.0.bias"]["shape"].dump();
+    const auto at = text.find(shape, text.find("\"stage0.0.bias\""));
+    REQUIRE(at != std::string::npos);
+    text.replace(at, shape.size(), "\"shape\":" + deep);
+    c.expect_rejected("model", text, "nests deeper than 128 levels");
+    save_sharded(c.net, c.dir / "sharded");
+    const std::string index = "{\"weight_map\": {\"stage0.0.bias\": " + deep + "}}";
+    const auto *p = reinterpret_cast<const std::byte *>(index.data());
+    test::write_bytes(c.dir / "sharded/model.safetensors.index.json", std::vector<std::byte>(p, p + index.size()));
+    CHECK_THROWS_WITH_AS(load(c.net, c.dir / "sharded/model.safetensors.index.json"),
+                         doctest::Contains("nests deeper than 128 levels"), Error);
+  }
+  SUBCASE("a NUL byte and bytes after it are refused; trailing spaces (the format's padding) are not") {
+    c.expect_rejected("model", h.dump() + std::string("\0garbage\xff", 9), "holds a NUL byte");
+    test::write_bytes(c.dir / "model.safetensors", test::with_header(c.model, h.dump() + "        "));
+    Net other(c.ctx, 3);
+    load(other, c.dir / "model.safetensors");
+  }
+  SUBCASE("40000 entries parse in linear time") {
+    std::vector<float> values(40000, 1.0f);
+    std::vector<checkpoint::TensorView> views;
+    for (std::size_t i = 0; i < values.size(); ++i)
+      views.push_back({"t" + std::to_string(i), "F32", {1}, std::as_bytes(std::span<const float>(&values[i], 1))});
+    checkpoint::write_safetensors(c.dir / "many.safetensors", views, {});
+    const auto start = std::chrono::steady_clock::now();
+    const auto f = checkpoint::SafetensorsFile::read(c.dir / "many.safetensors");
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CHECK(f.tensors().size() == values.size());
+    CHECK(seconds < 5); // quadratic, it took 17 s and more
+  }
+  SUBCASE("a FIFO is refused at once, without waiting for a writer") {
+    const auto fifo = c.dir / "fifo.safetensors";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    auto result = std::async(std::launch::async, [&] {
+      try {
+        load(c.net, fifo);
+        return std::string("no Error");
+      } catch (const Error &e) {
+        return std::string(e.what());
+      }
+    });
+    if (result.wait_for(std::chrono::seconds(20)) == std::future_status::timeout) {
+      FAIL_CHECK("load of a FIFO blocks");
+      const int fd = ::open(fifo.c_str(), O_WRONLY); // lets the blocked open return
+      ::close(fd);
+    }
+    CHECK(contains(result.get(), "is not a regular file"));
+  }
+  SUBCASE("a sparse 1 TB file is an Error, not std::bad_alloc, and is not read") {
+    const auto path = c.dir / "model.safetensors";
+    test::write_bytes(path, c.model);
+    fs::resize_file(path, 1ull << 40);
+    const auto w = test::weights(c.net);
+    CHECK_THROWS_WITH_AS(load(c.net, path), doctest::Contains("but the data has"), Error);
+    // A header that claims the terabyte for one tensor: the network's shapes refuse it unread, and a
+    // plain read is an Error (allocation capped here, as memory would be).
+    auto j = h;
+    const auto data_bytes = (1ull << 40) - 8 - test::header_size(c.model);
+    for (auto &[name, info] : j.items())
+      if (name != "__metadata__") info = {{"dtype", "U8"}, {"shape", {0}}, {"data_offsets", {0, 0}}};
+    j["stage0.0.weight"] = {{"dtype", "U8"}, {"shape", {data_bytes}}, {"data_offsets", {0, data_bytes}}};
+    auto bytes = test::with_header(c.model, j.dump());
+    bytes.resize(8 + test::header_size(bytes));
+    test::write_bytes(path, bytes);
+    fs::resize_file(path, 8 + test::header_size(bytes) + data_bytes);
+    CHECK_THROWS_WITH_AS(load(c.net, path), doctest::Contains("is U8, expected F32"), Error);
+    CHECK(test::same_bits(w, test::weights(c.net)));
+    const backend::ScopedAllocationLimit limit(std::size_t{1} << 30);
+    const std::string reading = "reading '" + path.string() + "'";
+    CHECK_THROWS_WITH_AS(checkpoint::SafetensorsFile::read(path), doctest::Contains(reading.c_str()), Error);
+  }
+}
+
+TEST_CASE("checkpoint: an index of weights alone (save_sharded's) beside a checkpoint's pair leaves the pair in use") {
+  Context ctx({.devices = "host"});
+  const test::ScratchDir dir("ckpt_index_beside");
+  Net a(ctx, 1), b(ctx, 2);
+  optim::SGD opt_a(a, {.lr = 0.1f}), opt_b(b, {.lr = 0.1f});
+  save_sharded(b, dir.path);
+  save_checkpoint(dir.path, a, opt_a);
+  CHECK(fs::exists(dir / "model.safetensors.index.json")); // not a checkpoint's: it stays
+  load_checkpoint(dir.path, b, opt_b);
+  CHECK(test::same_bits(test::weights(a), test::weights(b)));
 }

@@ -142,3 +142,45 @@ TEST_CASE("schedules refuse options PyTorch has no default for, or cannot use, a
   CHECK(down.last_epoch() == 0);
   CHECK(opt.lr() == 0.1f);
 }
+
+TEST_CASE("optim::CosineAnnealingLR with T_max beyond 2^30 counts its period in 64 bits") {
+  // 2 * T_max no longer fits an int: UBSan (scripts/sanitize.sh) reports an overflow there.
+  Context ctx({.devices = "host"});
+  Net net(ctx, 1);
+  optim::SGD opt(net, {.lr = 0.1f});
+  constexpr int t_max = 1'200'000'000;
+  optim::CosineAnnealingLR sched(opt, {.T_max = t_max, .eta_min = 0.01});
+  for (int e = 1; e <= 3; ++e) {
+    sched.step();
+    const double closed = 0.01 + (0.1f - 0.01) * (1 + std::cos(std::numbers::pi * e / t_max)) / 2;
+    CHECK(sched.last_lr() == doctest::Approx(closed).epsilon(1e-6));
+  }
+  CHECK(sched.describe() == "CosineAnnealingLR{T_max=1200000000, eta_min=0.01}");
+}
+
+TEST_CASE("schedules describe their kind and options, and restore the counters state() gives") {
+  Context ctx({.devices = "host"});
+  Net net(ctx, 1);
+  optim::SGD opt(net, {.lr = 0.1f});
+  optim::LinearLR warm(opt, {.total_iters = 3});
+  optim::ExponentialLR decay(opt, {.gamma = 0.5});
+  optim::SequentialLR seq(opt, {.schedulers = {&warm, &decay}, .milestones = {3}});
+  for (int e = 0; e < 5; ++e) seq.step();
+  CHECK(seq.describe() == "SequentialLR{schedulers=[LinearLR{start_factor=0.33333333333333331, end_factor=1, "
+                          "total_iters=3}, ExponentialLR{gamma=0.5}], milestones=[3]}");
+  const auto state = seq.state();
+  REQUIRE(state.size() == 3);
+  CHECK(state[0].last_epoch == 5);
+  optim::SGD other_opt(net, {.lr = 0.1f});
+  optim::LinearLR w2(other_opt, {.total_iters = 3});
+  optim::ExponentialLR d2(other_opt, {.gamma = 0.5});
+  optim::SequentialLR s2(other_opt, {.schedulers = {&w2, &d2}, .milestones = {3}});
+  CHECK_THROWS_WITH_AS(s2.restore(std::span(state).first(2)), doctest::Contains("takes 3 states, but got 2"), Error);
+  CHECK(s2.last_epoch() == 0);
+  s2.restore(state);
+  other_opt.set_lr(opt.lr());
+  seq.step();
+  s2.step();
+  CHECK(s2.last_epoch() == seq.last_epoch());
+  CHECK(other_opt.lr() == opt.lr());
+}

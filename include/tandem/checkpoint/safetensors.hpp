@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
@@ -97,15 +98,110 @@ inline std::string shape_text(const std::vector<std::uint64_t> &shape) {
 
 } // namespace detail
 
-// A parsed and checked file, with its bytes: every entry lies inside them, and together they
-// cover the data exactly.
+// JSON as the safetensors reference reads it (serde_json): no nesting deeper than 128 levels, no
+// key twice in one object (nlohmann would keep the last), no NUL byte (nlohmann's lexer takes one
+// for the end of the input and would ignore what follows). A SAX pass checks these in linear time
+// before the DOM is built; nlohmann's parse callback rescans the enclosing object at every nested
+// object's end, quadratic in the entries of a header. `bad` throws with the reason, a predicate
+// ("is not valid JSON (...)") whose subject the caller names.
+inline constexpr std::size_t max_json_depth = 128;
+
+template <class Bad> nlohmann::json parse_json(std::string_view text, Bad &&bad) {
+  if (const void *nul = std::memchr(text.data(), 0, text.size()))
+    bad("holds a NUL byte (at byte ", static_cast<const char *>(nul) - text.data(), ")");
+  struct Checker : nlohmann::json_sax<nlohmann::json> {
+    std::vector<std::set<std::string>> open; // the keys of each open object (empty for an array)
+    std::vector<bool> is_object;
+    std::optional<std::string> repeated;
+    bool too_deep = false;
+    bool push(bool object) {
+      if (is_object.size() >= max_json_depth) {
+        too_deep = true;
+        return false; // stops the parse
+      }
+      is_object.push_back(object);
+      open.emplace_back();
+      return true;
+    }
+    bool pop() {
+      is_object.pop_back();
+      open.pop_back();
+      return true;
+    }
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool number_integer(number_integer_t) override { return true; }
+    bool number_unsigned(number_unsigned_t) override { return true; }
+    bool number_float(number_float_t, const string_t &) override { return true; }
+    bool string(string_t &) override { return true; }
+    bool binary(binary_t &) override { return true; }
+    bool start_object(std::size_t) override { return push(true); }
+    bool key(string_t &k) override {
+      if (!open.back().insert(k).second && !repeated) repeated = k;
+      return true;
+    }
+    bool end_object() override { return pop(); }
+    bool start_array(std::size_t) override { return push(false); }
+    bool end_array() override { return pop(); }
+    bool parse_error(std::size_t, const std::string &, const nlohmann::detail::exception &e) override {
+      error = e.what();
+      return false;
+    }
+    std::string error;
+  } checker;
+  const bool ok = nlohmann::json::sax_parse(text.begin(), text.end(), &checker);
+  if (checker.too_deep) bad("nests deeper than ", max_json_depth, " levels");
+  if (!ok) bad("is not valid JSON (", checker.error, ")");
+  if (checker.repeated) bad("names '", *checker.repeated, "' twice");
+  try {
+    return nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception &e) {
+    bad("is not valid JSON (", e.what(), ")");
+    throw; // (bad throws)
+  }
+}
+
+// A JSON value in a message: its first 60 characters (the depth is bounded by parse_json).
+inline std::string brief(const nlohmann::json &j) {
+  std::string s = j.dump();
+  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+}
+
+// A parsed and checked file: every entry lies inside its data, and together they cover the data
+// exactly. Opened from a path, it reads the header alone; read_data() reads the tensors, once the
+// header has been checked against what the caller expects, so that a file cannot make a reader
+// allocate more than its network needs.
 class SafetensorsFile {
 public:
   // `bytes`: the whole file; `file` names it in messages.
-  SafetensorsFile(std::vector<std::byte> bytes, std::string file) : bytes_(std::move(bytes)), file_(std::move(file)) {
-    parse();
+  SafetensorsFile(std::vector<std::byte> bytes, std::string file) : file_(std::move(file)) {
+    if (bytes.size() < 8) bad("it has ", bytes.size(), " bytes, fewer than the 8 of its header size");
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    parse(bytes.size(), n, [&] {
+      return std::vector<std::byte>(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
+    });
+    data_.assign(bytes.begin() + static_cast<std::ptrdiff_t>(data_start_), bytes.end());
+    has_data_ = true;
   }
-  static SafetensorsFile read(const std::filesystem::path &path) { return {read_file(path), path.string()}; }
+  // The header of the file at `path`, checked; no tensor data yet.
+  static SafetensorsFile open(const std::filesystem::path &path) {
+    return SafetensorsFile(std::make_shared<InputFile>(path));
+  }
+  // The header and the data.
+  static SafetensorsFile read(const std::filesystem::path &path) {
+    auto f = open(path);
+    f.read_data();
+    return f;
+  }
+
+  // Reads the tensors' bytes (a no-op once read).
+  void read_data() {
+    if (has_data_) return;
+    data_ = input_->read(data_start_, data_bytes_);
+    has_data_ = true;
+    input_.reset();
+  }
 
   const std::string &file() const { return file_; }
   const std::map<std::string, std::string> &metadata() const { return metadata_; }
@@ -120,46 +216,37 @@ public:
     if (it == metadata_.end()) return std::nullopt;
     return it->second;
   }
+  // Bytes of tensor data the file holds (all of it after its header).
+  std::uint64_t data_bytes() const { return data_bytes_; }
   std::span<const std::byte> data(const TensorEntry &t) const {
-    return std::span<const std::byte>(bytes_).subspan(data_start_ + t.begin, t.end - t.begin);
+    if (!has_data_) tandem::detail::fail("SafetensorsFile '", file_, "': data() before read_data()");
+    return std::span<const std::byte>(data_).subspan(t.begin, t.end - t.begin);
   }
 
 private:
+  explicit SafetensorsFile(std::shared_ptr<InputFile> input) : file_(input->path()), input_(std::move(input)) {
+    if (input_->size() < 8) bad("it has ", input_->size(), " bytes, fewer than the 8 of its header size");
+    std::uint64_t n = 0;
+    std::memcpy(&n, input_->read(0, 8).data(), 8);
+    parse(input_->size(), n, [&] { return input_->read(8, n); });
+  }
+
   template <class... Parts> [[noreturn]] void bad(const Parts &...parts) const {
     tandem::detail::fail("'", file_, "' is not a valid safetensors file: ", parts...);
   }
 
-  void parse() {
-    if (bytes_.size() < 8) bad("it has ", bytes_.size(), " bytes, fewer than the 8 of its header size");
-    std::uint64_t n = 0;
-    std::memcpy(&n, bytes_.data(), 8);
+  // `size`: the file's bytes, `n` its header size; `read_header()` reads the header, once `n` has
+  // been checked against `size`.
+  template <class ReadHeader> void parse(std::uint64_t size, std::uint64_t n, ReadHeader &&read_header) {
     if (n == 0) bad("its header size is 0");
     if (n > max_header_bytes) bad("its header size ", n, " is more than the ", max_header_bytes, " bytes allowed");
-    if (n > bytes_.size() - 8)
-      bad("its header size ", n, " is more than the ", bytes_.size() - 8, " bytes that follow");
-    data_start_ = 8 + static_cast<std::size_t>(n);
-    const auto *text = reinterpret_cast<const char *>(bytes_.data() + 8);
+    if (n > size - 8) bad("its header size ", n, " is more than the ", size - 8, " bytes that follow");
+    data_start_ = 8 + n;
+    data_bytes_ = size - data_start_;
+    const std::vector<std::byte> bytes = read_header();
+    const std::string_view text(reinterpret_cast<const char *>(bytes.data()), bytes.size());
     if (text[0] != '{') bad("its header is not a JSON object (it does not start with '{')");
-
-    // nlohmann keeps the last of two equal keys: the callback sees each key and finds repeats.
-    std::vector<std::set<std::string>> open_objects;
-    std::optional<std::string> repeated;
-    const auto watch = [&](int, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
-      using E = nlohmann::json::parse_event_t;
-      if (event == E::object_start) open_objects.emplace_back();
-      else if (event == E::object_end && !open_objects.empty()) open_objects.pop_back();
-      else if (event == E::key && !open_objects.empty() &&
-               !open_objects.back().insert(parsed.get<std::string>()).second && !repeated)
-        repeated = parsed.get<std::string>();
-      return true;
-    };
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(text, text + n, watch);
-    } catch (const nlohmann::json::exception &e) {
-      bad("its header is not valid JSON (", e.what(), ")");
-    }
-    if (repeated) bad("its header names '", *repeated, "' twice");
+    const nlohmann::json header = parse_json(text, [&](const auto &...parts) { bad("its header ", parts...); });
     if (!header.is_object()) bad("its header is not a JSON object");
 
     for (const auto &[name, info] : header.items()) {
@@ -167,7 +254,7 @@ private:
         if (!info.is_object()) bad("__metadata__ is not an object");
         for (const auto &[key, value] : info.items()) {
           if (!value.is_string()) bad("__metadata__ '", key, "' is not a string");
-          metadata_[key] = value.get<std::string>();
+          metadata_[key] = value.template get<std::string>();
         }
         continue;
       }
@@ -177,15 +264,15 @@ private:
     std::sort(tensors_.begin(), tensors_.end(), [](const TensorEntry &a, const TensorEntry &b) {
       return std::pair(a.begin, a.end) < std::pair(b.begin, b.end);
     });
-    const std::size_t data_bytes = bytes_.size() - data_start_;
-    std::size_t at = 0;
+    std::uint64_t at = 0;
     for (const auto &t : tensors_) {
       if (t.begin != at)
         bad("tensor '", t.name, "' starts at byte ", t.begin, " of the data, where ", at,
             " was expected (the tensors must follow one another without gaps or overlaps)");
       at = t.end;
     }
-    if (at != data_bytes) bad("its tensors end at byte ", at, " of the data, but the data has ", data_bytes, " bytes");
+    if (at != data_bytes_)
+      bad("its tensors end at byte ", at, " of the data, but the data has ", data_bytes_, " bytes");
     for (std::size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
   }
 
@@ -204,7 +291,7 @@ private:
     if (shape == info.end() || !shape->is_array()) bad("tensor '", name, "' has no shape array");
     for (const auto &d : *shape) {
       if (!d.is_number_unsigned())
-        bad("tensor '", name, "' has a shape entry that is not a whole number >= 0: ", d.dump());
+        bad("tensor '", name, "' has a shape entry that is not a whole number >= 0: ", brief(d));
       t.shape.push_back(d.get<std::uint64_t>());
     }
     const auto offsets = info.find("data_offsets");
@@ -212,9 +299,8 @@ private:
         !(*offsets)[1].is_number_unsigned())
       bad("tensor '", name, "' has no data_offsets [begin, end] of whole numbers");
     const auto begin = (*offsets)[0].get<std::uint64_t>(), end = (*offsets)[1].get<std::uint64_t>();
-    const std::size_t data_bytes = bytes_.size() - data_start_;
-    if (begin > end || end > data_bytes)
-      bad("tensor '", name, "' has data_offsets [", begin, ", ", end, "], not a range within the ", data_bytes,
+    if (begin > end || end > data_bytes_)
+      bad("tensor '", name, "' has data_offsets [", begin, ", ", end, "], not a range within the ", data_bytes_,
           " bytes of data");
     const auto bytes = detail::byte_count(t.shape, *element);
     if (!bytes) bad("tensor '", name, "' of shape ", detail::shape_text(t.shape), " has more bytes than 64 bits count");
@@ -226,9 +312,11 @@ private:
     return t;
   }
 
-  std::vector<std::byte> bytes_;
   std::string file_;
-  std::size_t data_start_ = 0;
+  std::shared_ptr<InputFile> input_; // until read_data()
+  std::uint64_t data_start_ = 0, data_bytes_ = 0;
+  bool has_data_ = false;
+  std::vector<std::byte> data_;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorEntry> tensors_;
   std::map<std::string, std::size_t> index_;

@@ -9,6 +9,7 @@
 #include <iterator>
 #include <numeric>
 #include <random>
+#include <ranges>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -58,25 +59,35 @@ public:
                    " rows of y");
     features_ = x.size() / rows_;
   }
-  // From vectors, arrays or spans: Batches batches(x, y, {.batch_size = 64}).
+  // From vectors, arrays or spans: Batches batches(x, y, {.batch_size = 64}). A Batches holds views
+  // of its arrays, so a temporary that owns its values (a vector returned by a call) does not compile.
   template <class XR, class YR>
-  Batches(const XR &x, const YR &y, Options options)
+  Batches(XR &&x, YR &&y, Options options)
       : Batches(std::span<const X>(std::data(x), std::size(x)), std::span<const Y>(std::data(y), std::size(y)),
-                options) {}
+                options) {
+    static_assert(outlives_batches<XR> && outlives_batches<YR>,
+                  "TANDEM_BATCHES_TEMPORARY: data::Batches keeps views of x and y, not copies: pass arrays that "
+                  "outlive it (named vectors, or spans of them), not temporaries such as a vector a function returns");
+  }
 
   std::size_t rows() const { return rows_; }
   std::size_t features() const { return features_; }
   // Batches per epoch: the last short one counts unless drop_last.
   std::size_t size() const {
-    return options_.drop_last ? rows_ / options_.batch_size : (rows_ + options_.batch_size - 1) / options_.batch_size;
+    // (rows + batch_size - 1) / batch_size would wrap for a batch_size near SIZE_MAX.
+    const std::size_t whole = rows_ / options_.batch_size;
+    return options_.drop_last ? whole : whole + (rows_ % options_.batch_size != 0);
   }
   const Options &options() const { return options_; }
 
   class Epoch;
-  // Epoch `e`'s batches: for (auto [x, y] : batches.epoch(e)).
-  Epoch epoch(std::size_t e) const { return Epoch(*this, e); }
+  // Epoch `e`'s batches: for (auto [x, y] : batches.epoch(e)). An epoch points into its Batches:
+  // a temporary Batches has none.
+  Epoch epoch(std::size_t e) const & { return Epoch(*this, e); }
+  Epoch epoch(std::size_t e) const && = delete;
   // As iterating a DataLoader does: each call is the next epoch (0, 1, 2, ...).
-  Epoch next_epoch() { return Epoch(*this, epochs_++); }
+  Epoch next_epoch() & { return Epoch(*this, epochs_++); }
+  Epoch next_epoch() && = delete;
 
   class Epoch {
   public:
@@ -101,8 +112,10 @@ public:
     iterator begin() { return {this, 0}; }
     iterator end() { return {this, batches_->size()}; }
     std::size_t size() const { return batches_->size(); }
-    // The rows of this epoch, in the order its batches take them (empty: in order).
-    std::span<const std::size_t> order() const { return order_; }
+    // The rows of this epoch, in the order its batches take them (empty: in order). A view into
+    // the epoch: a temporary epoch's (batches.epoch(e).order()) would dangle, and does not compile.
+    std::span<const std::size_t> order() const & { return order_; }
+    std::span<const std::size_t> order() const && = delete;
 
   private:
     friend class Batches;
@@ -140,6 +153,11 @@ public:
   };
 
 private:
+  // An lvalue outlives the Batches as the caller keeps it; of temporaries, only views (spans) do,
+  // whose values live elsewhere.
+  template <class R>
+  static constexpr bool outlives_batches = std::is_lvalue_reference_v<R> || std::ranges::borrowed_range<R>;
+
   std::span<const X> x_;
   std::span<const Y> y_;
   Options options_;
@@ -148,7 +166,7 @@ private:
 };
 
 template <class XR, class YR>
-Batches(const XR &, const YR &, BatchesOptions)
+Batches(XR &&, YR &&, BatchesOptions)
     -> Batches<std::remove_cv_t<std::remove_pointer_t<decltype(std::data(std::declval<const XR &>()))>>,
                std::remove_cv_t<std::remove_pointer_t<decltype(std::data(std::declval<const YR &>()))>>>;
 

@@ -8,8 +8,13 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <initializer_list>
 #include <numbers>
 #include <optional>
+#include <span>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -38,6 +43,22 @@ public:
   // The rate the schedule started from (PyTorch's base_lrs[0]).
   double base_lr() const { return base_lr_; }
 
+  // Checkpoints: the schedule's kind and options as text ("CosineAnnealingLR{T_max=100,
+  // eta_min=0}"; a SequentialLR's lists its schedules'), which a resumed run's schedule must
+  // match, and its counters: its own, then (SequentialLR) each of its schedules' in turn.
+  struct State {
+    int last_epoch = 0;
+    double base_lr = 0, group_lr = 0;
+  };
+  virtual std::string describe() const = 0;
+  virtual std::vector<State> state() const { return {{last_epoch_, base_lr_, group_lr_}}; }
+  // Sets the counters state() gave (the optimizer's rate is the checkpoint's to set). A list of
+  // another length throws and changes nothing.
+  virtual void restore(std::span<const State> s) {
+    if (s.size() != 1) detail::fail("optim::", describe(), ": restore() takes 1 state, but got ", s.size());
+    set(s[0]);
+  }
+
 protected:
   template <class Opt>
   explicit LRScheduler(Opt &opt)
@@ -64,6 +85,32 @@ protected:
   }
   // The constructor's first step, once the derived schedule's options are in place.
   void initial_step() { step(); }
+
+  void set(const State &s) {
+    last_epoch_ = s.last_epoch;
+    base_lr_ = s.base_lr;
+    group_lr_ = s.group_lr;
+  }
+  // A double in describe(): 17 significant digits, so that equal text means equal options.
+  static std::string text(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.17g", v);
+    return buf;
+  }
+  // Pieces appended in turn (g++ 12 warns falsely, -Wrestrict, of "literal" + std::string&&).
+  static std::string concat(std::initializer_list<std::string_view> parts) {
+    std::string s;
+    for (const auto part : parts) s += part;
+    return s;
+  }
+  static std::string text(const std::vector<int> &values) {
+    std::string s;
+    for (const int x : values) {
+      if (!s.empty()) s += ',';
+      s += std::to_string(x);
+    }
+    return s;
+  }
 
 private:
   friend class SequentialLR;
@@ -96,6 +143,9 @@ public:
     gamma_ = options.gamma;
     initial_step();
   }
+  std::string describe() const override {
+    return concat({"StepLR{step_size=", std::to_string(step_size_), ", gamma=", text(gamma_), "}"});
+  }
 
 private:
   static int validate(const Options &o) {
@@ -125,6 +175,9 @@ public:
   template <class Opt> MultiStepLR(Opt &opt, Options options) : LRScheduler(opt), options_(std::move(options)) {
     std::sort(options_.milestones.begin(), options_.milestones.end());
     initial_step();
+  }
+  std::string describe() const override {
+    return concat({"MultiStepLR{milestones=[", text(options_.milestones), "], gamma=", text(options_.gamma), "}"});
   }
 
 private:
@@ -156,6 +209,7 @@ public:
     gamma_ = *options.gamma;
     initial_step();
   }
+  std::string describe() const override { return concat({"ExponentialLR{gamma=", text(gamma_), "}"}); }
 
 private:
   double chained(int epoch) const override { return epoch == 0 ? group_lr() : group_lr() * gamma_; }
@@ -184,13 +238,18 @@ public:
     eta_min_ = options.eta_min;
     initial_step();
   }
+  std::string describe() const override {
+    return concat({"CosineAnnealingLR{T_max=", std::to_string(t_max_), ", eta_min=", text(eta_min_), "}"});
+  }
 
 private:
-  // The operations in Python's order, so that the doubles agree to the last bit.
+  // The operations in Python's order, so that the doubles agree to the last bit. The period test
+  // counts in 64 bits: 2 * T_max overflows an int from T_max = 2^30 on.
   double chained(int epoch) const override {
     constexpr double pi = std::numbers::pi;
     if (epoch == 0) return group_lr();
-    if ((epoch - 1 - t_max_) % (2 * t_max_) == 0)
+    const std::int64_t t_max = t_max_;
+    if ((std::int64_t{epoch} - 1 - t_max) % (2 * t_max) == 0)
       return group_lr() + (base_lr() - eta_min_) * (1 - std::cos(pi / t_max_)) / 2;
     return (1 + std::cos(pi * epoch / t_max_)) / (1 + std::cos(pi * (epoch - 1) / t_max_)) * (group_lr() - eta_min_) +
            eta_min_;
@@ -224,6 +283,10 @@ public:
     if (options.total_iters < 1)
       detail::fail("optim::LinearLR: total_iters is ", options.total_iters, " (must be >= 1)");
     initial_step();
+  }
+  std::string describe() const override {
+    return concat({"LinearLR{start_factor=", text(options_.start_factor), ", end_factor=", text(options_.end_factor),
+                   ", total_iters=", std::to_string(options_.total_iters), "}"});
   }
 
 private:
@@ -283,6 +346,37 @@ public:
     share(*s[0]);
     base_lr_ = initial;
     last_epoch_ = 0;
+  }
+
+  std::string describe() const override {
+    std::string s = "SequentialLR{schedulers=[";
+    for (std::size_t i = 0; i < options_.schedulers.size(); ++i) {
+      if (i) s += ", ";
+      s += options_.schedulers[i]->describe();
+    }
+    return concat({s, "], milestones=[", text(options_.milestones), "]}"});
+  }
+  // Its own counters, then each schedule's.
+  std::vector<State> state() const override {
+    std::vector<State> all = LRScheduler::state();
+    for (const LRScheduler *x : options_.schedulers) {
+      const auto theirs = x->state();
+      all.insert(all.end(), theirs.begin(), theirs.end());
+    }
+    return all;
+  }
+  void restore(std::span<const State> s) override {
+    std::size_t expected = 1;
+    for (const LRScheduler *x : options_.schedulers) expected += x->state().size();
+    if (s.size() != expected)
+      detail::fail("optim::SequentialLR: restore() takes ", expected, " states, but got ", s.size());
+    set(s[0]);
+    std::size_t at = 1;
+    for (LRScheduler *x : options_.schedulers) {
+      const std::size_t n = x->state().size();
+      x->restore(s.subspan(at, n));
+      at += n;
+    }
   }
 
   void step() override {
