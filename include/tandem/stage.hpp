@@ -21,24 +21,6 @@ template <std::size_t Index, class L> struct LayerArgumentCheck {
   static constexpr bool value = true;
 };
 
-// Widths and counts of a type that may not be a layer, so one bad argument gives one error.
-template <class L> constexpr std::size_t in_of() {
-  if constexpr (Layer<L>) return L::in_features;
-  else return 0;
-}
-template <class L> constexpr std::size_t out_of() {
-  if constexpr (Layer<L>) return L::out_features;
-  else return 0;
-}
-template <class L> constexpr std::size_t sequence_of() {
-  if constexpr (Layer<L>) return tandem::sequence_length<L>();
-  else return 0;
-}
-template <class L> constexpr std::size_t params_of() {
-  if constexpr (Layer<L>) return parameter_count_v<L>;
-  else return 0;
-}
-
 } // namespace detail
 
 template <class D, class... Ls> struct Stage {

@@ -160,4 +160,25 @@ template <class L> constexpr std::size_t parameter_count_of() {
 // The number of scalars a layer trains.
 template <Layer L> inline constexpr std::size_t parameter_count_v = detail::parameter_count_of<L>();
 
+namespace detail {
+// Widths and counts of a type that may not be a layer (a Stage's or a composite's argument), so
+// one bad argument gives one error.
+template <class L> constexpr std::size_t in_of() {
+  if constexpr (Layer<L>) return L::in_features;
+  else return 0;
+}
+template <class L> constexpr std::size_t out_of() {
+  if constexpr (Layer<L>) return L::out_features;
+  else return 0;
+}
+template <class L> constexpr std::size_t sequence_of() {
+  if constexpr (Layer<L>) return tandem::sequence_length<L>();
+  else return 0;
+}
+template <class L> constexpr std::size_t params_of() {
+  if constexpr (Layer<L>) return parameter_count_v<L>;
+  else return 0;
+}
+} // namespace detail
+
 } // namespace tandem

@@ -70,15 +70,6 @@ template <class... Ls> struct NestedParameters {
   }();
 };
 
-template <class L> constexpr std::size_t fixed_in() {
-  if constexpr (Layer<L>) return L::in_features;
-  else return 0;
-}
-template <class L> constexpr std::size_t fixed_out() {
-  if constexpr (Layer<L>) return L::out_features;
-  else return 0;
-}
-
 template <std::size_t Index, class L> struct InnerLayerCheck {
   static_assert(Layer<L>, "TANDEM_NOT_A_LAYER: every argument of a composite layer (Sequential, Residual) must "
                           "satisfy tandem::Layer; InnerLayerCheck<index, type> in this message names it");
@@ -101,19 +92,19 @@ template <class... Ls> struct Sequential {
   static constexpr std::array<std::size_t, num_layers + 1> widths(std::size_t in) {
     std::array<std::size_t, num_layers + 1> w{};
     std::size_t j = 0, cur = in;
-    ((w[j++] = cur, cur = detail::fixed_out<Ls>() ? detail::fixed_out<Ls>() : cur), ...);
+    ((w[j++] = cur, cur = detail::out_of<Ls>() ? detail::out_of<Ls>() : cur), ...);
     w[j] = cur;
     return w;
   }
   // The first fixed input width (0: the chain keeps any width), as a Stage derives its own.
   static constexpr std::size_t in_features = [] {
     std::size_t w = 0;
-    ((w = w ? w : detail::fixed_in<Ls>()), ...);
+    ((w = w ? w : detail::in_of<Ls>()), ...);
     return w;
   }();
   static constexpr std::size_t out_features = widths(in_features)[num_layers];
   static_assert([]<std::size_t... J>(std::index_sequence<J...>) {
-    return (detail::InnerWidthCheck<detail::AtLayer<J>, detail::Expects<detail::fixed_in<Ls>()>,
+    return (detail::InnerWidthCheck<detail::AtLayer<J>, detail::Expects<detail::in_of<Ls>()>,
                                     detail::Receives<widths(in_features)[J]>>::value &&
             ... && true);
   }(std::index_sequence_for<Ls...>{}));
