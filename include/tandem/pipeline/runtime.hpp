@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // detail::Runtime: a network's run-time half - its stages' state on their devices, and the steps
-// it issues through the rooms beside this header: plan.hpp (micro-batches, task lists, the walk),
-// stage_state.hpp (buffers), fusion.hpp, stage_issue.hpp (a stage's forward and backward),
-// boundary.hpp (copies between stages), network_step.hpp, graph_cache.hpp, step_in_flight.hpp and
-// step_trace.hpp (the timeline). BasicPipeline (pipeline.hpp) is its public face.
+// it issues through the rooms beside this header: build_stage.hpp (a stage at construction),
+// plan.hpp (micro-batches, task lists, the walk), stage_state.hpp (buffers), fusion.hpp,
+// stage_issue.hpp (a stage's forward and backward), boundary.hpp (copies between stages),
+// rank_boundary.hpp (messages between ranks), ranks.hpp, network_step.hpp, graph_cache.hpp,
+// step_in_flight.hpp and step_trace.hpp (the timeline). BasicPipeline (pipeline.hpp) is its
+// public face.
 #pragma once
 
 #include <array>
@@ -33,10 +35,12 @@
 #include "tandem/parameter.hpp"
 #include "tandem/pending_loss.hpp"
 #include "tandem/pipeline/boundary.hpp"
+#include "tandem/pipeline/build_stage.hpp"
 #include "tandem/pipeline/fusion.hpp"
 #include "tandem/pipeline/graph_cache.hpp"
 #include "tandem/pipeline/network_step.hpp"
 #include "tandem/pipeline/plan.hpp"
+#include "tandem/pipeline/rank_boundary.hpp"
 #include "tandem/pipeline/ranks.hpp"
 #include "tandem/pipeline/stage_issue.hpp"
 #include "tandem/pipeline/stage_state.hpp"
@@ -67,7 +71,8 @@ public:
     // Building waits on the devices: another network's step in flight there completes first.
     for (std::size_t s = 0; s < num_stages; ++s)
       if (ranks_.local(s)) ctx.executor(Topo::device_of(s)).complete_steps_in_flight();
-    Topo::for_each_stage([&]<std::size_t I>() { build_stage<I>(seed); });
+    Topo::for_each_stage(
+        [&]<std::size_t I>() { build_stage<Topo, I>(stages_[I], ranks_, *ctx_, seed, alive_, parameters_, groups_); });
     for (std::size_t s = 0; s + 1 < num_stages; ++s) {
       if (!ranks_.local(s) || !ranks_.local(s + 1)) continue; // a message, not a link
       stages_[s].to_next = ctx.link(Topo::device_of(s), Topo::device_of(s + 1));
@@ -165,7 +170,7 @@ public:
     place_host_work(plan);
     trace_.begin(ctx_->timeline(), all_stages());
     auto &last = stages_.back();
-    post_receives(plan, false);
+    rank_boundary().post_receives(plan, false);
     upload_input(plan, x);
     std::exception_ptr error;
     try {
@@ -193,20 +198,40 @@ public:
       ranks_.channel().broadcast(out.host, batch * out_features * sizeof(T), ranks_.rank_of(num_stages - 1), "forward");
   }
 
-  // A training step (Opt = NoOptimizer: forward and backward only). Every precondition is checked
-  // before any work is issued; targets on the device are checked there, during the step, where
-  // the optimizer can undo its count of a cancelled step.
+  // A training step (Opt = NoOptimizer: forward and backward only), in phases: the checks and the
+  // plan, the targets' buffer, a captured graph to replay, the step's data, the work, the step in
+  // flight. Every precondition is checked before any work is issued; targets on the device are
+  // checked there, during the step, where the optimizer can undo its count of a cancelled step.
   template <class Loss, class Sched, class Opt>
   PendingLoss<T> step(const Source<Input> &x, const Source<target_t<Loss>> &y, const Sched &sched, Opt *opt) {
     const std::lock_guard turn(ctx_->issue_mutex()); // docs/threads.md
     in_flight_->complete_all();                      // the step before: its loss check may undo an optimizer count
-    using Target = target_t<Loss>;
+    const StepPlan sp = plan_step<Loss>(x, y, sched, opt);
+    const target_t<Loss> *targets = stage_targets<Loss>(y, sp.batch);
+    const bool checking = ctx_->options().check_finite;
+    auto *captured = replayable_graph<Loss>(sp, x, y, targets, opt, checking);
+    upload_step_data(sp.plan, x, y);
+    auto outcome = launch_step<Loss>(sp, captured, x, targets, opt, checking);
+    return start_in_flight<Loss>(outcome, y, sp.batch, checking, opt);
+  }
+
+private:
+  // A step's shape once every rank agrees on it: its rows, micro-batches and task lists.
+  struct StepPlan {
+    std::size_t batch = 0, m = 0;
+    Plan plan;
+    TaskOrders orders;
+  };
+
+  // The checks and the plan. Across processes each rank checks what it holds, and every rank
+  // throws if any rank's check fails or the ranks disagree (ranks.hpp); in one process each check
+  // throws at once. The workspace is made to fit the plan.
+  template <class Loss, class Sched, class Opt>
+  StepPlan plan_step(const Source<Input> &x, const Source<target_t<Loss>> &y, const Sched &sched, Opt *) {
     constexpr bool optimizing = optimizing_v<Opt>;
-    // Across processes each rank checks what it holds, and every rank throws if any rank's check
-    // fails or the ranks disagree (ranks.hpp); in one process each check throws at once.
     Ranks::Call call(ranks_, "train_step",
                      fingerprint(typeid(Loss).name(), fingerprint(optimizing ? "train_step" : "forward_backward")));
-    std::size_t rows = 0, m = 0;
+    std::size_t rows = 0;
     call.run([&] {
       if ((x.device || y.device) && ranks_.active())
         fail("train_step: across processes the input and targets are host data (spans)");
@@ -216,46 +241,58 @@ public:
     });
     const std::size_t per_sample = Loss::targets_per_sample(out_features);
     const bool holds_last = ranks_.local(num_stages - 1);
-    Plan plan;
-    TaskOrders orders;
-    const std::size_t batch = call.agree(rows, [&](std::size_t b) {
+    StepPlan sp;
+    sp.batch = call.agree(rows, [&](std::size_t b) {
       bool check_on_device = false;
       if constexpr (!optimizing || optim::Discardable<Opt>)
         check_on_device = y.device && y.size == b * per_sample && groups_.front().skip;
       if (y.device && !check_on_device) validate_device_targets<Loss>(*stages_.back().ex, y, b, out_features);
       else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), b, out_features);
-      m = micro_batches(sched, b / rows_per_sample, "train_step");
-      plan = Plan::split(b / rows_per_sample, m, rows_per_sample);
-      orders = training_orders(sched, num_stages, m);
-      prepare(plan, orders);
-      return Ranks::Planned{m, orders};
+      sp.m = micro_batches(sched, b / rows_per_sample, "train_step");
+      sp.plan = Plan::split(b / rows_per_sample, sp.m, rows_per_sample);
+      sp.orders = training_orders(sched, num_stages, sp.m);
+      prepare(sp.plan, sp.orders);
+      return Ranks::Planned{sp.m, sp.orders};
     });
-    place_host_work(plan);
-    auto &last = stages_.back();
-    if (const std::size_t bytes = checked_product(batch * per_sample, sizeof(Target), "the targets' copy");
-        holds_last && !y.device &&
+    place_host_work(sp.plan);
+    return sp;
+  }
+
+  // Where the loss reads the targets: the caller's device tensor, or the network's copy on the
+  // last stage, made to fit (the workspace's rule).
+  template <class Loss> const target_t<Loss> *stage_targets(const Source<target_t<Loss>> &y, std::size_t batch) {
+    using Target = target_t<Loss>;
+    const std::size_t bytes =
+        checked_product(batch * Loss::targets_per_sample(out_features), sizeof(Target), "the targets' copy");
+    if (ranks_.local(num_stages - 1) && !y.device &&
         (targets_.size() < bytes ||
          (targets_.size() / workspace_shrink_factor > bytes && targets_.size() - bytes > workspace_keep_bytes))) {
-      last.ex->synchronize();
+      auto &last = *stages_.back().ex;
+      last.synchronize();
       graphs_.forget();
       targets_ = Buffer<std::byte>();
-      targets_ = Buffer<std::byte>(*last.ex, bytes);
+      targets_ = Buffer<std::byte>(last, bytes);
     }
-    const Target *targets = y.device ? y.device : reinterpret_cast<const Target *>(targets_.data());
-    const bool checking = ctx_->options().check_finite;
+    return y.device ? y.device : reinterpret_cast<const Target *>(targets_.data());
+  }
 
-    // A step like the last one is captured, and replayed while steps stay like it.
+  // A step like the last one is captured, and replayed while steps stay like it: the graph, or
+  // null where the step is issued.
+  template <class Loss, class Opt>
+  typename GraphCache<T>::Captured *replayable_graph(const StepPlan &sp, const Source<Input> &x,
+                                                     const Source<target_t<Loss>> &y, const target_t<Loss> *targets,
+                                                     Opt *opt, bool checking) {
     std::optional<typename GraphCache<T>::Key> key;
     if (ctx_->options().graphs && graphs_.usable() && !checking && !ctx_->timeline().enabled()) {
       std::optional<std::uint64_t> id = 0;
-      if constexpr (optimizing) {
+      if constexpr (optimizing_v<Opt>) {
         if constexpr (optim::Replayable<Opt> && optim::Discardable<Opt>) id = opt->replay_id();
         else id = std::nullopt;
       }
       if (id)
-        key = typename GraphCache<T>::Key{batch,
-                                          m,
-                                          orders,
+        key = typename GraphCache<T>::Key{sp.batch,
+                                          sp.m,
+                                          sp.orders,
                                           reinterpret_cast<const T *>(x.device),
                                           y.device,
                                           *id,
@@ -264,11 +301,25 @@ public:
     }
     bool capture_now = false;
     auto *captured = graphs_.find(std::move(key), capture_now);
-    if (capture_now) captured = capture_step<Loss>(plan, orders, x, targets, opt);
-    // Host inputs go into the buffers the step reads (a graph's too) ahead of its work.
-    post_receives(plan, true);
+    if (capture_now) captured = capture_step<Loss>(sp.plan, sp.orders, x, targets, opt);
+    return captured;
+  }
+
+  // Host inputs and targets go into the buffers the step reads (a graph's too) ahead of its work,
+  // and the receives of another rank's boundaries are posted.
+  template <class Target> void upload_step_data(const Plan &plan, const Source<Input> &x, const Source<Target> &y) {
+    rank_boundary().post_receives(plan, true);
     upload_input(plan, x);
-    if (!y.device && holds_last) last.ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+    if (!y.device && ranks_.local(num_stages - 1))
+      stages_.back().ex->upload(targets_.data(), y.host, y.size * sizeof(Target));
+  }
+
+  // The work: the graph replayed, or every stage's tasks issued. Across processes a failure to
+  // issue is kept in the outcome, which the other ranks learn of as the step completes.
+  template <class Loss, class Opt>
+  std::shared_ptr<StepOutcome<T>> launch_step(const StepPlan &sp, typename GraphCache<T>::Captured *captured,
+                                              const Source<Input> &x, const target_t<Loss> *targets, Opt *opt,
+                                              bool checking) {
     auto outcome = std::make_shared<StepOutcome<T>>();
     outcome->mutex = ctx_->shared_issue_mutex();
     ++steps_; // (the key of the step's random layers, step_key)
@@ -282,17 +333,22 @@ public:
       trace_.begin(ctx_->timeline(), all_stages());
       bool counted = false;
       try {
-        issue_step<Loss>(plan, orders, x, targets, opt, !checking, counted);
+        issue_step<Loss>(sp.plan, sp.orders, x, targets, opt, !checking, counted);
       } catch (...) {
         if (!ranks_.active()) throw;
-        outcome->error = std::current_exception(); // the other ranks learn of it as the step completes
+        outcome->error = std::current_exception();
       }
     }
+    return outcome;
+  }
 
-    // The step is in flight; it completes when its loss is asked for, or when the network is next
-    // used. Bad targets found on the device: the update was skipped there. Undo its count, then
-    // say why. (Discardable, else the targets were checked on the host before; check_finite
-    // defers the update, which was then never issued.)
+  // The step is in flight; it completes when its loss is asked for, or when the network is next
+  // used. Bad targets found on the device: the update was skipped there. Undo its count, then say
+  // why. (Discardable, else the targets were checked on the host before; check_finite defers the
+  // update, which was then never issued.)
+  template <class Loss, class Opt>
+  PendingLoss<T> start_in_flight(const std::shared_ptr<StepOutcome<T>> &outcome, const Source<target_t<Loss>> &y,
+                                 std::size_t batch, bool checking, Opt *opt) {
     if (result_ex_) result_ex_->download(&outcome->result, result_.data(), sizeof(StepResult<T>));
     in_flight_->start(in_flight_, outcome, [this, y, batch, checking, opt] {
       if constexpr (optim::Discardable<Opt>)
@@ -302,67 +358,6 @@ public:
     });
     if (!checking && !trace_.recording()) return PendingLoss<T>(outcome);
     return finish_checked_step(*in_flight_, trace_, all_stages(), executors_, outcome, checking, opt);
-  }
-
-private:
-  template <std::size_t I> void build_stage(std::uint64_t seed) {
-    using St = typename Topo::template stage<I>;
-    static constexpr auto w = Topo::template stage_widths<I>;
-    auto &st = stages_[I];
-    st.device = St::device_index;
-    st.rank = ranks_.rank_of(I);
-    st.widths.assign(w.begin(), w.end());
-    st.saved_widths.clear();
-    st.scratch_width = 0;
-    [&]<std::size_t... J>(std::index_sequence<J...>) {
-      ((st.saved_widths.push_back(saved_values<typename St::template layer<J>>(w[J])),
-        st.scratch_width = std::max(st.scratch_width, scratch_values<typename St::template layer<J>>(w[J]))),
-       ...);
-    }
-    (std::make_index_sequence<St::num_layers>{});
-    if (!ranks_.local(I)) { // another rank's: its names and shapes only
-      [&]<std::size_t... J>(std::index_sequence<J...>) {
-        (
-            [&] {
-              for (const ParameterSpec &p : St::template layer<J>::parameters)
-                parameters_.emplace_back(Topo::parameter_name(I, J, p), p.rows, p.cols, st.rank);
-            }(),
-            ...);
-      }
-      (std::make_index_sequence<St::num_layers>{});
-      groups_.push_back({nullptr, nullptr, nullptr, 0, nullptr, {}});
-      return;
-    }
-    st.ex = &ctx_->executor(St::device_index);
-    st.mark = st.ex->make_event();
-    st.params = Buffer<T>(*st.ex, St::parameter_count);
-    st.grads = Buffer<T>(*st.ex, St::parameter_count);
-    auto host = host_vector<T>(St::parameter_count, "a network's initial parameters");
-    [&]<std::size_t... J>(std::index_sequence<J...>) {
-      (
-          [&] {
-            using L = typename St::template layer<J>;
-            constexpr std::size_t at = St::parameter_offsets[J];
-            Random rng = Random::derive(seed, I, J);
-            L::init(std::span<T>(host.data() + at, parameter_count_v<L>), w[J], rng);
-            std::size_t within = at;
-            for (const ParameterSpec &p : L::parameters) {
-              parameters_.emplace_back(Topo::parameter_name(I, J, p), *st.ex, st.params.data() + within,
-                                       st.grads.data() + within, p.rows, p.cols, st.rank, alive_);
-              within += p.size();
-            }
-          }(),
-          ...);
-    }
-    (std::make_index_sequence<St::num_layers>{});
-    if (!host.empty()) {
-      st.ex->upload(st.params.data(), host.data(), host.size() * sizeof(T));
-      st.ex->submit([ex = st.ex, g = st.grads.data(), n = host.size()] {
-        ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});
-      });
-    }
-    st.ex->synchronize();
-    groups_.push_back({st.ex, st.params.data(), st.grads.data(), St::parameter_count, nullptr, {}});
   }
 
   // The workspace for the step (prepare_workspace): replacing a stage's buffers waits for the work
@@ -417,6 +412,7 @@ private:
     // Every rank walks every stage's tasks in the same order and issues its own stages' only. A
     // boundary with another rank's stage is a message: sent right after the work that makes it,
     // on the same executor, and waited for right before the work that reads it.
+    RankBoundary<T> messages = rank_boundary();
     walk(orders, plan.m, [&](std::size_t s, const schedule::Task t) {
       auto &st = stages_[s];
       if (!st.ex) return;
@@ -431,7 +427,7 @@ private:
           if (x.device) slot.input = reinterpret_cast<const T *>(x.device + plan.offset[k] * in_features);
         } else {
           if (stages_[s - 1].ex) transferred_ += receive(all_stages(), s - 1, s, k, rows, trace_);
-          else arrive(s, crossing(s - 1, k, backend::Direction::forward, s - 1), *slot.input_ready);
+          else messages.arrive(s, messages.crossing(s - 1, k, backend::Direction::forward, s - 1), *slot.input_ready);
           st.ex->wait(*slot.wait_input);
         }
         trace_.timed(s, TaskKind::forward, k, [&] {
@@ -441,12 +437,12 @@ private:
         st.peak = std::max(st.peak, ++st.live);
         if (s + 1 == S) at_output(k, slot);
         else if (!stages_[s + 1].ex)
-          transferred_ +=
-              send(s, slot.out.data(), rows * st.widths.back(), crossing(s, k, backend::Direction::forward, s + 1));
+          transferred_ += messages.send(s, slot.out.data(), rows * st.widths.back(),
+                                        messages.crossing(s, k, backend::Direction::forward, s + 1));
       } else {
         if (s + 1 < S) {
           if (stages_[s + 1].ex) transferred_ += receive(all_stages(), s + 1, s, k, rows, trace_);
-          else arrive(s, crossing(s, k, backend::Direction::backward, s + 1), *slot.dy_ready);
+          else messages.arrive(s, messages.crossing(s, k, backend::Direction::backward, s + 1), *slot.dy_ready);
           st.ex->wait(*slot.wait_dy);
         }
         trace_.timed(s, TaskKind::backward, k, [&] {
@@ -457,8 +453,8 @@ private:
         first_backward[s] = 0;
         st.ex->record(*slot.backward_done);
         if (s > 0 && !stages_[s - 1].ex)
-          transferred_ += send(s, slot.dx.data(), rows * st.widths.front(),
-                               crossing(s - 1, k, backend::Direction::backward, s - 1));
+          transferred_ += messages.send(s, slot.dx.data(), rows * st.widths.front(),
+                                        messages.crossing(s - 1, k, backend::Direction::backward, s - 1));
         --st.live;
         if (--backward_left[s] == 0) finished.push_back(s);
       }
@@ -467,40 +463,8 @@ private:
       for (const std::size_t s : finished) (*after_last_backward)[s]();
   }
 
-  // Across processes: the crossing of micro-batch k at `boundary`, with the rank of stage `peer`.
-  backend::Crossing crossing(std::size_t boundary, std::size_t k, backend::Direction d, std::size_t peer) const {
-    return {boundary, k, d, ranks_.rank_of(peer)};
-  }
-  // Receives, posted before any of the step's work is issued, into the buffers of this rank's
-  // stages whose neighbour runs on another rank: inputs, and (training) output gradients.
-  void post_receives(const Plan &plan, bool training) {
-    if (!ranks_.active()) return;
-    for (std::size_t s = 0; s < num_stages; ++s) {
-      auto &st = stages_[s];
-      if (!st.ex) continue;
-      for (std::size_t k = 0; k < plan.m; ++k) {
-        if (s > 0 && !stages_[s - 1].ex)
-          ranks_.channel().post_receive(st.slots[k].input_own.data(), plan.rows[k] * st.widths.front() * sizeof(T),
-                                        crossing(s - 1, k, backend::Direction::forward, s - 1));
-        if (training && s + 1 < num_stages && !stages_[s + 1].ex)
-          ranks_.channel().post_receive(st.slots[k].dy_own.data(), plan.rows[k] * st.widths.back() * sizeof(T),
-                                        crossing(s, k, backend::Direction::backward, s + 1));
-      }
-    }
-  }
-  // Stage s waits for a crossing on its executor, then records `ready` there. The timeline shows
-  // sends and waits on the stage's own track.
-  void arrive(std::size_t s, const backend::Crossing &c, backend::Event &ready) {
-    trace_.timed(s, TaskKind::receive, static_cast<std::ptrdiff_t>(c.micro_batch),
-                 [&] { ranks_.channel().arrive(*stages_[s].ex, c); });
-    stages_[s].ex->record(ready);
-  }
-  // Stage s sends `n` values at `src`; returns the bytes.
-  std::size_t send(std::size_t s, const T *src, std::size_t n, const backend::Crossing &c) {
-    trace_.timed(s, TaskKind::send, static_cast<std::ptrdiff_t>(c.micro_batch),
-                 [&] { ranks_.channel().send(*stages_[s].ex, src, n * sizeof(T), c); });
-    return n * sizeof(T);
-  }
+  // Boundaries with another rank's stages, as messages (rank_boundary.hpp).
+  RankBoundary<T> rank_boundary() { return {ranks_, all_stages(), trace_}; }
 
   // The rank of each stage's device.
   static std::vector<int> stage_ranks(const Context &ctx) {
