@@ -4,8 +4,9 @@
 #   /usr/bin/python3 bench/torch_gpt_step.py [steps] [threads...]
 # Prints which BLAS library the process loaded (Debian's torch uses libblas.so.3: the reference
 # BLAS unless OpenBLAS is installed), then the median step for each thread count (default 1 2).
-# Each count runs in a process of its own with OPENBLAS_NUM_THREADS set to it: OpenBLAS reads it
-# once, at load, and otherwise starts a thread per core beside PyTorch's own.
+# Each count runs in a process of its own, with OPENBLAS_NUM_THREADS at 1 and (above 1) at the
+# count too: OpenBLAS reads it once, at load, and otherwise starts a thread per core beside
+# PyTorch's own (measured here: 2 PyTorch threads over 2 OpenBLAS threads are twice as slow).
 import os
 import subprocess
 import sys
@@ -37,10 +38,11 @@ def main():
     args = sys.argv[1:]
     steps = int(args[0]) if args else 20
     threads = [int(a) for a in args[1:]] or [1, 2]
-    if len(threads) > 1 or os.environ.get("OPENBLAS_NUM_THREADS") != str(threads[0]):
+    if len(threads) > 1 or "TANDEM_BENCH_CHILD" not in os.environ:
         for n in threads:
-            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(n))
-            subprocess.run([sys.executable, __file__, str(steps), str(n)], env=env, check=True)
+            for blas_threads in sorted({1, n}):
+                env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas_threads), TANDEM_BENCH_CHILD="1")
+                subprocess.run([sys.executable, __file__, str(steps), str(n)], env=env, check=True)
         return
     torch.manual_seed(0)
     model = nn.Sequential(nn.Embedding(V, D), PositionalEmbedding(T, D), *block(), *block(), *block(), *block(),
@@ -69,7 +71,8 @@ def main():
             step()
             ms.append((time.perf_counter() - start) * 1e3)
         ms.sort()
-        print(f"{'PyTorch, ' + str(n) + ' thread' + ('s' if n > 1 else ''):24} median {ms[len(ms) // 2]:8.2f} ms   "
+        name = f"PyTorch, {n} thread{'s' if n > 1 else ''} (BLAS {os.environ['OPENBLAS_NUM_THREADS']})"
+        print(f"{name:32} median {ms[len(ms) // 2]:8.2f} ms   "
               f"p10 {ms[len(ms) // 10]:8.2f}   p90 {ms[len(ms) * 9 // 10]:8.2f}   ({steps} steps)")
 
 
