@@ -264,9 +264,7 @@ private:
     using Target = target_t<Loss>;
     const std::size_t bytes =
         checked_product(batch * Loss::targets_per_sample(out_features), sizeof(Target), "the targets' copy");
-    if (ranks_.local(num_stages - 1) && !y.device &&
-        (targets_.size() < bytes ||
-         (targets_.size() / workspace_shrink_factor > bytes && targets_.size() - bytes > workspace_keep_bytes))) {
+    if (ranks_.local(num_stages - 1) && !y.device && (targets_.size() < bytes || oversized(targets_.size(), bytes))) {
       auto &last = *stages_.back().ex;
       last.synchronize();
       graphs_.forget();

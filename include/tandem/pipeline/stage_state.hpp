@@ -37,6 +37,10 @@ template <class T> struct Slot {
 // times what a step needs, and more than workspace_keep_bytes beyond it, are made again to fit.
 inline constexpr std::size_t workspace_shrink_factor = 4;
 inline constexpr std::size_t workspace_keep_bytes = std::size_t{64} << 20;
+// Whether `held` bytes are oversized for a step that needs `needed`, by that policy.
+inline bool oversized(std::size_t held, std::size_t needed) {
+  return held / workspace_shrink_factor > needed && held - needed > workspace_keep_bytes;
+}
 
 // a + b + c, or Error (checked_product, host_memory.hpp, for a product).
 inline std::size_t checked_sum(std::size_t a, std::size_t b, std::size_t c) {
@@ -161,14 +165,11 @@ void prepare_workspace(std::span<StageState<T>> stages, const Plan &plan, const 
     if (!st.ex) continue;
     const StashPlan stash = assign_stash(orders[s], plan.m);
     const std::size_t needed = st.bytes_for(plan.m, rows, stash.entries);
-    const auto oversized = [&](std::size_t held) {
-      return held / workspace_shrink_factor > needed && held - needed > workspace_keep_bytes;
-    };
-    if (!st.fits(plan.m, rows, stash.entries) || oversized(st.held_bytes())) {
+    if (!st.fits(plan.m, rows, stash.entries) || oversized(st.held_bytes(), needed)) {
       before_replacing(st);
       std::size_t m = std::max(plan.m, st.slots.size()), r = std::max(rows, st.capacity),
                   e = std::max(stash.entries, st.stash.size());
-      if (oversized(st.bytes_for(m, r, e))) m = plan.m, r = rows, e = stash.entries;
+      if (oversized(st.bytes_for(m, r, e), needed)) m = plan.m, r = rows, e = stash.entries;
       st.resize(m, r, e);
     }
     st.use_stash(stash);
