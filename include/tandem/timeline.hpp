@@ -25,7 +25,19 @@ namespace tandem {
 // every stage's forward and backward, the loss, and the updates where they are fused into it).
 // Across processes, `send` hands a boundary to MPI and `receive` waits until another rank's has
 // arrived: its length is the time the stage stood idle for that message.
-enum class TaskKind { forward, backward, loss, copy, optimizer, network, send, receive };
+// backward_input and backward_weights: the two halves of a split backward (schedule::Task).
+enum class TaskKind {
+  forward,
+  backward,
+  loss,
+  copy,
+  optimizer,
+  network,
+  send,
+  receive,
+  backward_input,
+  backward_weights
+};
 
 inline const char *to_string(TaskKind k) {
   switch (k) {
@@ -37,6 +49,8 @@ inline const char *to_string(TaskKind k) {
   case TaskKind::network: return "network";
   case TaskKind::send: return "send";
   case TaskKind::receive: return "receive";
+  case TaskKind::backward_input: return "backward_input";
+  case TaskKind::backward_weights: return "backward_weights";
   }
   return "task";
 }

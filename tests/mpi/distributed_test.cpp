@@ -107,6 +107,10 @@ TEST_CASE("every schedule and optimizer gives the single-process results bit for
   compare_training<optim::Adam>({}, {.lr = 1e-2f}, schedule::OneFOneB{.micro_batches = 4});
   compare_training<optim::SGD>({}, {.lr = 0.1f, .momentum = 0.9f}, schedule::OneFOneB{.micro_batches = 3});
   compare_training<optim::AdamW>({}, {.lr = 1e-2f, .weight_decay = 0.1f}, schedule::GPipe{.micro_batches = 4});
+  // split backwards: backward_input sends the boundary's gradient, backward_weights sends nothing
+  compare_training<optim::SGD>({}, {.lr = 0.1f, .momentum = 0.9f}, schedule::ZeroBubbleH1{.micro_batches = 4});
+  // one list per device (four devices, one stage each)
+  compare_training<optim::Adam>({}, {.lr = 1e-2f}, schedule::Interleaved1F1B{.micro_batches = 4});
 }
 
 TEST_CASE("a transformer across ranks gives the single-process results bit for bit, Dropout included") {
@@ -137,6 +141,8 @@ TEST_CASE("stages on worker threads send and wait there, with the same results")
                                 schedule::GPipe{.micro_batches = 4});
   compare_training<optim::SGD>({.host_execution = HostExecution::workers}, {.lr = 0.1f},
                                schedule::OneFOneB{.micro_batches = 3});
+  compare_training<optim::AdamW>({.host_execution = HostExecution::workers}, {.lr = 1e-2f},
+                                 schedule::ZeroBubbleH1{.micro_batches = 3});
 }
 
 TEST_CASE("explicit placement: neighbours on one rank share a link, ranks may hold no stage") {

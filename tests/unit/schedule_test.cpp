@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Schedules change speed and memory, never the result: GPipe and 1F1B against Naive.
+// Schedules change speed and memory, never the result: GPipe, 1F1B, ZB-H1 and Interleaved1F1B
+// against Naive.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -121,9 +122,128 @@ template <class Sched> void check_training(std::size_t m) {
   }
 }
 
+// Four stages cycling through two devices (two each), with Dropout: every schedule runs on it,
+// Interleaved1F1B too.
+using Cycle = Pipeline<Stage<Device<0>, Linear<6, 12>, Tanh>, Stage<Device<1>, Linear<12, 10>, Dropout<20>, ReLU>,
+                       Stage<Device<0>, Linear<10, 8>, ReLU, Linear<8, 8>>, Stage<Device<1>, Linear<8, 3>>>;
+
+// Three steps of `sched` with a fresh optimizer of `options`: the losses, then the parameters.
+template <class Opt, class Sched>
+std::vector<std::vector<float>> trained(HostExecution where, const typename Opt::Options &options, const Sched &sched) {
+  Context ctx({.devices = "host", .host_execution = where});
+  Cycle net(ctx, 7);
+  Opt opt(net, options);
+  std::vector<float> losses;
+  for (std::uint32_t step = 0; step < 3; ++step) {
+    const std::size_t batch = step < 2 ? 12 : 8; // (the last smaller, as at an epoch's end)
+    const auto x = inputs(batch * Cycle::in_features, step + 1);
+    const auto y = labels(batch, 3, step + 1);
+    losses.push_back(
+        net.train_step(std::span<const float>(x), std::span<const std::int32_t>(y), loss::CrossEntropy{}, opt, sched));
+  }
+  auto v = values(net);
+  v.insert(v.begin(), losses);
+  return v;
+}
+
+// Every schedule against Naive, within `tolerance` of each tensor's scale (micro-batches sum
+// their gradients in another order than one product).
+template <class Opt> void trains_as_naive(const typename Opt::Options &options, double tolerance) {
+  for (const HostExecution where : {HostExecution::workers, HostExecution::calling_thread}) {
+    INFO("host_execution ", std::string(where == HostExecution::workers ? "workers" : "calling_thread"));
+    const auto naive = trained<Opt>(where, options, schedule::Naive{});
+    const auto one_f_one_b = trained<Opt>(where, options, schedule::OneFOneB{.micro_batches = 4});
+    const auto zb = trained<Opt>(where, options, schedule::ZeroBubbleH1{.micro_batches = 4});
+    const std::vector<std::vector<std::vector<float>>> others{
+        trained<Opt>(where, options, schedule::GPipe{.micro_batches = 4}), one_f_one_b, zb,
+        trained<Opt>(where, options, schedule::Interleaved1F1B{.micro_batches = 4})};
+    for (std::size_t o = 0; o < others.size(); ++o)
+      for (std::size_t i = 0; i < naive.size(); ++i) {
+        INFO("schedule ", o, " (GPipe, 1F1B, ZB-H1, Interleaved1F1B), ", i == 0 ? "losses" : "parameter ", i);
+        CHECK(relative_error(others[o][i], naive[i]) <= tolerance);
+      }
+    // ZB-H1 adds the weight gradients in 1F1B's micro-batch order; only the host's bias sums
+    // differ (op::ColumnSum adds row by row into the gradient, LinearBackward adds the sum of its
+    // rows), in the last bit.
+    for (std::size_t i = 0; i < zb.size(); ++i) CHECK(relative_error(zb[i], one_f_one_b[i]) <= 1e-7);
+  }
+}
+
 } // namespace
 
 TEST_SUITE("schedule") {
+  TEST_CASE("ZB-H1 gives Naive's loss, gradients and outputs") { check_all_sizes<schedule::ZeroBubbleH1>("ZB-H1"); }
+
+  TEST_CASE("every schedule trains to Naive's parameters with SGD, Adam and AdamW, on workers and not") {
+    trains_as_naive<optim::SGD>({.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f}, 1e-6);
+    trains_as_naive<optim::Adam>({.lr = 1e-2f}, 1e-6);
+    trains_as_naive<optim::AdamW>({.lr = 1e-2f}, 1e-6);
+  }
+
+  TEST_CASE("ZB-H1: 1F1B with split backwards, weight gradients deferred, min(stages, m) micro-batches held") {
+    using schedule::Task;
+    const schedule::ZeroBubbleH1 s{.micro_batches = 4};
+    // Stage 1 of 3: one warm-up forward; then forward, backward_input, and from the second
+    // backward_input on (one waits) the oldest weight gradient; the one left at the end.
+    const std::vector<Task> want{{Task::forward, 0},        {Task::forward, 1},          {Task::backward_input, 0},
+                                 {Task::forward, 2},        {Task::backward_input, 1},   {Task::backward_weights, 0},
+                                 {Task::forward, 3},        {Task::backward_input, 2},   {Task::backward_weights, 1},
+                                 {Task::backward_input, 3}, {Task::backward_weights, 2}, {Task::backward_weights, 3}};
+    CHECK(s.order(1, 3, 4) == want);
+    Context ctx;
+    Net3 net(ctx, 1);
+    const std::size_t batch = 16;
+    const auto x = inputs(batch * Net3::in_features, 1);
+    const auto y = inputs(batch * Net3::out_features, 2);
+    ctx.timeline().enable();
+    for (std::size_t m : {1, 2, 4, 8}) {
+      INFO("micro_batches ", m);
+      ctx.timeline().clear();
+      net.forward_backward(std::span<const float>(x), std::span<const float>(y), loss::MSE{},
+                           schedule::ZeroBubbleH1{.micro_batches = m});
+      for (std::size_t st = 0; st < Net3::num_stages; ++st) {
+        CHECK(net.peak_live_micro_batches(st) == std::min(Net3::num_stages, m));
+        // the timeline records each half with its own kind
+        std::size_t b = 0, w = 0, whole = 0;
+        for (const auto &span : ctx.timeline().spans()) {
+          if (span.stage != st) continue;
+          b += span.kind == TaskKind::backward_input;
+          w += span.kind == TaskKind::backward_weights;
+          whole += span.kind == TaskKind::backward;
+        }
+        CHECK(b == m);
+        CHECK(w == m);
+        CHECK(whole == 0);
+      }
+    }
+  }
+
+  TEST_CASE("Interleaved1F1B refuses a network whose stages do not cycle, and m not a multiple of the devices") {
+    Context ctx;
+    {
+      Cycle net(ctx, 2);
+      optim::SGD opt(net, {.lr = 0.5f});
+      const auto x = inputs(6 * Cycle::in_features, 3);
+      const auto y = labels(6, 3, 3);
+      const auto before = values(net);
+      CHECK_THROWS_WITH_AS(net.train_step(std::span<const float>(x), std::span<const std::int32_t>(y),
+                                          loss::CrossEntropy{}, opt, schedule::Interleaved1F1B{.micro_batches = 3}),
+                           doctest::Contains("micro_batches = 3 is not a multiple of the 2 devices"), Error);
+      CHECK(values(net) == before);
+      CHECK(opt.steps(0) == 0);
+    }
+    {
+      using Uneven =
+          Pipeline<Stage<Device<0>, Linear<4, 6>>, Stage<Device<1>, Linear<6, 6>>, Stage<Device<1>, Linear<6, 2>>>;
+      Uneven net(ctx, 2);
+      const auto x = inputs(4 * 4, 3);
+      const auto y = labels(4, 2, 3);
+      CHECK_THROWS_WITH_AS(net.forward_backward(std::span<const float>(x), std::span<const std::int32_t>(y),
+                                                loss::CrossEntropy{}, schedule::Interleaved1F1B{.micro_batches = 2}),
+                           doctest::Contains("the stages' devices are (0, 1, 1)"), Error);
+    }
+  }
+
   TEST_CASE("GPipe gives Naive's loss, gradients and outputs") { check_all_sizes<schedule::GPipe>("GPipe"); }
   TEST_CASE("1F1B gives Naive's loss, gradients and outputs") { check_all_sizes<schedule::OneFOneB>("1F1B"); }
 

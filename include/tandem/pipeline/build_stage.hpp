@@ -44,6 +44,11 @@ void build_stage(StageState<T> &st, const Ranks &ranks, ContextState &ctx, std::
      ...);
   }
   (std::make_index_sequence<St::num_layers>{});
+  st.split_widths.clear();
+  [&]<std::size_t... J>(std::index_sequence<J...>) {
+    (st.split_widths.push_back(SplitBackward<typename St::template layer<J>> ? w[J + 1] : 0), ...);
+  }
+  (std::make_index_sequence<St::num_layers - 1>{});
   if (!ranks.local(I)) { // another rank's: its names and shapes only
     [&]<std::size_t... J>(std::index_sequence<J...>) {
       (

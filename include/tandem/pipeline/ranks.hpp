@@ -217,7 +217,7 @@ TANDEM_INLINE std::uint64_t fingerprint(const TaskOrders &orders) {
   for (std::size_t s = 0; s < orders.size(); ++s) {
     text += std::to_string(s) + ':';
     for (const auto &t : orders[s])
-      text += (t.kind == schedule::Task::forward ? 'F' : 'B') + std::to_string(t.micro_batch);
+      text += "FBIW"[t.kind] + std::to_string(t.micro_batch) + '@' + std::to_string(t.stage);
     text += ';';
   }
   return fingerprint(text);

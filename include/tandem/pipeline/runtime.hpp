@@ -8,6 +8,7 @@
 // public face.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -250,7 +251,7 @@ private:
       else if (!y.device && (holds_last || y.size)) Loss::validate(y.host_span(), b, out_features);
       sp.m = micro_batches(sched, b / rows_per_sample, "train_step");
       sp.plan = Plan::split(b / rows_per_sample, sp.m, rows_per_sample);
-      sp.orders = training_orders(sched, num_stages, sp.m);
+      sp.orders = training_orders(sched, stage_devices(), sp.m);
       prepare(sp.plan, sp.orders);
       return Ranks::Planned{sp.m, sp.orders};
     });
@@ -385,13 +386,15 @@ private:
                        plan.rows[k] * in_features * sizeof(Input));
   }
 
-  // Issues every stage's task list in walk()'s order, so each wait is issued after the record it
-  // waits for. `at_output(k, slot)` is issued on the last stage right after its forward of
-  // micro-batch k, `after_last_backward[s]` (the update) after stage s's last backward. Its
-  // stream has then run a backward of every micro-batch, each after the last stage's backward of
-  // it: the update comes after every loss, and reads the status word they leave. The updates are
-  // issued last, together: each is still the last work on its stage's stream (a stage's last task
-  // is its last backward), and a capture that fails on the way has counted no optimizer step.
+  // Issues every task list in walk()'s order, so each wait is issued after the record it waits
+  // for. `at_output(k, slot)` is issued on the last stage right after its forward of micro-batch
+  // k, `after_last_backward[s]` (the update) after stage s's last backward (or backward_weights).
+  // Its stream has then run a backward of every micro-batch, each after the last stage's backward
+  // of it: the update comes after every loss, and reads the status word they leave. The updates
+  // are issued last, together: each is still the last work on its stage's stream (a stage's last
+  // task is its last backward), and a capture that fails on the way has counted no optimizer step.
+  // A split backward: backward_input receives dy, gives the stage before its dx and records
+  // backward_done (what that stage waits for); backward_weights frees the stash entry.
   // `key`: the step's key for random layers (0: inference, which draws nothing).
   template <class AtOutput>
   void issue(const Plan &plan, const TaskOrders &orders, const Source<Input> &x, std::uint64_t key,
@@ -401,17 +404,20 @@ private:
     std::vector<char> first_backward(S, 1);
     std::vector<std::size_t> finished; // stages whose last backward is issued, in that order
     std::array<bool, num_stages> fused{};
+    const auto split = split_stages(orders);
     for (std::size_t s = 0; s < S; ++s) {
       stages_[s].live = stages_[s].peak = 0;
       if (!stages_[s].ex) continue; // another rank's: its tasks are skipped below
-      fused[s] = Fuse::fuses_small_stage(ctx_->options(), *stages_[s].ex);
-      for (const auto &t : orders[s]) backward_left[s] += t.kind == schedule::Task::backward;
+      fused[s] = Fuse::fuses_small_stage(ctx_->options(), *stages_[s].ex) && !split[s];
     }
+    for (const auto &list : orders)
+      for (const auto &t : list)
+        backward_left[t.stage] += t.kind == schedule::Task::backward || t.kind == schedule::Task::backward_weights;
     // Every rank walks every stage's tasks in the same order and issues its own stages' only. A
     // boundary with another rank's stage is a message: sent right after the work that makes it,
     // on the same executor, and waited for right before the work that reads it.
     RankBoundary<T> messages = rank_boundary();
-    walk(orders, plan.m, [&](std::size_t s, const schedule::Task t) {
+    walk(orders, S, plan.m, [&](std::size_t s, const schedule::Task t) {
       auto &st = stages_[s];
       if (!st.ex) return;
       const std::size_t k = t.micro_batch;
@@ -437,15 +443,23 @@ private:
         else if (!stages_[s + 1].ex)
           transferred_ += messages.send(s, slot.out.data(), rows * st.widths.back(),
                                         messages.crossing(s, k, backend::Direction::forward, s + 1));
+      } else if (t.kind == schedule::Task::backward_weights) {
+        trace_.timed(s, TaskKind::backward_weights, k, [&] {
+          Topo::with_stage(s, [&]<std::size_t I>() { Issue::template backward_weights<I>(st, slot, layer_call); });
+        });
+        --st.live;
+        if (--backward_left[s] == 0) finished.push_back(s);
       } else {
+        const bool whole = t.kind == schedule::Task::backward;
         if (s + 1 < S) {
           if (stages_[s + 1].ex) transferred_ += receive(all_stages(), s + 1, s, k, rows, trace_);
           else messages.arrive(s, messages.crossing(s, k, backend::Direction::backward, s + 1), *slot.dy_ready);
           st.ex->wait(*slot.wait_dy);
         }
-        trace_.timed(s, TaskKind::backward, k, [&] {
+        trace_.timed(s, whole ? TaskKind::backward : TaskKind::backward_input, k, [&] {
           Topo::with_stage(s, [&]<std::size_t I>() {
-            Issue::template backward<I>(st, slot, layer_call, first_backward[s], fused[s]);
+            if (whole) Issue::template backward<I>(st, slot, layer_call, first_backward[s], fused[s]);
+            else Issue::template backward_input<I>(st, slot, layer_call);
           });
         });
         first_backward[s] = 0;
@@ -453,8 +467,10 @@ private:
         if (s > 0 && !stages_[s - 1].ex)
           transferred_ += messages.send(s, slot.dx.data(), rows * st.widths.front(),
                                         messages.crossing(s - 1, k, backend::Direction::backward, s - 1));
-        --st.live;
-        if (--backward_left[s] == 0) finished.push_back(s);
+        if (whole) {
+          --st.live;
+          if (--backward_left[s] == 0) finished.push_back(s);
+        }
       }
     });
     if (after_last_backward)
@@ -464,6 +480,19 @@ private:
   // Boundaries with another rank's stages, as messages (rank_boundary.hpp).
   RankBoundary<T> rank_boundary() { return {ranks_, all_stages(), trace_}; }
 
+  // The stages whose backwards the lists split (Task::backward_input).
+  static std::array<bool, num_stages> split_stages(const TaskOrders &orders) {
+    std::array<bool, num_stages> split{};
+    for (const auto &list : orders)
+      for (const auto &t : list) split[t.stage] = split[t.stage] || t.kind == schedule::Task::backward_input;
+    return split;
+  }
+  // Each stage's device (its index in Device<N>).
+  static std::vector<std::size_t> stage_devices() {
+    std::vector<std::size_t> devices;
+    for (std::size_t s = 0; s < num_stages; ++s) devices.push_back(Topo::device_of(s));
+    return devices;
+  }
   // The rank of each stage's device.
   static std::vector<int> stage_ranks(const Context &ctx) {
     std::vector<int> ranks;
@@ -485,8 +514,11 @@ private:
   void issue_step(const Plan &plan, const TaskOrders &orders, const Source<Input> &x, const target_t<Loss> *targets,
                   Opt *opt, bool optimize, bool &counted) {
     constexpr bool optimizing = optimizing_v<Opt>;
+    // A schedule that splits backwards runs its tasks as listed, each stage on its own.
+    const auto split = split_stages(orders);
     if constexpr (Fuse::small_network() && loss::FusableLoss<Loss>) {
-      if (!ranks_.active() && Fuse::template fuses_network<Loss>(ctx_->options(), executors_, plan))
+      const bool any_split = std::find(split.begin(), split.end(), true) != split.end();
+      if (!any_split && !ranks_.active() && Fuse::template fuses_network<Loss>(ctx_->options(), executors_, plan))
         return issue_network_step<Topo, Loss>(all_stages(), plan, reinterpret_cast<const T *>(x.device), targets, opt,
                                               optimize, loss_slot(), invalid_flag(), trace_, counted);
     }
@@ -494,7 +526,9 @@ private:
     for (std::size_t s = 0; s < num_stages; ++s) {
       auto &st = stages_[s];
       if (!st.ex) continue;
-      Topo::with_stage(s, [&]<std::size_t I>() { st.set_gradients = Fuse::template sets_gradients_only<I>(); });
+      // (a split backward adds every micro-batch's gradients to zeroed ones)
+      Topo::with_stage(
+          s, [&]<std::size_t I>() { st.set_gradients = Fuse::template sets_gradients_only<I>() && !split[s]; });
       if (st.set_gradients) continue; // the stage's first backward sets them
       st.ex->submit([ex = st.ex, g = st.grads.data(), n = st.grads.size()] {
         if (n) ex->run(backend::op::Fill<T>{.n = n, .value = T(0), .dst = g});

@@ -213,6 +213,98 @@ template <class Topo> struct StageIssue {
       (std::make_index_sequence<L>{});
     });
   }
+
+  // A split backward (Task::backward_input, then Task::backward_weights), layer by layer: no
+  // small-stage operation and no ReLU hand-off (each layer runs its own backward), and the
+  // gradients are added to (the step zeroed them first). Layer j's output gradient: the slot's dy
+  // for the last layer, a kept_gradient for a SplitBackward layer below it (which
+  // backward_weights reads later), else the scratch pair taking turns.
+  template <std::size_t I> struct SplitGradients {
+    std::array<const T *, stage<I>::num_layers> dy{};
+    std::array<T *, stage<I>::num_layers> dx{};
+  };
+  template <std::size_t I> static SplitGradients<I> split_gradients(StageState<T> &st, Slot<T> &slot) {
+    constexpr std::size_t L = stage<I>::num_layers;
+    SplitGradients<I> g;
+    const T *dy = slot.dy;
+    std::size_t turn = 0;
+    for (std::size_t j = L; j-- > 0;) {
+      g.dy[j] = dy;
+      if (j == 0) {
+        g.dx[j] = I > 0 ? slot.dx.data() : nullptr; // (the network's input needs no gradient)
+      } else if (T *kept = st.split_widths[j - 1] ? st.kept_gradient(slot, j - 1) : nullptr) {
+        g.dx[j] = kept;
+      } else {
+        g.dx[j] = st.scratch[turn].data();
+        turn ^= 1;
+      }
+      dy = g.dx[j];
+    }
+    return g;
+  }
+  template <std::size_t I>
+  static LayerBackward<T> split_call(StageState<T> &st, const LayerIo<I> &io, const SplitGradients<I> &g,
+                                     const Call &call, std::size_t j) {
+    static constexpr auto w = Topo::template stage_widths<I>;
+    return {.rows = call.rows,
+            .in = w[j],
+            .out = w[j + 1],
+            .params = st.params.data() + stage<I>::parameter_offsets[j],
+            .grads = st.grads.data() + stage<I>::parameter_offsets[j],
+            .x = io.x[j],
+            .y = io.y[j],
+            .dy = g.dy[j],
+            .dx = g.dx[j],
+            .saved = io.saved[j],
+            .scratch = st.layer_scratch.data(),
+            .first_row = call.first_row,
+            .key = layer_key(call.key, I, j),
+            .accumulate = true};
+  }
+  // The input gradient: each layer's backward_input where it splits, its whole backward where not.
+  template <std::size_t I> static void backward_input(StageState<T> &st, Slot<T> &slot, const Call &call) {
+    using St = stage<I>;
+    constexpr std::size_t L = St::num_layers;
+    const auto io = layer_io<I>(st, slot, slot.input);
+    const auto g = split_gradients<I>(st, slot);
+    std::array<LayerBackward<T>, L> calls;
+    for (std::size_t j = 0; j < L; ++j) calls[j] = split_call<I>(st, io, g, call, j);
+    st.ex->submit([ex = st.ex, calls] {
+      [&]<std::size_t... J>(std::index_sequence<J...>) {
+        (
+            [&] {
+              constexpr std::size_t j = L - 1 - J; // last layer first
+              using Layer = typename St::template layer<j>;
+              if constexpr (SplitBackward<Layer>) Layer::backward_input(*ex, calls[j]);
+              else Layer::backward(*ex, calls[j]);
+            }(),
+            ...);
+      }
+      (std::make_index_sequence<L>{});
+    });
+  }
+  // The weight gradients of the layers that split, from their inputs (in the stash) and the
+  // output gradients backward_input kept.
+  template <std::size_t I> static void backward_weights(StageState<T> &st, Slot<T> &slot, const Call &call) {
+    using St = stage<I>;
+    constexpr std::size_t L = St::num_layers;
+    const auto io = layer_io<I>(st, slot, slot.input);
+    const auto g = split_gradients<I>(st, slot);
+    std::array<LayerBackward<T>, L> calls;
+    for (std::size_t j = 0; j < L; ++j) calls[j] = split_call<I>(st, io, g, call, j);
+    st.ex->submit([ex = st.ex, calls] {
+      [&]<std::size_t... J>(std::index_sequence<J...>) {
+        (
+            [&] {
+              constexpr std::size_t j = L - 1 - J;
+              using Layer = typename St::template layer<j>;
+              if constexpr (SplitBackward<Layer>) Layer::backward_weights(*ex, calls[j]);
+            }(),
+            ...);
+      }
+      (std::make_index_sequence<L>{});
+    });
+  }
 };
 
 } // namespace tandem::detail

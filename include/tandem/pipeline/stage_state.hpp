@@ -57,6 +57,10 @@ template <class T> struct StageState {
   // most any layer needs during one call (scratch_values).
   std::vector<std::size_t> saved_widths;
   std::size_t scratch_width = 0;
+  // Values per row of each layer's output gradient that a split backward keeps from
+  // backward_input to backward_weights: the output's width for a SplitBackward layer but the last
+  // (whose gradient is the slot's dy, kept anyway), 0 for the others.
+  std::vector<std::size_t> split_widths;
   Buffer<T> params, grads;
   std::unique_ptr<backend::Link> to_next, to_prev;
   std::vector<Slot<T>> slots;
@@ -64,7 +68,10 @@ template <class T> struct StageState {
   // keeps none), for as many micro-batches as the schedule keeps alive at once (1F1B: stages -
   // stage; GPipe: m); the backward's gradient ping-pong and the layers' per-call memory, which one
   // stream uses for one micro-batch at a time.
+  // Where the step's schedule splits backwards (split_stash), each entry also holds the output
+  // gradients of split_widths, one Buffer per layer but the last (empty where 0).
   std::vector<std::vector<Buffer<T>>> stash;
+  bool split_stash = false;
   Buffer<T> scratch[2];
   Buffer<T> layer_scratch;
   std::size_t capacity = 0;   // rows each buffer holds
@@ -74,22 +81,26 @@ template <class T> struct StageState {
   std::unique_ptr<backend::Event> mark;
   std::size_t live = 0, peak = 0; // micro-batches whose activations are held: now, most this step
 
-  // What m slots of `rows` rows and `entries` stash entries take, in bytes (Error on overflow).
-  std::size_t bytes_for(std::size_t m, std::size_t rows, std::size_t entries) const {
+  // What m slots of `rows` rows and `entries` stash entries (`split`: with the output gradients of
+  // a split backward) take, in bytes (Error on overflow).
+  std::size_t bytes_for(std::size_t m, std::size_t rows, std::size_t entries, bool split = false) const {
     std::size_t boundary = 0, inner = 0;
     for (std::size_t j = 0; j < widths.size(); ++j) (j == 0 || j + 1 == widths.size() ? boundary : inner) += widths[j];
     for (const std::size_t w : saved_widths) inner += w;
+    if (split)
+      for (const std::size_t w : split_widths) inner += w;
     const std::size_t widest = *std::max_element(widths.begin(), widths.end());
     // Per row: each slot's input, output and their gradients; each stash entry's inner
-    // activations and saved memory; the two scratch buffers and the layers' per-call memory.
+    // activations, saved memory (and kept output gradients); the two scratch buffers and the
+    // layers' per-call memory.
     const char *what = "a stage's workspace";
     const std::size_t per_row = checked_sum(checked_product(m, 2 * boundary, what),
                                             checked_product(entries, inner, what), 2 * widest + scratch_width);
     return checked_product(checked_product(rows, per_row, what), sizeof(T), what);
   }
-  std::size_t held_bytes() const { return capacity ? bytes_for(slots.size(), capacity, stash.size()) : 0; }
-  bool fits(std::size_t m, std::size_t rows, std::size_t entries) const {
-    return slots.size() >= m && capacity >= rows && stash.size() >= entries;
+  std::size_t held_bytes() const { return capacity ? bytes_for(slots.size(), capacity, stash.size(), split_stash) : 0; }
+  bool fits(std::size_t m, std::size_t rows, std::size_t entries, bool split = false) const {
+    return slots.size() >= m && capacity >= rows && stash.size() >= entries && (split_stash || !split);
   }
 
   // Buffers for m slots of `rows` rows and `entries` stash entries, in place of the old ones,
@@ -97,7 +108,7 @@ template <class T> struct StageState {
   // new ones are taken only once all are made: an allocation that fails leaves the stage with
   // none, and the next step makes them again. The caller has waited for the work that may still
   // read the old ones.
-  void resize(std::size_t m, std::size_t rows, std::size_t entries);
+  void resize(std::size_t m, std::size_t rows, std::size_t entries, bool split = false);
   // Gives every buffer back; the next step makes what it needs.
   void release() {
     slots.clear();
@@ -105,6 +116,7 @@ template <class T> struct StageState {
     for (auto &g : scratch) g = Buffer<T>();
     layer_scratch = Buffer<T>();
     capacity = 0;
+    split_stash = false;
   }
   // Gives each micro-batch its stash entry.
   void use_stash(const StashPlan &plan) {
@@ -117,11 +129,16 @@ template <class T> struct StageState {
   }
   // Layer j's saved memory for one micro-batch (null where it keeps none).
   T *saved(Slot<T> &slot, std::size_t j) { return stash[slot.stash][widths.size() - 2 + j].data(); }
+  // Layer j's output gradient, kept by a split backward (j below the last layer; null where the
+  // layer does not split, or the stash keeps none).
+  T *kept_gradient(Slot<T> &slot, std::size_t j) {
+    return split_stash ? stash[slot.stash][2 * (widths.size() - 1) - 1 + j].data() : nullptr;
+  }
 };
 
 // (Out of the class: a program linked with tandem::compiled finds it compiled there.)
-template <class T> void StageState<T>::resize(std::size_t m, std::size_t rows, std::size_t entries) {
-  (void)bytes_for(m, rows, entries); // (sizes that overflow fail here, before any allocation)
+template <class T> void StageState<T>::resize(std::size_t m, std::size_t rows, std::size_t entries, bool split) {
+  (void)bytes_for(m, rows, entries, split); // (sizes that overflow fail here, before any allocation)
   release();
   std::vector<Slot<T>> new_slots(m);
   for (auto &slot : new_slots) {
@@ -138,6 +155,8 @@ template <class T> void StageState<T>::resize(std::size_t m, std::size_t rows, s
   for (auto &entry : new_stash) {
     for (std::size_t j = 1; j + 1 < widths.size(); ++j) entry.emplace_back(*ex, rows * widths[j]);
     for (const std::size_t w : saved_widths) entry.push_back(w ? Buffer<T>(*ex, rows * w) : Buffer<T>());
+    if (split)
+      for (const std::size_t w : split_widths) entry.push_back(w ? Buffer<T>(*ex, rows * w) : Buffer<T>());
   }
   const std::size_t widest = *std::max_element(widths.begin(), widths.end());
   Buffer<T> new_scratch[2] = {Buffer<T>(*ex, rows * widest), Buffer<T>(*ex, rows * widest)};
@@ -147,6 +166,7 @@ template <class T> void StageState<T>::resize(std::size_t m, std::size_t rows, s
   for (int i = 0; i < 2; ++i) scratch[i] = std::move(new_scratch[i]);
   layer_scratch = std::move(new_layer_scratch);
   capacity = rows;
+  split_stash = split;
 }
 
 // Buffers for a step (the workspace). They grow to fit a step and are reused while they fit.
@@ -163,14 +183,17 @@ void prepare_workspace(std::span<StageState<T>> stages, const Plan &plan, const 
   for (std::size_t s = 0; s < stages.size(); ++s) {
     auto &st = stages[s];
     if (!st.ex) continue;
-    const StashPlan stash = assign_stash(orders[s], plan.m);
-    const std::size_t needed = st.bytes_for(plan.m, rows, stash.entries);
-    if (!st.fits(plan.m, rows, stash.entries) || oversized(st.held_bytes(), needed)) {
+    const std::vector<schedule::Task> order = stage_order(orders, s);
+    const StashPlan stash = assign_stash(order, plan.m);
+    const bool split = splits_backward(order);
+    const std::size_t needed = st.bytes_for(plan.m, rows, stash.entries, split);
+    if (!st.fits(plan.m, rows, stash.entries, split) || oversized(st.held_bytes(), needed)) {
       before_replacing(st);
       std::size_t m = std::max(plan.m, st.slots.size()), r = std::max(rows, st.capacity),
                   e = std::max(stash.entries, st.stash.size());
-      if (oversized(st.bytes_for(m, r, e), needed)) m = plan.m, r = rows, e = stash.entries;
-      st.resize(m, r, e);
+      bool sp = split || (st.split_stash && st.stash.size() >= e);
+      if (oversized(st.bytes_for(m, r, e, sp), needed)) m = plan.m, r = rows, e = stash.entries, sp = split;
+      st.resize(m, r, e, sp);
     }
     st.use_stash(stash);
   }
