@@ -24,7 +24,9 @@
 #include "tandem/optim/sgd.hpp"
 #include "tandem/pipeline.hpp"
 #include "tandem/schedule/gpipe.hpp"
+#include "tandem/schedule/interleaved_1f1b.hpp"
 #include "tandem/schedule/naive.hpp"
+#include "tandem/schedule/zero_bubble_h1.hpp"
 #include "tandem/tensor.hpp"
 
 namespace {
@@ -152,6 +154,14 @@ TEST_SUITE("gpu") {
     // 4 micro-batches do not divide the last batch of 37 evenly.
     compare_with_host({.devices = "0,0", .force_copies = true}, schedule::GPipe{.micro_batches = 4}, true);
     compare_with_host({.devices = "0,0"}, schedule::GPipe{.micro_batches = 4}, false);
+  }
+
+  TEST_CASE("pipeline: split backwards (ZB-H1) and per-device orders on one GPU match the host") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    // (stage 1's Linear, ReLU, Linear runs layer by layer when split: no ReLU hand-off)
+    compare_with_host({.devices = "0,0", .force_copies = true}, schedule::ZeroBubbleH1{.micro_batches = 4}, true);
+    compare_with_host({.devices = "0,0"}, schedule::ZeroBubbleH1{.micro_batches = 4}, false);
+    compare_with_host({.devices = "0,0"}, schedule::Interleaved1F1B{.micro_batches = 4}, false);
   }
 
   TEST_CASE("pipeline: the default mapping matches the host") {

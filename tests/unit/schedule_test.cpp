@@ -174,6 +174,13 @@ template <class Opt> void trains_as_naive(const typename Opt::Options &options, 
 TEST_SUITE("schedule") {
   TEST_CASE("ZB-H1 gives Naive's loss, gradients and outputs") { check_all_sizes<schedule::ZeroBubbleH1>("ZB-H1"); }
 
+  TEST_CASE("ZB-H1 where small stages would be fused: split stages run layer by layer, with Naive's result") {
+    // (Naive runs the whole network as one operation here; ZB-H1 fuses nothing)
+    Context ctx({.devices = "host", .fuse_small_stages = StageFusion::always});
+    Net2 net(ctx, 11);
+    check_transparent(net, loss::CrossEntropy{}, 13, labels(13, 3, 13), schedule::ZeroBubbleH1{.micro_batches = 4});
+  }
+
   TEST_CASE("every schedule trains to Naive's parameters with SGD, Adam and AdamW, on workers and not") {
     trains_as_naive<optim::SGD>({.lr = 0.1f, .momentum = 0.9f, .weight_decay = 0.01f}, 1e-6);
     trains_as_naive<optim::Adam>({.lr = 1e-2f}, 1e-6);
