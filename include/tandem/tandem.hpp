@@ -21,6 +21,7 @@
 #include "tandem/layers/sequential.hpp"
 #include "tandem/layers/sigmoid.hpp"
 #include "tandem/layers/tanh.hpp"
+#include "tandem/memory_plan.hpp"
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/loss/mse.hpp"
 #include "tandem/metrics.hpp"

@@ -108,7 +108,24 @@ struct StashPlan {
   std::vector<std::size_t> entry; // by micro-batch
   std::size_t entries = 0;
 };
-TANDEM_INLINE StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m);
+constexpr StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m) {
+  const bool training = std::any_of(order.begin(), order.end(),
+                                    [](const schedule::Task &t) { return t.kind == schedule::Task::backward; });
+  StashPlan plan{std::vector<std::size_t>(m, 0), 0};
+  std::vector<std::size_t> free;
+  for (const auto &t : order) {
+    std::size_t &entry = plan.entry[t.micro_batch];
+    if (t.kind == schedule::Task::forward) {
+      if (free.empty()) free.push_back(plan.entries++);
+      entry = free.back();
+      free.pop_back();
+      if (!training) free.push_back(entry);
+    } else {
+      free.push_back(entry);
+    }
+  }
+  return plan;
+}
 
 // Defined here in a header-only program; in one linked with tandem::compiled, in src/compiled.cpp.
 #if TANDEM_INLINE_DEFINITIONS
@@ -146,24 +163,6 @@ TANDEM_INLINE TaskOrders forward_orders(std::size_t stages, std::size_t m) {
   return orders;
 }
 
-TANDEM_INLINE StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m) {
-  const bool training = std::any_of(order.begin(), order.end(),
-                                    [](const schedule::Task &t) { return t.kind == schedule::Task::backward; });
-  StashPlan plan{std::vector<std::size_t>(m, 0), 0};
-  std::vector<std::size_t> free;
-  for (const auto &t : order) {
-    std::size_t &entry = plan.entry[t.micro_batch];
-    if (t.kind == schedule::Task::forward) {
-      if (free.empty()) free.push_back(plan.entries++);
-      entry = free.back();
-      free.pop_back();
-      if (!training) free.push_back(entry);
-    } else {
-      free.push_back(entry);
-    }
-  }
-  return plan;
-}
 #endif
 
 } // namespace tandem::detail

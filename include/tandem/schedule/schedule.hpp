@@ -25,7 +25,7 @@ concept Schedule = requires(const S &s, std::size_t n) {
 };
 
 namespace detail {
-inline std::vector<Task> all_forward_then_backward(std::size_t m) {
+constexpr std::vector<Task> all_forward_then_backward(std::size_t m) {
   std::vector<Task> tasks;
   for (std::size_t k = 0; k < m; ++k) tasks.push_back({Task::forward, k});
   for (std::size_t k = m; k-- > 0;) tasks.push_back({Task::backward, k});
