@@ -171,6 +171,29 @@ TEST_SUITE("gpu") {
       check_close(got.parameters[i], want.parameters[i], 1e-4, "transformer: parameter " + std::to_string(i));
   }
 
+  TEST_CASE("pipeline: the memory plan is what a GPU step allocates, and one byte less fails") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    const auto sched = schedule::GPipe{.micro_batches = 3};
+    const optim::SGDOptions options{.lr = 0.1f, .momentum = 0.9f};
+    constexpr auto plan =
+        Gpt::memory_plan(6 * T, schedule::GPipe{.micro_batches = 3}, optim::SGDOptions{.lr = 0.1f, .momentum = 0.9f});
+    const auto x = test::labels(6 * T, V, 1), y = test::labels(6 * T, V, 2);
+    for (const std::size_t shortfall : {0, 1}) {
+      Context ctx({.devices = "0,0",
+                   .force_copies = true,
+                   .device_memory = {plan.device_bytes(0), plan.device_bytes(1) - shortfall}});
+      Gpt net(ctx, 3);
+      optim::SGD opt(net, options);
+      if (shortfall) {
+        CHECK_THROWS_AS((void)net.train_step(x, y, loss::CrossEntropy{}, opt, sched), Error);
+        continue;
+      }
+      (void)net.train_step(x, y, loss::CrossEntropy{}, opt, sched);
+      CHECK(ctx.bytes_in_use(0) == plan.device_bytes(0));
+      CHECK(ctx.bytes_in_use(1) == plan.device_bytes(1));
+    }
+  }
+
   TEST_CASE("pipeline: describe() tells the mapping") {
     TANDEM_SKIP_WITHOUT_GPU();
     Context ctx({.devices = "0,0"});
