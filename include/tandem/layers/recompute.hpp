@@ -36,13 +36,13 @@ template <class... Ls> struct Recompute {
   // the previous layer's output, or the stage's input).
   static constexpr std::size_t saved_values(std::size_t) { return 0; }
   // Per call: the chain's kept memory (its inner activations and its layers' saved memory), the
-  // recomputed output, and, from the next multiple of `alignment` values, the chain's own per-call
-  // memory.
+  // recomputed output and the chain's own per-call memory, each from a multiple of `alignment`
+  // values.
   static constexpr std::size_t scratch_values(std::size_t in) { return own_memory(in) + body::scratch_values(in); }
-  // Each block of the chain's memory then lies at the same offset from a multiple of `alignment`
-  // values as it does in Sequential's buffers (of its own, from an allocation): a product's
-  // algorithm may depend on its operands' alignment (cuBLASLt's heuristics), and the recomputed
-  // forward must give the same bits as the first.
+  // Each block of the chain's memory, and the output, then lies as aligned (up to `alignment`
+  // values) as in Sequential's buffers, each of which starts an allocation: a product's algorithm
+  // may depend on its operands' alignment (cuBLASLt's heuristics), and the recomputed forward must
+  // give the same bits as the first.
   static constexpr std::size_t alignment = 64;
 
   template <class T> static void init(std::span<T> params, std::size_t in, Random &rng) { body::init(params, in, rng); }
@@ -63,7 +63,7 @@ template <class... Ls> struct Recompute {
                                       .out = b.out,
                                       .params = b.params,
                                       .x = b.x,
-                                      .y = b.scratch + b.rows * body::saved_values(b.in),
+                                      .y = b.scratch + b.rows * aligned(body::saved_values(b.in)),
                                       .saved = kept,
                                       .scratch = inner_scratch,
                                       .first_row = b.first_row,
@@ -76,9 +76,10 @@ template <class... Ls> struct Recompute {
 
 private:
   static constexpr std::size_t output_width(std::size_t in) { return body::widths(in)[body::num_layers]; }
-  // The kept memory and the output, rounded up to a multiple of `alignment`.
+  static constexpr std::size_t aligned(std::size_t values) { return (values + alignment - 1) / alignment * alignment; }
+  // The kept memory and the output.
   static constexpr std::size_t own_memory(std::size_t in) {
-    return (body::saved_values(in) + output_width(in) + alignment - 1) / alignment * alignment;
+    return aligned(aligned(body::saved_values(in)) + output_width(in));
   }
 };
 
