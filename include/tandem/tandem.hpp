@@ -16,6 +16,7 @@
 #include "tandem/layers/layer_norm.hpp"
 #include "tandem/layers/linear.hpp"
 #include "tandem/layers/positional_embedding.hpp"
+#include "tandem/layers/recompute.hpp"
 #include "tandem/layers/relu.hpp"
 #include "tandem/layers/residual.hpp"
 #include "tandem/layers/sequential.hpp"

@@ -35,6 +35,16 @@ static_assert(Mlp::memory_plan(64, schedule::GPipe{.micro_batches = 8}).stages[0
 static_assert(Mlp::memory_plan(64).device_bytes(1) <
               Mlp::memory_plan(64, schedule::Naive{}, optim::AdamOptions{}).device_bytes(1));
 
+// Two blocks a stage, their activations kept (Sequential) or recomputed in the backward.
+template <template <class...> class Chain>
+using Blocks = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>,
+                              Chain<Residual<LayerNorm<D>, CausalSelfAttention<D, 2, T>>,
+                                    Residual<LayerNorm<D>, Linear<D, 4 * D>, GELU, Linear<4 * D, D>>>>,
+                        Stage<Device<1>, Chain<Residual<LayerNorm<D>, CausalSelfAttention<D, 2, T>>>, Linear<D, V>>>;
+constexpr auto kept_plan = Blocks<Sequential>::memory_plan(8 * T, schedule::GPipe{.micro_batches = 4});
+constexpr auto recomputed_plan = Blocks<Recompute>::memory_plan(8 * T, schedule::GPipe{.micro_batches = 4});
+static_assert(recomputed_plan.device_bytes(0) < kept_plan.device_bytes(0));
+
 template <class Net> std::vector<typename Net::input_type> inputs(std::size_t rows, std::uint64_t seed) {
   if constexpr (std::is_same_v<typename Net::input_type, std::int32_t>) return test::labels(rows, V, seed);
   else return test::uniform<float>(rows * Net::in_features, seed);
@@ -124,6 +134,22 @@ TEST_CASE("memory_plan: the plan is what a step allocates, byte for byte, under 
   SUBCASE("1F1B") { every_optimizer<Mlp>(schedule::OneFOneB{.micro_batches = 5}, 37); }
   SUBCASE("a transformer, GPipe") { every_optimizer<Gpt>(schedule::GPipe{.micro_batches = 3}, 6 * T); }
   SUBCASE("a transformer, 1F1B") { every_optimizer<Gpt>(schedule::OneFOneB{.micro_batches = 2}, 5 * T); }
+}
+
+TEST_CASE("memory_plan: a network that does not fit without Recompute fits with it") {
+  check_exact<Blocks<Recompute>, optim::AdamW>(schedule::GPipe{.micro_batches = 4}, {}, 8 * T);
+  const std::vector<std::size_t> capacity{recomputed_plan.device_bytes(0), recomputed_plan.device_bytes(1)};
+  const auto x = test::labels(8 * T, V, 3), y = test::labels(8 * T, V, 4);
+  Context ctx({.devices = "host", .quiet = true, .device_memory = capacity});
+  Blocks<Recompute> fits(ctx, 5);
+  optim::AdamW fits_opt(fits, {});
+  CHECK(
+      std::isfinite(float(fits.train_step(x, y, loss::CrossEntropy{}, fits_opt, schedule::GPipe{.micro_batches = 4}))));
+  Context other({.devices = "host", .quiet = true, .device_memory = capacity});
+  Blocks<Sequential> kept(other, 5);
+  optim::AdamW kept_opt(kept, {});
+  CHECK_THROWS_AS((void)kept.train_step(x, y, loss::CrossEntropy{}, kept_opt, schedule::GPipe{.micro_batches = 4}),
+                  Error);
 }
 
 TEST_CASE("memory_plan: its parts follow from the widths, the schedule and the optimizer") {
