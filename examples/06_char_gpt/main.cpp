@@ -140,6 +140,8 @@ int main(int argc, char **argv) {
     const schedule::GPipe gpipe{.micro_batches = 4};
     std::printf("%s%zu parameters on 2 stages, GPipe with 4 micro-batches of %zu sequences of %zu\n",
                 ctx.describe().c_str(), CharGpt::parameter_count, batch / 4, T);
+    // What each device holds for this network, optimizer and step shape, known before the run.
+    std::printf("%s", CharGpt::describe_memory(batch * T, gpipe, options).c_str());
 
     std::vector<std::int32_t> x, y;
     std::vector<std::size_t> starts(batch);

@@ -124,6 +124,11 @@ struct ContextOptions {
   // Across processes (Context(env), <tandem/distributed.hpp>): how long a rank waits for another
   // rank's message before it throws Error naming what never came.
   std::chrono::duration<double> peer_timeout = std::chrono::seconds(60);
+  // Bytes that logical device N may hold, entry N (0 or no entry: no limit), on every backend: what
+  // networks, optimizers and tensors allocate there. A network's memory_plan says what it needs
+  // (docs/memory.md). An allocation beyond it throws Error naming the device, its capacity, the
+  // bytes in use and the bytes asked for.
+  std::vector<std::size_t> device_memory{};
 };
 
 namespace detail {
@@ -196,6 +201,7 @@ public:
     if (!slot) {
       slot = make_executor(logical);
       slot->share_issue_mutex(issue_mutex_);
+      slot->set_capacity(logical, logical < options_.device_memory.size() ? options_.device_memory[logical] : 0);
     }
     return slot;
   }
@@ -446,6 +452,13 @@ public:
   // One line per logical device made so far: "Device<1> -> cuda:0 (shared with Device<0>)";
   // before any: the backend, the devices found and how Device<N> will map.
   std::string describe() const { return state_->describe(); }
+
+  // The bytes that networks, optimizers and tensors hold on logical device `logical` now
+  // (ContextOptions::device_memory caps them).
+  std::size_t bytes_in_use(std::size_t logical) const {
+    const std::lock_guard turn(state_->issue_mutex());
+    return state_->executor(logical).bytes_in_use();
+  }
 
   // The mutex that issuing threads take turns on (docs/threads.md).
   std::recursive_mutex &issue_mutex() const { return state_->issue_mutex(); }

@@ -17,6 +17,7 @@
 #include "tandem/error.hpp"
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/loss/loss.hpp"
+#include "tandem/memory_plan.hpp"
 #include "tandem/optim/optimizer.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pending_loss.hpp"
@@ -55,6 +56,32 @@ public:
   // Bytes that cross stage boundaries in one training step with `batch` samples: each
   // boundary's activations forward and their gradients backward, the seed's C = sum s_i * b * 2.
   static constexpr std::size_t boundary_bytes(std::size_t batch) { return topology::boundary_bytes(batch); }
+
+  // Logical devices 0 .. the highest a stage names.
+  static constexpr std::size_t num_devices = topology::num_devices;
+  // What a fresh network, its optimizer (by its options: optim::SGDOptions, AdamOptions,
+  // AdamWOptions; none: forward and backward only) and one training step of `rows` rows under
+  // `sched` allocate, per stage and logical device, exactly (docs/memory.md). Loss: the targets'
+  // type and count, whose copy the network keeps when they come from host memory. constexpr: a
+  // network that cannot fit a budget need not compile, as in
+  //   static_assert(Net::memory_plan(64, schedule::GPipe{.micro_batches = 8}, optim::AdamOptions{})
+  //                     .device_bytes(1) <= (1u << 20));
+  template <class Loss = loss::CrossEntropy, schedule::Schedule Sched, class Options>
+  static constexpr MemoryPlan<num_stages, num_devices> memory_plan(std::size_t rows, const Sched &sched,
+                                                                   const Options &options) {
+    // (state_bytes is optim::'s, found by argument-dependent lookup: its header may come later.)
+    return detail::plan_memory<topology, Loss>(
+        rows, sched, [&](std::size_t parameters) { return state_bytes(options, parameters); });
+  }
+  template <class Loss = loss::CrossEntropy, schedule::Schedule Sched = schedule::Naive>
+  static constexpr MemoryPlan<num_stages, num_devices> memory_plan(std::size_t rows, const Sched &sched = {}) {
+    return detail::plan_memory<topology, Loss>(rows, sched, [](std::size_t) { return std::size_t{0}; });
+  }
+  // The plan as a table (MemoryPlan::describe).
+  template <class Loss = loss::CrossEntropy, schedule::Schedule Sched, class Options>
+  static std::string describe_memory(std::size_t rows, const Sched &sched, const Options &options) {
+    return memory_plan<Loss>(rows, sched, options).describe();
+  }
 
   // Parameters initialised as PyTorch's layers do, from `seed` (the same seed, the same network).
   BasicPipeline(Context &ctx, std::uint64_t seed) : runtime_(ctx, seed) {}

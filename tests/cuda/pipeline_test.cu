@@ -18,8 +18,10 @@
 #include "tandem/layers/layer_norm.hpp"
 #include "tandem/layers/linear.hpp"
 #include "tandem/layers/positional_embedding.hpp"
+#include "tandem/layers/recompute.hpp"
 #include "tandem/layers/relu.hpp"
 #include "tandem/layers/residual.hpp"
+#include "tandem/layers/sequential.hpp"
 #include "tandem/loss/cross_entropy.hpp"
 #include "tandem/optim/sgd.hpp"
 #include "tandem/pipeline.hpp"
@@ -120,9 +122,14 @@ using Mlp = Residual<LayerNorm<D>, Linear<D, 2 * D>, GELU, Dropout<20>, Linear<2
 using Gpt = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Attn>,
                      Stage<Device<1>, Mlp, LayerNorm<D>, Linear<D, V>>>;
 
-Trace train_gpt(Context &ctx) {
+// The GPT with its blocks recomputed in the backward, and its twin that keeps their activations.
+template <template <class...> class Chain>
+using ChainGpt = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Chain<Attn>>,
+                          Stage<Device<1>, Chain<Mlp, Attn>, LayerNorm<D>, Linear<D, V>>>;
+
+template <class Net = Gpt> Trace train_gpt(Context &ctx) {
   Context host({.devices = "host"});
-  Gpt init(host, 3), net(ctx, 3);
+  Net init(host, 3), net(ctx, 3);
   for (std::size_t i = 0; i < init.parameters().size(); ++i)
     net.parameters()[i].copy_from(init.parameters()[i].to_host());
   optim::SGD opt(net, {.lr = 0.1f, .momentum = 0.9f});
@@ -179,6 +186,38 @@ TEST_SUITE("gpu") {
     check_close(got.outputs, want.outputs, 1e-4, "transformer: outputs");
     for (std::size_t i = 0; i < got.parameters.size(); ++i)
       check_close(got.parameters[i], want.parameters[i], 1e-4, "transformer: parameter " + std::to_string(i));
+  }
+
+  TEST_CASE("pipeline: the memory plan is what a GPU step allocates, and one byte less fails") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    const auto sched = schedule::GPipe{.micro_batches = 3};
+    const optim::SGDOptions options{.lr = 0.1f, .momentum = 0.9f};
+    constexpr auto plan =
+        Gpt::memory_plan(6 * T, schedule::GPipe{.micro_batches = 3}, optim::SGDOptions{.lr = 0.1f, .momentum = 0.9f});
+    const auto x = test::labels(6 * T, V, 1), y = test::labels(6 * T, V, 2);
+    for (const std::size_t shortfall : {0, 1}) {
+      Context ctx({.devices = "0,0",
+                   .force_copies = true,
+                   .device_memory = {plan.device_bytes(0), plan.device_bytes(1) - shortfall}});
+      Gpt net(ctx, 3);
+      optim::SGD opt(net, options);
+      if (shortfall) {
+        CHECK_THROWS_AS((void)net.train_step(x, y, loss::CrossEntropy{}, opt, sched), Error);
+        continue;
+      }
+      (void)net.train_step(x, y, loss::CrossEntropy{}, opt, sched);
+      CHECK(ctx.bytes_in_use(0) == plan.device_bytes(0));
+      CHECK(ctx.bytes_in_use(1) == plan.device_bytes(1));
+    }
+  }
+
+  TEST_CASE("pipeline: Recompute trains on the GPU bit for bit as Sequential") {
+    TANDEM_SKIP_WITHOUT_GPU();
+    Context gpu({.devices = "0,0", .force_copies = true});
+    const Trace kept = train_gpt<ChainGpt<Sequential>>(gpu), recomputed = train_gpt<ChainGpt<Recompute>>(gpu);
+    CHECK(recomputed.losses == kept.losses);
+    CHECK(recomputed.outputs == kept.outputs);
+    CHECK(recomputed.parameters == kept.parameters);
   }
 
   TEST_CASE("pipeline: describe() tells the mapping") {

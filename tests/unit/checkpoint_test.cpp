@@ -778,3 +778,21 @@ TEST_CASE("checkpoint: an index of weights alone (save_sharded's) beside a check
   load_checkpoint(dir.path, b, opt_b);
   CHECK(test::same_bits(test::weights(a), test::weights(b)));
 }
+
+TEST_CASE("checkpoint: a Recompute network and its Sequential twin read each other's files") {
+  using Block = Residual<LayerNorm<8>, Linear<8, 16>, GELU, Linear<16, 8>>;
+  using Kept = Pipeline<Stage<Device<0>, Linear<5, 8>, Sequential<Block, Block>>, Stage<Device<1>, Linear<8, 3>>>;
+  using Recomputed = Pipeline<Stage<Device<0>, Linear<5, 8>, Recompute<Block, Block>>, Stage<Device<1>, Linear<8, 3>>>;
+  CHECK(checkpoint::signature<Kept>() == checkpoint::signature<Recomputed>());
+  Context ctx({.devices = "host"});
+  const test::ScratchDir dir("ckpt_recompute");
+  Kept a(ctx, 1);
+  Recomputed b(ctx, 2);
+  REQUIRE_FALSE(test::same_bits(test::weights(a), test::weights(b)));
+  save(a, dir / "w.safetensors");
+  load(b, dir / "w.safetensors");
+  CHECK(test::same_bits(test::weights(a), test::weights(b)));
+  CHECK(b.parameter("stage0.1.1.0.weight").to_host() == a.parameter("stage0.1.1.0.weight").to_host());
+  const auto x = test::uniform<float>(4 * 5, 3);
+  CHECK(test::same_bits(a.forward(x), b.forward(x)));
+}

@@ -185,7 +185,7 @@ TEST_CASE("plan: a per-device order that would deadlock is refused, and so are s
                        doctest::Contains("the stages' devices are (0, 1, 1, 0)"), Error);
   CHECK_THROWS_WITH_AS(tandem::detail::training_orders(GoodInterleaving{}, {0, 1, 0}, 2),
                        doctest::Contains("the stages' devices are (0, 1, 0)"), Error);
-  CHECK(tandem::detail::device_cycle({3, 5, 3, 5, 3, 5}, "x") == 2);
+  CHECK(tandem::detail::device_cycle(std::vector<std::size_t>{3, 5, 3, 5, 3, 5}, "x") == 2);
   CHECK_THROWS_WITH_AS(tandem::schedule::Interleaved1F1B{.micro_batches = 3}.device_order(0, 2, 2, 3),
                        doctest::Contains("micro_batches = 3 is not a multiple of the 2 devices"), Error);
 }

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // The transformer layers (layers/embedding, positional_embedding, layer_norm,
-// causal_self_attention, sequential, residual, dropout) in the protocol and in a pipeline: their
-// gradients against finite differences, nested names, sequences that micro-batches keep whole,
-// token input, and every schedule equal to the whole batch. PyTorch parity is in
+// causal_self_attention, sequential, residual, dropout, recompute) in the protocol and in a
+// pipeline: their gradients against finite differences, nested names, sequences that
+// micro-batches keep whole, token input, every schedule equal to the whole batch, and Recompute
+// equal to Sequential bit for bit, with the memory it saves. PyTorch parity is in
 // tests/reference/transformer_reference.cpp.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <type_traits>
@@ -80,6 +82,45 @@ template <class Sched> std::vector<std::vector<float>> train(const Sched &sched,
   return values;
 }
 
+// The same network with one chain of layers as Sequential or as Recompute (Chain).
+template <template <class...> class Chain>
+using ChainGpt = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T, D>, Chain<Attn>>,
+                          Stage<Device<1>, Chain<Mlp, Attn>, LayerNorm<D>, Linear<D, V>>>;
+template <template <class...> class Chain>
+using ChainMlp =
+    Pipeline<Stage<Device<0>, Linear<6, 16>, Chain<ReLU, Linear<16, 16>, Dropout<25>, Tanh, Linear<16, 12>>>,
+             Stage<Device<1>, Chain<Linear<12, 8>, Sigmoid>, Linear<8, 3>>>;
+
+// What a few steps leave: each step's loss, every parameter and its gradient, and an inference.
+struct Trained {
+  std::vector<float> losses;
+  std::vector<std::vector<float>> values;
+  bool operator==(const Trained &) const = default;
+};
+template <class Net, class Opt, class Sched>
+Trained train_twin(HostExecution mode, const Sched &sched, const std::vector<std::vector<std::int32_t>> &xs,
+                   const std::vector<std::vector<std::int32_t>> &ys, const std::vector<float> &features) {
+  Context ctx({.host_execution = mode});
+  Net net(ctx, 7);
+  Opt opt = [&] {
+    if constexpr (std::is_same_v<Opt, optim::SGD>) return Opt(net, {.lr = 0.1f, .momentum = 0.9f});
+    else return Opt(net, {.lr = 1e-2f});
+  }();
+  Trained r;
+  for (std::size_t k = 0; k < ys.size(); ++k) {
+    if constexpr (std::is_same_v<typename Net::input_type, std::int32_t>)
+      r.losses.push_back(net.train_step(xs[k], ys[k], loss::CrossEntropy{}, opt, sched));
+    else
+      r.losses.push_back(
+          net.train_step(test::uniform<float>(ys[k].size() * 6, 40 + k), ys[k], loss::CrossEntropy{}, opt, sched));
+  }
+  r.values = test::snapshot(net);
+  for (const auto &p : net.parameters()) r.values.push_back(p.grad_to_host());
+  if constexpr (std::is_same_v<typename Net::input_type, std::int32_t>) r.values.push_back(net.forward(xs[0]));
+  else r.values.push_back(net.forward(features));
+  return r;
+}
+
 } // namespace transformer_test
 using namespace transformer_test;
 
@@ -93,6 +134,95 @@ TEST_CASE("transformer layers pass the gradient checker") {
   SUBCASE("Residual of attention") { passes<Residual<LayerNorm<8>, CausalSelfAttention<8, 4, 3>>>({.batch = 2}); }
   SUBCASE("Dropout (a training call's mask)") { passes<Dropout<30>>({.width = 7}); }
   SUBCASE("Linear, whose backward also runs as two tasks") { passes<Linear<5, 3>>(); }
+  SUBCASE("Recompute of an MLP") { passes<Recompute<Linear<4, 6>, Tanh, Dropout<30>, Linear<6, 3>>>(); }
+  SUBCASE("Recompute of a transformer block") {
+    passes<Recompute<Residual<LayerNorm<8>, CausalSelfAttention<8, 4, 3>>,
+                     Residual<LayerNorm<8>, Linear<8, 16>, GELU, Dropout<20>, Linear<16, 8>>>>({.batch = 2});
+  }
+}
+
+// Recompute keeps nothing per micro-batch: the stage holds its input already. Its per-call memory
+// is the chain's kept memory, its output and the chain's own per-call memory, each from a multiple
+// of 64 values.
+static_assert(saved_values<Recompute<Attn, Mlp>>(D) == 0);
+static_assert(saved_values<Recompute<Linear<4, 6>, Tanh, Linear<6, 3>>>(4) == 0);
+static_assert(saved_values<Sequential<Attn, Mlp>>(D) == 132 && scratch_values<Sequential<Attn, Mlp>>(D) == 104);
+static_assert(scratch_values<Recompute<Attn, Mlp>>(D) == 256 + 104); // 132 to 192, + 8 to 256; 104
+static_assert(scratch_values<Recompute<Linear<4, 6>, Tanh, Linear<6, 3>>>(4) == 128 + 2 * 6); // 6 + 6 to 64, + 3 to 128
+static_assert(Recompute<Attn, Mlp>::sequence_length == T && Recompute<Mlp>::draws_random &&
+              !Recompute<Attn>::draws_random && Recompute<Attn, Mlp>::sets_gradients);
+
+TEST_CASE("Recompute trains bit for bit as Sequential, under every schedule and host execution") {
+  std::vector<std::vector<std::int32_t>> xs, ys, labels;
+  for (std::uint64_t k = 0; k < 3; ++k) { // (one batch again and again: the loss must fall)
+    xs.push_back(tokens(6 * T, 50));
+    ys.push_back(tokens(6 * T, 60));
+    labels.push_back(test::labels(12, 3, 70));
+  }
+  const auto features = test::uniform<float>(5 * 6, 80);
+  auto both = [&]<class Opt>(HostExecution mode, const auto &sched) {
+    const auto seq = train_twin<ChainGpt<Sequential>, Opt>(mode, sched, xs, ys, features);
+    const auto rec = train_twin<ChainGpt<Recompute>, Opt>(mode, sched, xs, ys, features);
+    CHECK(rec.losses == seq.losses);
+    CHECK(rec.values == seq.values);
+    CHECK(seq.losses.back() < seq.losses.front()); // (it trained)
+    const auto seq_mlp = train_twin<ChainMlp<Sequential>, Opt>(mode, sched, {}, labels, features);
+    const auto rec_mlp = train_twin<ChainMlp<Recompute>, Opt>(mode, sched, {}, labels, features);
+    CHECK(rec_mlp == seq_mlp);
+    CHECK(seq_mlp.losses.back() < seq_mlp.losses.front());
+  };
+  for (const HostExecution mode : {HostExecution::workers, HostExecution::calling_thread}) {
+    CAPTURE(static_cast<int>(mode));
+    both.operator()<optim::SGD>(mode, schedule::Naive{});
+    both.operator()<optim::Adam>(mode, schedule::GPipe{.micro_batches = 3});
+    both.operator()<optim::SGD>(mode, schedule::OneFOneB{.micro_batches = 4});
+    both.operator()<optim::AdamW>(mode, schedule::ZeroBubbleH1{.micro_batches = 3}); // (Recompute runs whole in B)
+  }
+}
+
+TEST_CASE("Recompute names its parameters as Sequential does") {
+  Context ctx;
+  ChainGpt<Sequential> seq(ctx, 1);
+  ChainGpt<Recompute> rec(ctx, 1);
+  std::vector<std::string> a, b;
+  for (const auto &p : seq.parameters()) a.push_back(p.name());
+  for (const auto &p : rec.parameters()) b.push_back(p.name());
+  CHECK(a == b);
+  CHECK(rec.parameter("stage1.0.1.1.in_proj_weight").rows() == 3 * D); // chain 0 of stage 1, its Attn, attention
+  CHECK(rec.parameter("stage0.2.0.0.weight").to_host() == std::vector<float>(D, 1.0f));
+  CHECK(test::snapshot(rec) == test::snapshot(seq));
+}
+
+TEST_CASE("Recompute's stage holds less by what its traits say") {
+  using Seq = ChainGpt<Sequential>;
+  using Rec = ChainGpt<Recompute>;
+  Context ctx;
+  Seq seq(ctx, 2);
+  Rec rec(ctx, 2);
+  optim::SGD opt_seq(seq, {.lr = 1e-2f}), opt_rec(rec, {.lr = 1e-2f});
+  const auto x = tokens(6 * T, 1), y = tokens(6 * T, 2);
+  const schedule::GPipe sched{.micro_batches = 3};
+  CHECK(seq.train_step(x, y, loss::CrossEntropy{}, opt_seq, sched) ==
+        rec.train_step(x, y, loss::CrossEntropy{}, opt_rec, sched));
+  const std::size_t rows = 2 * T; // a micro-batch: 2 sequences
+  // Per stage: its stash entries no longer hold the chain's memory; its per-call memory is the most
+  // any of its layers needs, now Recompute's.
+  auto most = [](auto... v) { return std::max({v...}); };
+  const std::size_t first_others =
+      most(scratch_values<Embedding<V, D>>(1), scratch_values<PositionalEmbedding<T, D>>(D));
+  const std::size_t second_others = most(scratch_values<LayerNorm<D>>(D), scratch_values<Linear<D, V>>(D));
+  std::size_t saved = 0, more_scratch = 0;
+  saved += seq.peak_live_micro_batches(0) * saved_values<Sequential<Attn>>(D);
+  saved += seq.peak_live_micro_batches(1) * saved_values<Sequential<Mlp, Attn>>(D);
+  more_scratch +=
+      most(first_others, scratch_values<Recompute<Attn>>(D)) - most(first_others, scratch_values<Sequential<Attn>>(D));
+  more_scratch += most(second_others, scratch_values<Recompute<Mlp, Attn>>(D)) -
+                  most(second_others, scratch_values<Sequential<Mlp, Attn>>(D));
+  CHECK(seq.peak_live_micro_batches(0) == 3);
+  CHECK(rec.peak_live_micro_batches(1) == seq.peak_live_micro_batches(1));
+  MESSAGE("workspace: Sequential ", seq.workspace_bytes(), " bytes, Recompute ", rec.workspace_bytes(), " bytes");
+  CHECK(seq.workspace_bytes() - rec.workspace_bytes() == rows * (saved - more_scratch) * sizeof(float));
+  CHECK(rec.workspace_bytes() < seq.workspace_bytes());
 }
 
 TEST_CASE("composite layers nest their parameters' names as nn.Sequential does") {

@@ -66,6 +66,26 @@ public:
   // backend::set_allocation_limit says so).
   virtual void *allocate(std::size_t bytes) = 0;
   virtual void deallocate(void *ptr) noexcept = 0;
+
+  // The logical device's budget (ContextOptions::device_memory): the bytes that the library's
+  // buffers (networks, optimizers, tensors) hold here, and the most they may hold (0: no limit).
+  // A GPU executor's own fixed workspaces (cuBLAS's) are not counted. Buffers charge before they
+  // allocate and refund when they free, under issue_mutex(); charge() throws Error, changing
+  // nothing, where the bytes would exceed the capacity.
+  void set_capacity(std::size_t logical, std::size_t bytes) {
+    logical_ = logical;
+    capacity_ = bytes;
+  }
+  std::size_t capacity() const { return capacity_; }
+  std::size_t bytes_in_use() const { return in_use_; }
+  void charge(std::size_t bytes) {
+    if (capacity_ && (bytes > capacity_ || in_use_ > capacity_ - bytes))
+      detail::fail("out of memory: allocating ", bytes, " bytes on Device<", logical_, "> (", name(),
+                   ") would exceed its capacity of ", capacity_, " bytes (ContextOptions::device_memory), ", in_use_,
+                   " bytes being in use there");
+    in_use_ += bytes;
+  }
+  void refund(std::size_t bytes) noexcept { in_use_ -= bytes; }
   // Ordered host <-> device copies. upload() has read `src` when it returns; download()'s `dst`
   // must stay valid until synchronize().
   virtual void upload(void *dst, const void *src, std::size_t bytes) = 0;
@@ -130,6 +150,7 @@ public:
   void complete_steps_in_flight() noexcept { in_flight_.complete(); }
 
 private:
+  std::size_t logical_ = 0, capacity_ = 0, in_use_ = 0;
   StepInFlight::List in_flight_;
   std::shared_ptr<std::recursive_mutex> issue_mutex_ = std::make_shared<std::recursive_mutex>();
 };

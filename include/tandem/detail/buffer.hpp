@@ -22,7 +22,13 @@ public:
   Buffer(backend::Executor &ex, std::size_t n) : owner_(ex.weak_from_this().lock()), ex_(&ex), size_(n) {
     const std::size_t bytes = checked_product(n, sizeof(T), "a device buffer's bytes");
     const std::lock_guard turn(ex.issue_mutex());
-    data_ = static_cast<T *>(ex.allocate(bytes));
+    ex.charge(bytes);
+    try {
+      data_ = static_cast<T *>(ex.allocate(bytes));
+    } catch (...) {
+      ex.refund(bytes);
+      throw;
+    }
   }
   Buffer(Buffer &&o) noexcept
       : owner_(std::move(o.owner_)), ex_(std::exchange(o.ex_, nullptr)), data_(std::exchange(o.data_, nullptr)),
@@ -45,11 +51,14 @@ public:
 
 private:
   void reset() noexcept {
-    if (ex_ && data_) {
+    if (ex_) {
       const std::lock_guard turn(ex_->issue_mutex());
-      ex_->deallocate(data_);
+      if (data_) ex_->deallocate(data_);
+      ex_->refund(size_ * sizeof(T));
     }
+    ex_ = nullptr;
     data_ = nullptr;
+    size_ = 0;
   }
   std::shared_ptr<backend::Executor> owner_; // null for an executor no shared_ptr owns
   backend::Executor *ex_ = nullptr;

@@ -16,7 +16,7 @@
 namespace tandem::detail {
 
 // a * b, or Error naming both factors and `what` where the product does not fit a std::size_t.
-inline std::size_t checked_product(std::size_t a, std::size_t b, const char *what) {
+constexpr std::size_t checked_product(std::size_t a, std::size_t b, const char *what) {
   if (b != 0 && a > std::numeric_limits<std::size_t>::max() / b)
     fail(what, ": ", a, " x ", b, " overflows a std::size_t (the largest is ", std::numeric_limits<std::size_t>::max(),
          ")");

@@ -176,9 +176,20 @@ private:
   }
 };
 
+// What an Adam-family optimizer holds for a stage of `parameters` parameters: both moments, AMSGrad's
+// running maximum where it is on, and the step count on the device (Net::memory_plan reads it).
+template <class Options> constexpr std::size_t adam_state_bytes(const Options &options, std::size_t parameters) {
+  if (!parameters) return 0;
+  return sizeof(backend::op::AdamCount) + (options.amsgrad ? 3 : 2) * parameters * sizeof(float);
+}
+
 } // namespace tandem::detail
 
 namespace tandem::optim {
+
+constexpr std::size_t state_bytes(const AdamOptions &options, std::size_t parameters) {
+  return detail::adam_state_bytes(options, parameters);
+}
 
 // Adam (Kingma & Ba, 2015) as torch.optim.Adam computes it: weight_decay adds an L2 term to the
 // gradient; see AdamW for decay applied to the weights.

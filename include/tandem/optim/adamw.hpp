@@ -16,6 +16,9 @@ struct AdamWOptions {
   float weight_decay = 1e-2f;
   bool amsgrad = false;
 };
+constexpr std::size_t state_bytes(const AdamWOptions &options, std::size_t parameters) {
+  return detail::adam_state_bytes(options, parameters);
+}
 
 // AdamW (Loshchilov & Hutter, 2019): each step first scales the weights by 1 - lr * weight_decay,
 // then takes Adam's step on the raw gradient, so the decay is not rescaled by the moments.

@@ -46,6 +46,12 @@ struct SGDOptions {
   bool nesterov = false;
 };
 
+// The bytes SGD holds for a stage of `parameters` parameters: its momentum buffer, where momentum
+// is on (Net::memory_plan reads it).
+constexpr std::size_t state_bytes(const SGDOptions &options, std::size_t parameters) {
+  return options.momentum != 0 ? parameters * sizeof(float) : 0;
+}
+
 } // namespace tandem::optim
 
 namespace tandem::detail {

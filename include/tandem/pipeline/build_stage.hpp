@@ -20,6 +20,7 @@
 #include "tandem/optim/optimizer.hpp"
 #include "tandem/parameter.hpp"
 #include "tandem/pipeline/ranks.hpp"
+#include "tandem/pipeline/stage_memory.hpp"
 #include "tandem/pipeline/stage_state.hpp"
 #include "tandem/random.hpp"
 
@@ -36,19 +37,10 @@ void build_stage(StageState<T> &st, const Ranks &ranks, ContextState &ctx, std::
   st.device = St::device_index;
   st.rank = ranks.rank_of(I);
   st.widths.assign(w.begin(), w.end());
-  st.saved_widths.clear();
-  st.scratch_width = 0;
-  [&]<std::size_t... J>(std::index_sequence<J...>) {
-    ((st.saved_widths.push_back(saved_values<typename St::template layer<J>>(w[J])),
-      st.scratch_width = std::max(st.scratch_width, scratch_values<typename St::template layer<J>>(w[J]))),
-     ...);
-  }
-  (std::make_index_sequence<St::num_layers>{});
-  st.split_widths.clear();
-  [&]<std::size_t... J>(std::index_sequence<J...>) {
-    (st.split_widths.push_back(SplitBackward<typename St::template layer<J>> ? w[J + 1] : 0), ...);
-  }
-  (std::make_index_sequence<St::num_layers - 1>{});
+  static constexpr LayerMemory<St> memory = layer_memory<St>(w);
+  st.saved_widths.assign(memory.saved.begin(), memory.saved.end());
+  st.scratch_width = memory.scratch;
+  st.split_widths.assign(memory.kept.begin(), memory.kept.end() - 1);
   if (!ranks.local(I)) { // another rank's: its names and shapes only
     [&]<std::size_t... J>(std::index_sequence<J...>) {
       (

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -59,13 +60,49 @@ template <class Sched> std::size_t micro_batches(const Sched &sched, std::size_t
 TANDEM_INLINE void check_order(const std::vector<schedule::Task> &order, std::size_t s, std::size_t m);
 
 // Stage s's tasks, in the order the lists issue them.
-TANDEM_INLINE std::vector<schedule::Task> stage_order(const TaskOrders &orders, std::size_t s);
+constexpr std::vector<schedule::Task> stage_order(const TaskOrders &orders, std::size_t s) {
+  std::vector<schedule::Task> order;
+  for (const auto &list : orders)
+    for (const auto &t : list)
+      if (t.stage == s) order.push_back(t);
+  return order;
+}
 // Whether a stage's list splits a backward (backward_input and backward_weights).
-TANDEM_INLINE bool splits_backward(const std::vector<schedule::Task> &order);
+constexpr bool splits_backward(const std::vector<schedule::Task> &order) {
+  return std::any_of(order.begin(), order.end(),
+                     [](const schedule::Task &t) { return t.kind == schedule::Task::backward_input; });
+}
 
 // How many devices the stages cycle through (stage s on the device of stage s % D, the first D
 // distinct), for a DeviceSchedule; Error where they do not cycle.
-TANDEM_INLINE std::size_t device_cycle(const std::vector<std::size_t> &devices, const char *schedule);
+[[noreturn]] TANDEM_INLINE void fail_device_cycle(std::span<const std::size_t> devices, const char *schedule);
+constexpr std::size_t device_cycle(std::span<const std::size_t> devices, const char *schedule) {
+  std::size_t D = 0;
+  while (D < devices.size() && std::find(devices.begin(), devices.begin() + D, devices[D]) == devices.begin() + D) ++D;
+  bool cycles = D > 0 && devices.size() % D == 0;
+  for (std::size_t s = D; cycles && s < devices.size(); ++s) cycles = devices[s] == devices[s % D];
+  if (!cycles) fail_device_cycle(devices, schedule);
+  return D;
+}
+
+// Each stage's own list of a schedule's task lists for m micro-batches (each task naming its
+// stage): a StageSchedule's order, or the tasks of a DeviceSchedule's lists that name the stage.
+// Unchecked (training_orders checks them); constexpr, for the memory plan.
+template <class Sched>
+constexpr std::vector<schedule::Task> stage_tasks(const Sched &sched, std::span<const std::size_t> devices,
+                                                  std::size_t s, std::size_t m) {
+  const std::size_t stages = devices.size();
+  std::vector<schedule::Task> order;
+  if constexpr (schedule::StageSchedule<Sched>) {
+    order = sched.order(s, stages, m);
+  } else {
+    const std::size_t D = device_cycle(devices, "schedule");
+    for (const schedule::Task &t : sched.device_order(s % D, D, stages / D, m))
+      if (t.stage == s) order.push_back(t);
+  }
+  for (auto &t : order) t.stage = s;
+  return order;
+}
 
 // Inference: every stage runs the forwards of micro-batches 0..m-1.
 TANDEM_INLINE TaskOrders forward_orders(std::size_t stages, std::size_t m);
@@ -149,7 +186,24 @@ struct StashPlan {
   std::vector<std::size_t> entry; // by micro-batch
   std::size_t entries = 0;
 };
-TANDEM_INLINE StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m);
+constexpr StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m) {
+  const bool training = std::any_of(order.begin(), order.end(),
+                                    [](const schedule::Task &t) { return t.kind != schedule::Task::forward; });
+  StashPlan plan{std::vector<std::size_t>(m, 0), 0};
+  std::vector<std::size_t> free;
+  for (const auto &t : order) {
+    std::size_t &entry = plan.entry[t.micro_batch];
+    if (t.kind == schedule::Task::forward) {
+      if (free.empty()) free.push_back(plan.entries++);
+      entry = free.back();
+      free.pop_back();
+      if (!training) free.push_back(entry);
+    } else if (t.kind != schedule::Task::backward_input) {
+      free.push_back(entry);
+    }
+  }
+  return plan;
+}
 
 // Defined here in a header-only program; in one linked with tandem::compiled, in src/compiled.cpp.
 #if TANDEM_INLINE_DEFINITIONS
@@ -189,33 +243,13 @@ TANDEM_INLINE void check_order(const std::vector<schedule::Task> &order, std::si
                       : "forward");
 }
 
-TANDEM_INLINE std::vector<schedule::Task> stage_order(const TaskOrders &orders, std::size_t s) {
-  std::vector<schedule::Task> order;
-  for (const auto &list : orders)
-    for (const auto &t : list)
-      if (t.stage == s) order.push_back(t);
-  return order;
-}
-
-TANDEM_INLINE bool splits_backward(const std::vector<schedule::Task> &order) {
-  return std::any_of(order.begin(), order.end(),
-                     [](const schedule::Task &t) { return t.kind == schedule::Task::backward_input; });
-}
-
-TANDEM_INLINE std::size_t device_cycle(const std::vector<std::size_t> &devices, const char *schedule) {
-  std::size_t D = 0;
-  while (D < devices.size() && std::find(devices.begin(), devices.begin() + D, devices[D]) == devices.begin() + D) ++D;
-  bool cycles = D > 0 && devices.size() % D == 0;
-  for (std::size_t s = D; cycles && s < devices.size(); ++s) cycles = devices[s] == devices[s % D];
-  if (!cycles) {
-    std::string list;
-    for (const std::size_t d : devices) list += (list.empty() ? "" : ", ") + std::to_string(d);
-    fail(schedule,
-         ": a per-device schedule needs stages that cycle through their devices (stage s on the device of "
-         "stage s % D, each of the D devices holding the same number of stages), but the stages' devices are (",
-         list, ")");
-  }
-  return D;
+TANDEM_INLINE void fail_device_cycle(std::span<const std::size_t> devices, const char *schedule) {
+  std::string list;
+  for (const std::size_t d : devices) list += (list.empty() ? "" : ", ") + std::to_string(d);
+  fail(schedule,
+       ": a per-device schedule needs stages that cycle through their devices (stage s on the device of "
+       "stage s % D, each of the D devices holding the same number of stages), but the stages' devices are (",
+       list, ")");
 }
 
 TANDEM_INLINE TaskOrders forward_orders(std::size_t stages, std::size_t m) {
@@ -225,24 +259,6 @@ TANDEM_INLINE TaskOrders forward_orders(std::size_t stages, std::size_t m) {
   return orders;
 }
 
-TANDEM_INLINE StashPlan assign_stash(const std::vector<schedule::Task> &order, std::size_t m) {
-  const bool training = std::any_of(order.begin(), order.end(),
-                                    [](const schedule::Task &t) { return t.kind != schedule::Task::forward; });
-  StashPlan plan{std::vector<std::size_t>(m, 0), 0};
-  std::vector<std::size_t> free;
-  for (const auto &t : order) {
-    std::size_t &entry = plan.entry[t.micro_batch];
-    if (t.kind == schedule::Task::forward) {
-      if (free.empty()) free.push_back(plan.entries++);
-      entry = free.back();
-      free.pop_back();
-      if (!training) free.push_back(entry);
-    } else if (t.kind != schedule::Task::backward_input) {
-      free.push_back(entry);
-    }
-  }
-  return plan;
-}
 #endif
 
 } // namespace tandem::detail

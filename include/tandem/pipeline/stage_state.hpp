@@ -18,6 +18,7 @@
 #include "tandem/detail/host_memory.hpp"
 #include "tandem/error.hpp"
 #include "tandem/pipeline/plan.hpp"
+#include "tandem/pipeline/stage_memory.hpp"
 
 namespace tandem::detail {
 
@@ -84,18 +85,11 @@ template <class T> struct StageState {
   // What m slots of `rows` rows and `entries` stash entries (`split`: with the output gradients of
   // a split backward) take, in bytes (Error on overflow).
   std::size_t bytes_for(std::size_t m, std::size_t rows, std::size_t entries, bool split = false) const {
-    std::size_t boundary = 0, inner = 0;
-    for (std::size_t j = 0; j < widths.size(); ++j) (j == 0 || j + 1 == widths.size() ? boundary : inner) += widths[j];
-    for (const std::size_t w : saved_widths) inner += w;
-    if (split)
-      for (const std::size_t w : split_widths) inner += w;
-    const std::size_t widest = *std::max_element(widths.begin(), widths.end());
-    // Per row: each slot's input, output and their gradients; each stash entry's inner
-    // activations, saved memory (and kept output gradients); the two scratch buffers and the
-    // layers' per-call memory.
+    const StageRowValues v = stage_row_values(widths, saved_widths, scratch_width, split_widths);
+    const std::size_t stash_row = v.stash + (split ? v.kept : 0);
     const char *what = "a stage's workspace";
-    const std::size_t per_row = checked_sum(checked_product(m, 2 * boundary, what),
-                                            checked_product(entries, inner, what), 2 * widest + scratch_width);
+    const std::size_t per_row =
+        checked_sum(checked_product(m, v.slot, what), checked_product(entries, stash_row, what), v.workspace);
     return checked_product(checked_product(rows, per_row, what), sizeof(T), what);
   }
   std::size_t held_bytes() const { return capacity ? bytes_for(slots.size(), capacity, stash.size(), split_stash) : 0; }

@@ -152,10 +152,10 @@ public:
     return "stage" + std::to_string(stage) + "." + std::to_string(layer) + "." + std::string(p.name);
   }
 
-  static std::size_t device_of(std::size_t s) {
-    static constexpr std::array<std::size_t, num_stages> devices{Stages::device_index...};
-    return devices[s];
-  }
+  static constexpr std::array<std::size_t, num_stages> devices{Stages::device_index...};
+  static constexpr std::size_t device_of(std::size_t s) { return devices[s]; }
+  // Logical devices 0 .. the highest a stage names (some may hold no stage).
+  static constexpr std::size_t num_devices = std::max({Stages::device_index...}) + 1;
 
   // Calls f.template operator()<I>() for every stage, in order.
   template <class F> static void for_each_stage(F &&f) {

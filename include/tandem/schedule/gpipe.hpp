@@ -16,8 +16,8 @@ namespace tandem::schedule {
 struct GPipe {
   std::size_t micro_batches = 1;
 
-  std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
-  std::vector<Task> order(std::size_t /*stage*/, std::size_t /*stages*/, std::size_t m) const {
+  constexpr std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
+  constexpr std::vector<Task> order(std::size_t /*stage*/, std::size_t /*stages*/, std::size_t m) const {
     return detail::all_forward_then_backward(m);
   }
 };

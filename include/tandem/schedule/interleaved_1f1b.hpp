@@ -27,8 +27,8 @@ namespace tandem::schedule {
 struct Interleaved1F1B {
   std::size_t micro_batches = 1;
 
-  std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
-  std::vector<Task> device_order(std::size_t d, std::size_t D, std::size_t v, std::size_t m) const {
+  constexpr std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
+  constexpr std::vector<Task> device_order(std::size_t d, std::size_t D, std::size_t v, std::size_t m) const {
     if (m % D != 0)
       tandem::detail::fail("schedule::Interleaved1F1B: micro_batches = ", m, " is not a multiple of the ", D,
                            " devices the stages cycle through; use a multiple of ", D);

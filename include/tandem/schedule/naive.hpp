@@ -11,8 +11,8 @@ namespace tandem::schedule {
 
 // The seed's model parallelism: one device works while the others wait.
 struct Naive {
-  std::size_t count(std::size_t /*batch*/) const { return 1; }
-  std::vector<Task> order(std::size_t /*stage*/, std::size_t /*stages*/, std::size_t m) const {
+  constexpr std::size_t count(std::size_t /*batch*/) const { return 1; }
+  constexpr std::vector<Task> order(std::size_t /*stage*/, std::size_t /*stages*/, std::size_t m) const {
     return detail::all_forward_then_backward(m);
   }
 };

@@ -18,8 +18,8 @@ namespace tandem::schedule {
 struct OneFOneB {
   std::size_t micro_batches = 1;
 
-  std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
-  std::vector<Task> order(std::size_t stage, std::size_t stages, std::size_t m) const {
+  constexpr std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
+  constexpr std::vector<Task> order(std::size_t stage, std::size_t stages, std::size_t m) const {
     const std::size_t warm_up = std::min(stages - stage - 1, m);
     std::vector<Task> tasks;
     tasks.reserve(2 * m);

@@ -48,7 +48,7 @@ template <class S>
 concept Schedule = StageSchedule<S> || DeviceSchedule<S>;
 
 namespace detail {
-inline std::vector<Task> all_forward_then_backward(std::size_t m) {
+constexpr std::vector<Task> all_forward_then_backward(std::size_t m) {
   std::vector<Task> tasks;
   for (std::size_t k = 0; k < m; ++k) tasks.push_back({Task::forward, k});
   for (std::size_t k = m; k-- > 0;) tasks.push_back({Task::backward, k});

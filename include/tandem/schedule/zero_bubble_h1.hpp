@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <deque>
 #include <vector>
 
 #include "tandem/schedule/schedule.hpp"
@@ -24,20 +23,16 @@ namespace tandem::schedule {
 struct ZeroBubbleH1 {
   std::size_t micro_batches = 1;
 
-  std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
-  std::vector<Task> order(std::size_t stage, std::size_t stages, std::size_t m) const {
+  constexpr std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
+  constexpr std::vector<Task> order(std::size_t stage, std::size_t stages, std::size_t m) const {
     const std::size_t warm_up = std::min(stages - stage - 1, m);
     std::vector<Task> tasks;
     tasks.reserve(3 * m);
-    std::deque<std::size_t> waiting; // micro-batches whose backward_weights is yet to run
-    std::size_t f = 0, b = 0;
+    // micro-batches 0 .. w - 1 have run backward_weights (in micro-batch order, as 1F1B adds up)
+    std::size_t f = 0, b = 0, w = 0;
     auto backward = [&] {
-      tasks.push_back({Task::backward_input, b});
-      waiting.push_back(b++);
-      if (b > stage) { // the first `stage` wait
-        tasks.push_back({Task::backward_weights, waiting.front()});
-        waiting.pop_front();
-      }
+      tasks.push_back({Task::backward_input, b++});
+      if (b > stage) tasks.push_back({Task::backward_weights, w++}); // (the first `stage` wait)
     };
     while (f < warm_up) tasks.push_back({Task::forward, f++});
     while (f < m) {
@@ -45,7 +40,7 @@ struct ZeroBubbleH1 {
       backward();
     }
     while (b < m) backward();
-    for (const std::size_t k : waiting) tasks.push_back({Task::backward_weights, k});
+    while (w < m) tasks.push_back({Task::backward_weights, w++});
     return tasks;
   }
 };
