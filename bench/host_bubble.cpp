@@ -5,7 +5,8 @@
 //   bench_host_bubble [repeats]     (default 5 traced and 5 timed steps per row, after a warm-up)
 //
 // bubble: the median over traced steps of the largest idle fraction of a device (the first
-// stage's device, whose window is the whole step); mean: the same for the mean over devices.
+// stage's device, whose window is the whole step); mean: the same for the mean over devices; per
+// device: each device's idle fraction (median), Device<0> first.
 // formula: GPipe's and 1F1B's (n-1)/(m+n-1). step/Naive: the best untraced step of the schedule over
 // the best Naive step, the two alternating in the same stretch of time; ideal (m+n-1)/(n m).
 // Traced steps are separate from timed ones: tracing adds events and a wait at the step's end.
@@ -37,6 +38,7 @@ double median(std::vector<double> v) {
 
 struct Row {
   double bubble = 0, mean = 0; // medians over traced steps
+  std::vector<double> device;  // each device's idle fraction, median over traced steps
   double ms = 0, naive_ms = 0; // best untraced steps
 };
 
@@ -52,6 +54,7 @@ template <class N, class Sched> Row measure(Context &ctx, N &net, optim::SGD &op
   Row r;
   step(sched); // warm-up: buffers for this micro-batch count are allocated on the first step
   std::vector<double> ms, naive_ms, bubble, mean;
+  std::vector<std::vector<double>> device;
   for (int i = 0; i < repeats; ++i) {
     naive_ms.push_back(step(schedule::Naive{}));
     ms.push_back(step(sched));
@@ -64,10 +67,13 @@ template <class N, class Sched> Row measure(Context &ctx, N &net, optim::SGD &op
     const Bubble b = measure_bubble(tl);
     bubble.push_back(b.max);
     mean.push_back(b.mean);
+    device.resize(std::max(device.size(), b.devices.size()));
+    for (std::size_t d = 0; d < b.devices.size(); ++d) device[d].push_back(b.devices[d].idle_fraction());
   }
   tl.enable(false);
   tl.clear();
   r.bubble = median(bubble), r.mean = median(mean);
+  for (const auto &d : device) r.device.push_back(median(d));
   r.ms = *std::min_element(ms.begin(), ms.end());
   r.naive_ms = *std::min_element(naive_ms.begin(), naive_ms.end());
   return r;
@@ -75,8 +81,10 @@ template <class N, class Sched> Row measure(Context &ctx, N &net, optim::SGD &op
 
 void print(std::size_t n, const char *name, std::size_t m, const Row &r) {
   const double formula = double(n - 1) / double(m + n - 1), ideal = double(m + n - 1) / double(n * m);
-  std::printf("%2zu %-16s %3zu %7.3f %7.3f %8.3f %10.1f %10.1f %10.2f %7.2f\n", n, name, m, r.bubble, r.mean, formula,
+  std::printf("%2zu %-16s %3zu %7.3f %7.3f %8.3f %10.1f %10.1f %10.2f %7.2f  ", n, name, m, r.bubble, r.mean, formula,
               r.ms, r.naive_ms, r.ms / r.naive_ms, ideal);
+  for (std::size_t d = 0; d < r.device.size(); ++d) std::printf("%s%.2f", d ? " " : "", r.device[d]);
+  std::printf("\n");
   std::fflush(stdout);
 }
 
@@ -113,8 +121,8 @@ int main(int argc, char **argv) {
     std::printf("note: 4 stages on %u hardware threads share cores: a worker that the OS parks in the middle of a "
                 "task counts as busy, so the 4-stage bubbles are low and their step times high\n",
                 cores);
-  std::printf("\n%2s %-16s %3s %7s %7s %8s %10s %10s %10s %7s\n", "n", "schedule", "m", "bubble", "mean", "formula",
-              "step ms", "Naive ms", "step/Naive", "ideal");
+  std::printf("\n%2s %-16s %3s %7s %7s %8s %10s %10s %10s %7s  %s\n", "n", "schedule", "m", "bubble", "mean", "formula",
+              "step ms", "Naive ms", "step/Naive", "ideal", "per device");
   table<2>(repeats);
   table<4>(repeats);
 }

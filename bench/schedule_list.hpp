@@ -30,9 +30,9 @@ inline constexpr std::tuple schedules{
 };
 
 // Eight layers of Linear<width, width> + ReLU split evenly over n * v stages, stage i on
-// Device<i % n>. Batch 512 at width 512: a stage's task of one micro-batch takes milliseconds on
+// Device<i % n>. Batch 1024 at width 512: a stage's task of one micro-batch takes milliseconds on
 // a host core even at m = 16, so hand-offs (tens of microseconds) are a small part of it.
-constexpr std::size_t width = 512, batch = 512;
+constexpr std::size_t width = 512, batch = 1024;
 using L = Linear<width, width>;
 template <std::size_t D> using Eighth = Stage<Device<D>, L, ReLU>;
 template <std::size_t D> using Quarter = Stage<Device<D>, L, ReLU, L, ReLU>;

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Pictures of every schedule in schedule_list.hpp (and Naive) on 2 devices, m = 4: the order each
+// Pictures of every schedule in schedule_list.hpp (and Naive) on 2 devices (m = 4 by default): the order each
 // stage runs as designed, laid out with a forward taking 1 unit and a backward 2, and a real step
 // traced on the host backend's worker threads, both drawn by timeline_picture (timeline_picture.hpp).
 //
-//   bench_schedule_picture [columns]     (default 96 columns for the traced step)
+//   bench_schedule_picture [columns] [m]     (default 96 columns for the traced step, m = 4)
 //
 // F forward, B backward, L loss, O optimizer, with the micro-batch; '.' idle.
 #include <algorithm>
@@ -24,7 +24,7 @@ using namespace tandem;
 
 namespace {
 
-constexpr std::size_t devices = 2, micro_batches = 4;
+constexpr std::size_t devices = 2;
 
 // Each stage's order as designed, laid out as early as the dependencies allow: a forward after the
 // previous stage's forward of its micro-batch, a backward after the next stage's backward of it,
@@ -103,6 +103,7 @@ void picture(const char *name, const Sched &sched, std::size_t columns) {
 
 int main(int argc, char **argv) {
   const std::size_t columns = argc > 1 ? std::size_t(std::max(8, std::atoi(argv[1]))) : 96;
+  const std::size_t micro_batches = argc > 2 ? std::size_t(std::max(1, std::atoi(argv[2]))) : 4;
   std::printf("host backend, worker threads; 8 x (Linear %zu + ReLU) over 2 stages, batch %zu\n\n", bench::width,
               bench::batch);
   picture<1>("Naive", schedule::Naive{}, columns);
