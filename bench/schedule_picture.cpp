@@ -26,40 +26,86 @@ namespace {
 
 constexpr std::size_t devices = 2;
 
-// Each stage's order as designed, laid out as early as the dependencies allow: a forward after the
-// previous stage's forward of its micro-batch, a backward after the next stage's backward of it,
-// each stage's tasks in its order. Spans in units (a forward 1, a backward 2), stage s on track s.
-template <class Sched> std::vector<TimelineSpan> designed(const Sched &sched, std::size_t n) {
-  using schedule::Task;
-  const std::size_t m = sched.count(bench::batch);
-  std::vector<std::vector<Task>> order(n);
-  for (std::size_t s = 0; s < n; ++s) order[s] = sched.order(s, n, m);
-  std::map<std::tuple<std::size_t, int, std::size_t>, double> end; // (stage, kind, micro-batch)
-  std::vector<std::size_t> next(n, 0);
-  std::vector<double> free(n, 0);
+// What a task passes on when it ends: a forward its output to the next stage, a backward (or the
+// input-gradient half of a split one) its input's gradient to the stage before, the weight-gradient
+// half nothing.
+enum class Passes { output, gradient, nothing };
+struct Role {
+  TaskKind kind;
+  double length; // in units: a forward 1, a backward 2, each half of a split backward 1
+  Passes passes;
+};
+Role role(schedule::Task::Kind k) {
+  switch (k) {
+  case schedule::Task::forward: return {TaskKind::forward, 1, Passes::output};
+  case schedule::Task::backward:
+    return {TaskKind::backward, 2, Passes::gradient};
+    // Issue 25's split backward, once schedule::Task has it (g++ -Wall's -Wswitch names the cases):
+    //   case schedule::Task::backward_input: return {TaskKind::backward_input, 1, Passes::gradient};
+    //   case schedule::Task::backward_weights: return {TaskKind::backward_weights, 1, Passes::nothing};
+  }
+  return {TaskKind::backward, 2, Passes::gradient};
+}
+
+struct Item {
+  schedule::Task::Kind kind;
+  std::size_t micro_batch, stage;
+};
+
+// The order as designed on D devices with v stages each (stage s on Device<s % D>), laid out as
+// early as the dependencies allow: a forward after the previous stage's forward of its
+// micro-batch, a backward after the next stage's backward of it (the last stage's after its own
+// forward), a weight-gradient half after its input-gradient half; each list in its order, one
+// task at a time on a device. A schedule's lists: one per stage (order) or one per device
+// (device_order). Spans in units, on track d for Device<d>.
+template <class Sched> std::vector<TimelineSpan> designed(const Sched &sched, std::size_t D, std::size_t v) {
+  const std::size_t m = sched.count(bench::batch), n = D * v;
+  std::vector<std::vector<Item>> lists;
+  std::vector<std::size_t> device_of_list;
+  if constexpr (requires { sched.device_order(D, D, v, m); }) {
+    for (std::size_t d = 0; d < D; ++d) {
+      lists.emplace_back(), device_of_list.push_back(d);
+      for (const auto &t : sched.device_order(d, D, v, m)) lists.back().push_back({t.kind, t.micro_batch, t.stage});
+    }
+  } else {
+    for (std::size_t s = 0; s < n; ++s) {
+      lists.emplace_back(), device_of_list.push_back(s % D);
+      for (const auto &t : sched.order(s, n, m)) lists.back().push_back({t.kind, t.micro_batch, s});
+    }
+  }
+  std::map<std::tuple<std::size_t, Passes, std::size_t>, double> ready; // (stage, what, micro-batch)
+  std::vector<std::size_t> next(lists.size(), 0);
+  std::vector<double> free(D, 0);
   std::vector<TimelineSpan> spans;
   for (bool progress = true; progress;) {
     progress = false;
-    for (std::size_t s = 0; s < n; ++s) {
-      while (next[s] < order[s].size()) {
-        const Task t = order[s][next[s]];
-        // A new kind of task: its TaskKind, length and dependency go here.
-        const bool fwd = t.kind == Task::forward;
-        const bool first = fwd ? s == 0 : s + 1 == n;
-        const auto dep = fwd ? std::tuple{s - 1, int(Task::forward), t.micro_batch}
-                             : std::tuple{s + 1, int(Task::backward), t.micro_batch};
-        if (!first && !end.count(dep)) break; // waits for another stage
-        const double start = std::max(free[s], first ? 0.0 : end.at(dep)), length = fwd ? 1 : 2;
-        spans.push_back(
-            {fwd ? TaskKind::forward : TaskKind::backward, s, s, std::ptrdiff_t(t.micro_batch), start, length});
-        end[{s, int(t.kind), t.micro_batch}] = free[s] = start + length;
-        ++next[s], progress = true;
+    for (std::size_t l = 0; l < lists.size(); ++l) {
+      for (; next[l] < lists[l].size(); ++next[l], progress = true) {
+        const Item t = lists[l][next[l]];
+        const Role r = role(t.kind);
+        std::vector<std::tuple<std::size_t, Passes, std::size_t>> needs;
+        if (r.passes == Passes::output && t.stage > 0) needs.push_back({t.stage - 1, Passes::output, t.micro_batch});
+        if (r.passes == Passes::gradient)
+          needs.push_back(t.stage + 1 < n ? std::tuple{t.stage + 1, Passes::gradient, t.micro_batch}
+                                          : std::tuple{t.stage, Passes::output, t.micro_batch});
+        if (r.passes == Passes::nothing) needs.push_back({t.stage, Passes::gradient, t.micro_batch});
+        double start = free[device_of_list[l]];
+        bool waits = false;
+        for (const auto &key : needs) {
+          const auto it = ready.find(key);
+          if (it == ready.end()) waits = true;
+          else start = std::max(start, it->second);
+        }
+        if (waits) break; // until another list has run what this task needs
+        const std::size_t d = device_of_list[l];
+        spans.push_back({r.kind, d, t.stage, std::ptrdiff_t(t.micro_batch), start, r.length});
+        free[d] = start + r.length;
+        if (r.passes != Passes::nothing) ready[{t.stage, r.passes, t.micro_batch}] = free[d];
       }
     }
   }
-  for (std::size_t s = 0; s < n; ++s)
-    if (next[s] < order[s].size())
-      std::printf("  (stage %zu never runs task %zu of its order: a deadlock)\n", s, next[s]);
+  for (std::size_t l = 0; l < lists.size(); ++l)
+    if (next[l] < lists[l].size()) std::printf("  (list %zu never runs its task %zu: a deadlock)\n", l, next[l]);
   return spans;
 }
 
@@ -67,15 +113,16 @@ template <std::size_t StagesPerDevice, class Sched>
 void picture(const char *name, const Sched &sched, std::size_t columns) {
   const std::size_t m = sched.count(bench::batch);
   std::printf("%s, %zu devices, m = %zu\n\n", name, devices, m);
-  // The designed picture lays out one stage per device; an interleaving schedule's is drawn from
-  // its trace only.
-  if constexpr (StagesPerDevice == 1) {
-    const auto spans = designed(sched, devices);
+  // Stages sharing a device with lists of their own (order, not device_order) would take turns on
+  // it in an order the pipeline picks, which the designed layout cannot know: their trace only.
+  if constexpr (StagesPerDevice == 1 || requires { sched.device_order(devices, devices, StagesPerDevice, m); }) {
+    const auto spans = designed(sched, devices, StagesPerDevice);
     double units = 0;
     for (const auto &s : spans) units = std::max(units, s.end_us());
     std::vector<std::string> tracks;
     for (std::size_t d = 0; d < devices; ++d) tracks.push_back("Device<" + std::to_string(d) + ">");
-    std::printf("as designed (a forward 1 unit, a backward 2: 4 columns a unit):\n%s\n",
+    std::printf("as designed (a forward 1 unit, a backward 2, each half of a split backward 1: 4 columns a "
+                "unit):\n%s\n",
                 timeline_picture(spans, tracks, std::size_t(units) * 4).c_str());
   }
 
