@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include <tandem/bubble.hpp>
 #include <tandem/tandem.hpp>
 
 #include "schedule_list.hpp"

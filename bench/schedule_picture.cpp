@@ -16,7 +16,9 @@
 #include <type_traits>
 #include <vector>
 
+#include <tandem/bubble.hpp>
 #include <tandem/tandem.hpp>
+#include <tandem/timeline_picture.hpp>
 
 #include "schedule_list.hpp"
 
@@ -35,14 +37,13 @@ struct Role {
   double length; // in units: a forward 1, a backward 2, each half of a split backward 1
   Passes passes;
 };
+// Issue 25's split backward adds, once schedule::Task has it (g++ -Wall's -Wswitch names them):
+//   case schedule::Task::backward_input: return {TaskKind::backward_input, 1, Passes::gradient};
+//   case schedule::Task::backward_weights: return {TaskKind::backward_weights, 1, Passes::nothing};
 Role role(schedule::Task::Kind k) {
   switch (k) {
   case schedule::Task::forward: return {TaskKind::forward, 1, Passes::output};
-  case schedule::Task::backward:
-    return {TaskKind::backward, 2, Passes::gradient};
-    // Issue 25's split backward, once schedule::Task has it (g++ -Wall's -Wswitch names the cases):
-    //   case schedule::Task::backward_input: return {TaskKind::backward_input, 1, Passes::gradient};
-    //   case schedule::Task::backward_weights: return {TaskKind::backward_weights, 1, Passes::nothing};
+  case schedule::Task::backward: return {TaskKind::backward, 2, Passes::gradient};
   }
   return {TaskKind::backward, 2, Passes::gradient};
 }
