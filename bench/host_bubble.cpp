@@ -10,6 +10,8 @@
 // formula: GPipe's and 1F1B's (n-1)/(m+n-1). step/Naive: the best untraced step of the schedule over
 // the best Naive step, the two alternating in the same stretch of time; ideal (m+n-1)/(n m).
 // Traced steps are separate from timed ones: tracing adds events and a wait at the step's end.
+// On a machine shared with other work, `chrt -r 1 bench_host_bubble` keeps the workers from waiting
+// for a core between tasks (docs/performance.md).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -119,9 +121,10 @@ int main(int argc, char **argv) {
               "evenly over the stages, batch %zu, MSE, SGD; %d traced and %d timed steps per row\n",
               cores, bench::width, bench::width, bench::batch, repeats, repeats);
   if (cores < 4)
-    std::printf("note: 4 stages on %u hardware threads share cores: a worker that the OS parks in the middle of a "
-                "task counts as busy, so the 4-stage bubbles are low and their step times high\n",
-                cores);
+    std::printf("note: 4 stages on %u hardware threads oversubscribe: at most %u workers compute at once, so a device "
+                "idles about 1 - %u/4 of a step whatever the schedule (a worker parked in the middle of a task counts "
+                "as busy), and a step cannot fall below 1/%u of Naive's\n",
+                cores, cores, cores, cores);
   std::printf("\n%2s %-16s %3s %7s %7s %8s %10s %10s %10s %7s  %s\n", "n", "schedule", "m", "bubble", "mean", "formula",
               "step ms", "Naive ms", "step/Naive", "ideal", "per device");
   table<2>(repeats);
