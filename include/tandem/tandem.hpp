@@ -2,6 +2,7 @@
 // The umbrella header: everything a user program needs.
 #pragma once
 
+#include "tandem/bubble.hpp"
 #include "tandem/context.hpp"
 #include "tandem/data/batches.hpp"
 #include "tandem/device.hpp"
@@ -44,3 +45,4 @@
 #include "tandem/stage.hpp"
 #include "tandem/tensor.hpp"
 #include "tandem/timeline.hpp"
+#include "tandem/timeline_picture.hpp"

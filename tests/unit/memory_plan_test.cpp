@@ -46,8 +46,10 @@ using Blocks = Pipeline<Stage<Device<0>, Embedding<V, D>, PositionalEmbedding<T,
                               Chain<Residual<LayerNorm<D>, CausalSelfAttention<D, 2, T>>,
                                     Residual<LayerNorm<D>, Linear<D, 4 * D>, GELU, Linear<4 * D, D>>>>,
                         Stage<Device<1>, Chain<Residual<LayerNorm<D>, CausalSelfAttention<D, 2, T>>>, Linear<D, V>>>;
-constexpr auto kept_plan = Blocks<Sequential>::memory_plan(8 * T, schedule::GPipe{.micro_batches = 4});
-constexpr auto recomputed_plan = Blocks<Recompute>::memory_plan(8 * T, schedule::GPipe{.micro_batches = 4});
+constexpr auto kept_plan =
+    Blocks<Sequential>::memory_plan(8 * T, schedule::GPipe{.micro_batches = 4}, optim::AdamWOptions{});
+constexpr auto recomputed_plan =
+    Blocks<Recompute>::memory_plan(8 * T, schedule::GPipe{.micro_batches = 4}, optim::AdamWOptions{});
 static_assert(recomputed_plan.device_bytes(0) < kept_plan.device_bytes(0));
 
 template <class Net> std::vector<typename Net::input_type> inputs(std::size_t rows, std::uint64_t seed) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <random>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -272,5 +273,137 @@ TEST_SUITE("timeline") {
   TEST_CASE("write_chrome_trace names a path it cannot write") {
     Timeline tl(true);
     CHECK_THROWS_AS(tl.write_chrome_trace("/nonexistent-directory/trace.json"), Error);
+  }
+}
+
+// The bubble measured from a timeline (bubble.hpp) and its picture (timeline_picture.hpp).
+namespace {
+
+// Stage 1 does far more than stage 0, so that under Naive stage 0's device waits most of the step.
+using Uneven = Pipeline<Stage<Device<0>, Linear<16, 32>>,
+                        Stage<Device<1>, Linear<32, 256>, ReLU, Linear<256, 256>, ReLU, Linear<256, 4>>>;
+
+template <class Sched> Bubble bubble_of_step(const Sched &sched, std::size_t batch) {
+  Context ctx({.timeline = true});
+  Uneven net(ctx, 1);
+  optim::SGD opt(net, {.lr = 0.01f});
+  std::vector<float> x(batch * Uneven::in_features), y(batch * Uneven::out_features);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) / 17.0f - 0.5f;
+  for (std::size_t i = 0; i < y.size(); ++i) y[i] = static_cast<float>(i % 5) / 5.0f;
+  const auto step = [&] {
+    net.train_step(std::span<const float>(x), std::span<const float>(y), loss::MSE{}, opt, sched);
+  };
+  step(); // the first step allocates
+  ctx.timeline().clear();
+  step();
+  const Timeline &tl = ctx.timeline();
+  const Bubble b = measure_bubble(tl);
+  // Tasks on one worker never overlap, so the union of a device's busy time is their sum.
+  for (const DeviceBubble &d : b.devices) {
+    double sum = 0;
+    for (const TimelineSpan &s : tl.spans())
+      if (s.track == d.track && busy_on_device(s.kind)) sum += s.duration_us;
+    CHECK(d.busy_us == doctest::Approx(sum).epsilon(1e-9));
+  }
+  return b;
+}
+
+} // namespace
+
+TEST_SUITE("timeline") {
+  TEST_CASE("bubble: a hand-computed timeline") {
+    const std::vector<std::string> tracks{"Device<0>", "Device<1>", "Device<0> -> Device<1>"};
+    const std::vector<TimelineSpan> spans{
+        {TaskKind::forward, 0, 0, 0, 0, 10},   {TaskKind::copy, 2, 0, 0, 10, 2},
+        {TaskKind::forward, 1, 1, 0, 12, 8},   {TaskKind::backward, 1, 1, 0, 18, 10}, // overlaps: counted once
+        {TaskKind::receive, 1, 1, 0, 28, 30},  {TaskKind::backward, 0, 0, 0, 30, 10},
+        {TaskKind::optimizer, 0, 0, -1, 40, 5}};
+    const Bubble b = measure_bubble(spans, tracks);
+    REQUIRE(b.devices.size() == 2);
+    CHECK(b.devices[0].device == "Device<0>");
+    CHECK(b.devices[0].first_us == 0);
+    CHECK(b.devices[0].last_us == 45);
+    CHECK(b.devices[0].busy_us == 25);
+    CHECK(b.devices[0].idle_fraction() == doctest::Approx(20.0 / 45));
+    CHECK(b.devices[1].first_us == 12); // the receive is waiting, not work: the window ends at 28
+    CHECK(b.devices[1].last_us == 28);
+    CHECK(b.devices[1].idle_fraction() == 0);
+    CHECK(b.mean == doctest::Approx(10.0 / 45));
+    CHECK(b.max == doctest::Approx(20.0 / 45));
+
+    CHECK_THROWS_AS(measure_bubble(std::vector<TimelineSpan>{{TaskKind::forward, 3, 0, 0, 0, 1}}, tracks), Error);
+    CHECK_THROWS_AS(measure_bubble(std::vector<TimelineSpan>{{TaskKind::forward, 0, 0, 0, 5, -1}}, tracks), Error);
+    CHECK(measure_bubble(std::vector<TimelineSpan>{}, tracks).devices.empty());
+  }
+
+  TEST_CASE("bubble: random overlapping intervals against a count of busy microseconds") {
+    const unsigned seed = std::random_device{}();
+    INFO("seed ", seed);
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> start(0, 400), length(0, 60), track(0, 2), kind(0, 7);
+    const std::vector<std::string> tracks{"Device<0>", "Device<1>", "Device<1> -> Device<0>"};
+    for (int round = 0; round < 20; ++round) {
+      std::vector<TimelineSpan> spans;
+      std::vector<std::vector<bool>> tick(3, std::vector<bool>(500, false)); // busy microseconds
+      std::vector<int> first(3, 1000), last(3, -1);
+      for (int i = 0; i < 30; ++i) {
+        const int t = track(rng), a = start(rng), len = length(rng);
+        const auto k = t == 2 ? TaskKind::copy : static_cast<TaskKind>(kind(rng));
+        spans.push_back({k, std::size_t(t), 0, i, double(a), double(len)});
+        if (k == TaskKind::copy || k == TaskKind::receive) continue;
+        first[t] = std::min(first[t], a), last[t] = std::max(last[t], a + len);
+        for (int u = a; u < a + len; ++u) tick[t][u] = true;
+      }
+      const Bubble b = measure_bubble(spans, tracks);
+      double worst = 0;
+      std::size_t next = 0;
+      for (int t = 0; t < 2; ++t) {
+        if (last[t] < 0) continue;
+        REQUIRE(next < b.devices.size());
+        const DeviceBubble &d = b.devices[next++];
+        CHECK(d.track == std::size_t(t));
+        const auto busy = std::count(tick[t].begin(), tick[t].end(), true);
+        CHECK(d.busy_us == double(busy));
+        CHECK(d.first_us == first[t]);
+        CHECK(d.last_us == last[t]);
+        if (last[t] > first[t]) worst = std::max(worst, 1.0 - double(busy) / double(last[t] - first[t]));
+      }
+      CHECK(next == b.devices.size());
+      CHECK(b.max == doctest::Approx(worst));
+    }
+  }
+
+  TEST_CASE("bubble: real two-stage steps on the host") {
+    for (const Bubble &b : {bubble_of_step(schedule::GPipe{.micro_batches = 4}, 64),
+                            bubble_of_step(schedule::OneFOneB{.micro_batches = 4}, 64)}) {
+      REQUIRE(b.devices.size() == 2);
+      CHECK(b.devices[0].device == "Device<0>");
+      CHECK(b.devices[1].device == "Device<1>");
+      for (const DeviceBubble &d : b.devices) {
+        CHECK(d.first_us >= 0);
+        CHECK(d.busy_us > 0);
+        CHECK(d.busy_us <= d.span_us() * (1 + 1e-12));
+        CHECK(d.idle_fraction() >= 0);
+        CHECK(d.idle_fraction() < 1);
+      }
+      CHECK(b.mean <= b.max);
+    }
+    // Naive: stage 0's device waits while stage 1 does most of the work (ideally 1 - 1/n = 0.5 for
+    // balanced stages, more here).
+    CHECK(bubble_of_step(schedule::Naive{}, 64).max > 0.3);
+  }
+
+  TEST_CASE("timeline_picture: a hand-drawn timeline") {
+    const std::vector<std::string> tracks{"Device<0>", "Device<1>", "Device<0> -> Device<1>"};
+    const std::vector<TimelineSpan> spans{
+        {TaskKind::forward, 0, 0, 0, 0, 10},    {TaskKind::forward, 0, 0, 1, 10, 15},
+        {TaskKind::copy, 2, 0, 0, 10, 10},      {TaskKind::forward, 1, 1, 0, 20, 10},
+        {TaskKind::loss, 1, 1, 0, 30, 1},       {TaskKind::backward, 1, 1, 0, 35, 15},
+        {TaskKind::optimizer, 1, 1, -1, 50, 5}, {TaskKind::backward, 0, 0, 1, 55, 20},
+        {TaskKind::backward, 0, 0, 0, 75, 20},  {TaskKind::optimizer, 0, 0, -1, 95, 5}};
+    // 20 columns of 5 us each.
+    CHECK(timeline_picture(spans, tracks, 20) == "Device<0> F0F1-......B1--B0--O\n"
+                                                 "Device<1> ....F0LB0-O.........\n");
+    CHECK_THROWS_AS(timeline_picture(spans, tracks, 0), Error);
   }
 }

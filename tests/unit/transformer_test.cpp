@@ -220,7 +220,6 @@ TEST_CASE("Recompute's stage holds less by what its traits say") {
                   most(second_others, scratch_values<Sequential<Mlp, Attn>>(D));
   CHECK(seq.peak_live_micro_batches(0) == 3);
   CHECK(rec.peak_live_micro_batches(1) == seq.peak_live_micro_batches(1));
-  MESSAGE("workspace: Sequential ", seq.workspace_bytes(), " bytes, Recompute ", rec.workspace_bytes(), " bytes");
   CHECK(seq.workspace_bytes() - rec.workspace_bytes() == rows * (saved - more_scratch) * sizeof(float));
   CHECK(rec.workspace_bytes() < seq.workspace_bytes());
 }
