@@ -23,11 +23,9 @@ template <class S, std::size_t StagesPerDevice = 1> struct Named {
 };
 
 // Every schedule with micro-batches, in the order of the tables. Naive, the baseline, is not listed.
-inline constexpr std::tuple schedules{
-    Named<schedule::GPipe>{"GPipe"}, Named<schedule::OneFOneB>{"1F1B"},
-    // Issue 25's schedules, one line each once they exist:
-    //   Named<schedule::ZeroBubbleH1>{"ZB-H1"}, Named<schedule::Interleaved1F1B, 2>{"Interleaved1F1B"},
-};
+inline constexpr std::tuple schedules{Named<schedule::GPipe>{"GPipe"}, Named<schedule::OneFOneB>{"1F1B"},
+                                      Named<schedule::ZeroBubbleH1>{"ZB-H1"},
+                                      Named<schedule::Interleaved1F1B, 2>{"Interleaved1F1B"}};
 
 // Eight layers of Linear<width, width> + ReLU split evenly over n * v stages, stage i on
 // Device<i % n>. Batch 1024 at width 512: a stage's task of one micro-batch takes milliseconds on

@@ -37,13 +37,12 @@ struct Role {
   double length; // in units: a forward 1, a backward 2, each half of a split backward 1
   Passes passes;
 };
-// Issue 25's split backward adds, once schedule::Task has it (g++ -Wall's -Wswitch names them):
-//   case schedule::Task::backward_input: return {TaskKind::backward_input, 1, Passes::gradient};
-//   case schedule::Task::backward_weights: return {TaskKind::backward_weights, 1, Passes::nothing};
 Role role(schedule::Task::Kind k) {
   switch (k) {
   case schedule::Task::forward: return {TaskKind::forward, 1, Passes::output};
   case schedule::Task::backward: return {TaskKind::backward, 2, Passes::gradient};
+  case schedule::Task::backward_input: return {TaskKind::backward_input, 1, Passes::gradient};
+  case schedule::Task::backward_weights: return {TaskKind::backward_weights, 1, Passes::nothing};
   }
   return {TaskKind::backward, 2, Passes::gradient};
 }

@@ -18,14 +18,14 @@
 namespace tandem {
 
 // The letter a task kind gets in a picture: F forward, B backward, L loss, O optimizer, N a
-// whole-network step, S send, R receive, C copy; another kind, its name's first letter.
-// Issue 25's split backward adds, once TaskKind has it (B as the zero-bubble paper draws the
-// input gradient): case TaskKind::backward_input: return 'B'; case TaskKind::backward_weights:
-// return 'W';
+// whole-network step, S send, R receive, C copy, and for a split backward B (the input gradient,
+// as the zero-bubble paper draws it) and W; another kind, its name's first letter.
 inline char picture_letter(TaskKind kind) {
   switch (kind) {
   case TaskKind::forward: return 'F';
   case TaskKind::backward: return 'B';
+  case TaskKind::backward_input: return 'B';
+  case TaskKind::backward_weights: return 'W';
   case TaskKind::loss: return 'L';
   case TaskKind::optimizer: return 'O';
   case TaskKind::network: return 'N';
