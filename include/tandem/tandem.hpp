@@ -2,6 +2,7 @@
 // The umbrella header: everything a user program needs.
 #pragma once
 
+#include "tandem/balanced.hpp"
 #include "tandem/context.hpp"
 #include "tandem/data/batches.hpp"
 #include "tandem/device.hpp"
