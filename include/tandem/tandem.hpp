@@ -4,6 +4,7 @@
 
 #include "tandem/balanced.hpp"
 #include "tandem/context.hpp"
+#include "tandem/cost_model.hpp"
 #include "tandem/data/batches.hpp"
 #include "tandem/device.hpp"
 #include "tandem/error.hpp"
