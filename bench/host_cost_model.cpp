@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The cost model (tandem/cost_model.hpp) against the host backend's measured steps: an MLP of 12
-// Linear<512, 512> + ReLU pairs, balanced over 2, 3 and 4 stages (Balanced), each stage a worker
-// thread, batch 256, MSE, SGD.
+// Linear<1024, 1024> + ReLU pairs, balanced over 2, 3 and 4 stages (Balanced), each stage a worker
+// thread, batch 512, MSE, SGD.
 //
 //   bench_host_cost_model [repeats]     (default 5 timed steps per configuration, after one warm-up)
 //
@@ -10,8 +10,10 @@
 // two-stage network's step at 256 one-row micro-batches against its step at one, the link's
 // bytes per second from memcpy of one boundary, the concurrent stages from the hardware threads.
 // Each row then gives the predicted and the measured (median) step, and the gap
-// (predicted - measured) / measured. The steps of one network run round-robin, so that a drift
-// in the machine's load touches every configuration alike.
+// (predicted - measured) / measured; then the prediction again with the multiply-adds per second
+// measured on a micro-batch's rows (batch / m: smaller products run slower than the whole
+// batch's, which the model's one constant does not see). The steps of one network run
+// round-robin, so that a drift in the machine's load touches every configuration alike.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,7 +40,7 @@ using bench::filled, bench::median;
 
 namespace {
 
-constexpr std::size_t width = 512, batch = 256, pairs = 12;
+constexpr std::size_t width = 1024, batch = 512, pairs = 12;
 
 template <std::size_t N, std::size_t... J>
 auto deep(std::index_sequence<J...>) -> Balanced<N, std::conditional_t<J % 2 == 0, Linear<width, width>, ReLU>...>;
@@ -103,7 +105,11 @@ std::size_t micro_batches_of(const Sched &s) {
       s);
 }
 
-template <class Net> void table(Context &ctx, const CostConstants &k, int repeats) {
+// Multiply-adds per second of the whole network on one stage, on `rows` rows at once.
+double throughput(Context &ctx, std::size_t rows, double task_seconds, int repeats);
+
+// at_rows[m]: the throughput on a micro-batch of batch / m rows, for the second prediction.
+template <class Net> void table(Context &ctx, const CostConstants &k, const std::vector<double> &at_rows, int repeats) {
   std::vector<Sched> schedules{schedule::Naive{}};
   for (std::size_t m : {2, 4, 8, 16}) {
     schedules.push_back(schedule::GPipe{.micro_batches = m});
@@ -119,13 +125,17 @@ template <class Net> void table(Context &ctx, const CostConstants &k, int repeat
         return t;
       }(),
       best_micro_batches<Net>(batch, k));
-  std::printf("%-6s %4s %7s %13s %12s %8s %6s\n", "sched", "m", "bubble", "predicted ms", "measured ms", "gap",
-              "cores");
+  std::printf("%-6s %4s %7s %13s %12s %7s %6s %15s %7s\n", "sched", "m", "bubble", "predicted ms", "measured ms", "gap",
+              "cores", "at R(rows/m) ms", "gap");
   for (std::size_t i = 0; i < schedules.size(); ++i) {
     const auto p = std::visit([&](const auto &s) { return predict_step<Net>(batch, s, k); }, schedules[i]);
-    std::printf("%-6s %4zu %7.2f %13.1f %12.1f %+7.0f%% %6.2f\n", name_of(schedules[i]), micro_batches_of(schedules[i]),
-                p.bubble, p.seconds * 1e3, measured[i].ms, (p.seconds * 1e3 - measured[i].ms) / measured[i].ms * 100,
-                measured[i].cores);
+    CostConstants small = k;
+    small.multiply_adds_per_second = at_rows[micro_batches_of(schedules[i])];
+    const auto q = std::visit([&](const auto &s) { return predict_step<Net>(batch, s, small); }, schedules[i]);
+    const double ms = measured[i].ms;
+    std::printf("%-6s %4zu %7.2f %13.1f %12.1f %+6.0f%% %6.2f %15.1f %+6.0f%%\n", name_of(schedules[i]),
+                micro_batches_of(schedules[i]), p.bubble, p.seconds * 1e3, ms, (p.seconds * 1e3 - ms) / ms * 100,
+                measured[i].cores, q.seconds * 1e3, (q.seconds * 1e3 - ms) / ms * 100);
   }
   std::fflush(stdout);
 }
@@ -158,18 +168,27 @@ int main(int argc, char **argv) {
     }
     k.link_bytes_per_second = double(a.size() * sizeof(float)) / median(s);
   }
-  // The arithmetic: the whole network on one stage, one task each way.
-  {
-    using One = Deep<1>;
-    const auto t = measure<One>(ctx, batch, {schedule::Naive{}}, repeats);
-    const double compute = t[0].ms / 1e3 - k.task_seconds;
-    k.multiply_adds_per_second = double(stage_costs<One>()[0]) * double(batch) / compute;
-  }
+  // The arithmetic: the whole network on one stage, one task each way, on the whole batch (the
+  // model's constant) and on the micro-batches' rows (the second prediction's).
+  k.multiply_adds_per_second = throughput(ctx, batch, k.task_seconds, repeats);
+  std::vector<double> at_rows(17, k.multiply_adds_per_second);
+  for (std::size_t m : {2, 4, 8, 16}) at_rows[m] = throughput(ctx, batch / m, k.task_seconds, repeats);
   std::printf("constants: %.2f G multiply-adds/s, task %.1f us, link %.2f GB/s, %zu concurrent stages\n",
               k.multiply_adds_per_second / 1e9, k.task_seconds * 1e6, k.link_bytes_per_second / 1e9,
               k.concurrent_stages);
+  std::printf("G multiply-adds/s on batch / m rows:");
+  for (std::size_t m : {2, 4, 8, 16}) std::printf(" m=%zu %.2f", m, at_rows[m] / 1e9);
+  std::printf("\n");
 
-  table<Deep<2>>(ctx, k, repeats);
-  table<Deep<3>>(ctx, k, repeats);
-  table<Deep<4>>(ctx, k, repeats);
+  table<Deep<2>>(ctx, k, at_rows, repeats);
+  table<Deep<3>>(ctx, k, at_rows, repeats);
+  table<Deep<4>>(ctx, k, at_rows, repeats);
 }
+
+namespace {
+double throughput(Context &ctx, std::size_t rows, double task_seconds, int repeats) {
+  using One = Deep<1>;
+  const auto t = measure<One>(ctx, rows, {schedule::Naive{}}, repeats);
+  return double(stage_costs<One>()[0]) * double(rows) / (t[0].ms / 1e3 - task_seconds);
+}
+} // namespace
