@@ -5,21 +5,23 @@
 //
 //   bench_host_cost_model [repeats]     (default 5 timed steps per configuration, after one warm-up)
 //
-// The constants come from this run, before the table: multiply-adds per second from the network
-// on one stage under Naive (the whole batch, one task per direction), the task cost from a tiny
-// two-stage network's step at 256 one-row micro-batches against its step at one, the link's
-// bytes per second from memcpy of one boundary, the concurrent stages from the hardware threads.
-// Each row then gives the predicted and the measured (median) step, and the gap
-// (predicted - measured) / measured; then the prediction again with the multiply-adds per second
-// measured on a micro-batch's rows (batch / m: smaller products run slower than the whole
-// batch's, which the model's one constant does not see). The steps of one network run
-// round-robin, so that a drift in the machine's load touches every configuration alike.
+// The constants come from this run: the task cost from a tiny two-stage network's step at 256
+// one-row micro-batches against its step at one, the link's bytes per second from memcpy of one
+// boundary, and for each network, measured beside its rows, the concurrent stages (the hardware
+// threads' products side by side against one alone) and the multiply-adds per second (from its
+// own Naive step, whose gap is therefore 0). Each row then gives the predicted and the measured
+// (median) step and the gap (predicted - measured) / measured; then the prediction again at the
+// multiply-adds per second of a micro-batch's rows (batch / m rows run their products slower than
+// the whole batch's, by a ratio measured on the network as one stage, which the model's one
+// constant does not see). The steps of one network run round-robin, so that a drift in the
+// machine's load touches every configuration alike.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <span>
 #include <thread>
 #include <type_traits>
@@ -27,6 +29,7 @@
 #include <variant>
 #include <vector>
 
+#include <Eigen/Core>
 #include <tandem/tandem.hpp>
 
 #include "schedules_workload.hpp"
@@ -105,32 +108,64 @@ std::size_t micro_batches_of(const Sched &s) {
       s);
 }
 
-// Multiply-adds per second of the whole network on one stage, on `rows` rows at once.
-double throughput(Context &ctx, std::size_t rows, double task_seconds, int repeats);
+// Multiply-adds per second of the whole network on one stage, on batch / m rows for each m of
+// `ms`, the networks' steps taken round-robin.
+std::vector<double> throughputs(Context &ctx, const std::vector<std::size_t> &ms, double task_seconds, int repeats);
 
-// at_rows[m]: the throughput on a micro-batch of batch / m rows, for the second prediction.
-template <class Net> void table(Context &ctx, const CostConstants &k, const std::vector<double> &at_rows, int repeats) {
+// Stages that compute at once: the hardware threads times one thread's time on a product over
+// the time of one product on each thread together (2 where both cores are free to this process;
+// near 1 where other work holds one).
+double concurrency(int repeats) {
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<Eigen::MatrixXf> a(threads, Eigen::MatrixXf::Ones(width, width)),
+      b(threads, Eigen::MatrixXf::Ones(width, batch / 2)), c(threads, Eigen::MatrixXf(width, batch / 2));
+  auto product = [&](unsigned i) { c[i].noalias() = a[i] * b[i]; };
+  auto seconds = [](auto &&f) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  std::vector<double> one, all;
+  for (int r = 0; r < repeats; ++r) {
+    one.push_back(seconds([&] { product(0); }));
+    all.push_back(seconds([&] {
+      std::vector<std::thread> workers;
+      for (unsigned i = 0; i < threads; ++i) workers.emplace_back(product, i);
+      for (auto &w : workers) w.join();
+    }));
+  }
+  return double(threads) * median(one) / median(all);
+}
+
+// The table of one network. Its own Naive step, measured in the same round-robin, gives the
+// multiply-adds per second (so Naive's gap is 0 by construction, and a drift in the machine's
+// load between networks does not enter the other rows); efficiency[m] scales that to batch / m rows.
+template <class Net> void table(Context &ctx, CostConstants k, const std::vector<double> &efficiency, int repeats) {
   std::vector<Sched> schedules{schedule::Naive{}};
   for (std::size_t m : {2, 4, 8, 16}) {
     schedules.push_back(schedule::GPipe{.micro_batches = m});
     schedules.push_back(schedule::OneFOneB{.micro_batches = m});
   }
+  k.concurrent_stages = concurrency(repeats);
   const auto measured = measure<Net>(ctx, batch, schedules, repeats);
-  std::printf(
-      "\n%zu stages, %zu multiply-adds per row in the costliest stage (of %zu), predicted best m %zu\n",
-      Net::num_stages, std::ranges::max(stage_costs<Net>()),
-      [] {
-        std::size_t t = 0;
-        for (std::size_t c : stage_costs<Net>()) t += c;
-        return t;
-      }(),
-      best_micro_batches<Net>(batch, k));
+  std::size_t total = 0;
+  for (std::size_t c : stage_costs<Net>()) total += c;
+  {
+    CostConstants free_arithmetic = k; // what Naive spends beyond its arithmetic: tasks and copies
+    free_arithmetic.multiply_adds_per_second = 0;
+    const double other = predict_step<Net>(batch, schedule::Naive{}, free_arithmetic).seconds;
+    k.multiply_adds_per_second = double(total) * double(batch) / (measured[0].ms / 1e3 - other);
+  }
+  std::printf("\n%zu stages; multiply-adds per row: %zu in the costliest stage, %zu in all; calibrated %.2f G "
+              "multiply-adds/s, %.2f concurrent stages; predicted best m %zu\n",
+              Net::num_stages, std::ranges::max(stage_costs<Net>()), total, k.multiply_adds_per_second / 1e9,
+              k.concurrent_stages, best_micro_batches<Net>(batch, k));
   std::printf("%-6s %4s %7s %13s %12s %7s %6s %15s %7s\n", "sched", "m", "bubble", "predicted ms", "measured ms", "gap",
               "cores", "at R(rows/m) ms", "gap");
   for (std::size_t i = 0; i < schedules.size(); ++i) {
     const auto p = std::visit([&](const auto &s) { return predict_step<Net>(batch, s, k); }, schedules[i]);
     CostConstants small = k;
-    small.multiply_adds_per_second = at_rows[micro_batches_of(schedules[i])];
+    small.multiply_adds_per_second *= efficiency[micro_batches_of(schedules[i])];
     const auto q = std::visit([&](const auto &s) { return predict_step<Net>(batch, s, small); }, schedules[i]);
     const double ms = measured[i].ms;
     std::printf("%-6s %4zu %7.2f %13.1f %12.1f %+6.0f%% %6.2f %15.1f %+6.0f%%\n", name_of(schedules[i]),
@@ -149,7 +184,7 @@ int main(int argc, char **argv) {
               "medians of %d steps\n",
               std::thread::hardware_concurrency(), pairs, width, width, batch, repeats);
 
-  CostConstants k{.concurrent_stages = std::max(1u, std::thread::hardware_concurrency())};
+  CostConstants k;
   // The task cost: a tiny network's step at 256 one-row micro-batches, less its step at one.
   {
     const std::size_t rows = 256;
@@ -168,27 +203,47 @@ int main(int argc, char **argv) {
     }
     k.link_bytes_per_second = double(a.size() * sizeof(float)) / median(s);
   }
-  // The arithmetic: the whole network on one stage, one task each way, on the whole batch (the
-  // model's constant) and on the micro-batches' rows (the second prediction's).
-  k.multiply_adds_per_second = throughput(ctx, batch, k.task_seconds, repeats);
-  std::vector<double> at_rows(17, k.multiply_adds_per_second);
-  for (std::size_t m : {2, 4, 8, 16}) at_rows[m] = throughput(ctx, batch / m, k.task_seconds, repeats);
-  std::printf("constants: %.2f G multiply-adds/s, task %.1f us, link %.2f GB/s, %zu concurrent stages\n",
-              k.multiply_adds_per_second / 1e9, k.task_seconds * 1e6, k.link_bytes_per_second / 1e9,
-              k.concurrent_stages);
-  std::printf("G multiply-adds/s on batch / m rows:");
-  for (std::size_t m : {2, 4, 8, 16}) std::printf(" m=%zu %.2f", m, at_rows[m] / 1e9);
+  // How much slower the products run on a micro-batch's rows than on the whole batch's: the whole
+  // network on one stage, one task each way.
+  std::vector<double> efficiency(17, 1.0);
+  const auto rates = throughputs(ctx, {1, 2, 4, 8, 16}, k.task_seconds, repeats);
+  const double whole = rates[0];
+  for (std::size_t i = 1; i < rates.size(); ++i) efficiency[std::size_t{1} << i] = rates[i] / whole;
+  std::printf("constants: task %.1f us, link %.2f GB/s; one stage: %.2f G multiply-adds/s on %zu rows, relative to "
+              "that on batch / m rows:",
+              k.task_seconds * 1e6, k.link_bytes_per_second / 1e9, whole / 1e9, batch);
+  for (std::size_t m : {2, 4, 8, 16}) std::printf(" m=%zu %.2f", m, efficiency[m]);
   std::printf("\n");
 
-  table<Deep<2>>(ctx, k, at_rows, repeats);
-  table<Deep<3>>(ctx, k, at_rows, repeats);
-  table<Deep<4>>(ctx, k, at_rows, repeats);
+  table<Deep<2>>(ctx, k, efficiency, repeats);
+  table<Deep<3>>(ctx, k, efficiency, repeats);
+  table<Deep<4>>(ctx, k, efficiency, repeats);
 }
 
 namespace {
-double throughput(Context &ctx, std::size_t rows, double task_seconds, int repeats) {
+std::vector<double> throughputs(Context &ctx, const std::vector<std::size_t> &ms, double task_seconds, int repeats) {
   using One = Deep<1>;
-  const auto t = measure<One>(ctx, rows, {schedule::Naive{}}, repeats);
-  return double(stage_costs<One>()[0]) * double(rows) / (t[0].ms / 1e3 - task_seconds);
+  std::vector<std::unique_ptr<One>> nets;
+  std::vector<optim::SGD> opts;
+  opts.reserve(ms.size()); // each optimizer stays where it was built
+  std::vector<std::vector<float>> xs, ys;
+  for (std::size_t m : ms) {
+    nets.push_back(std::make_unique<One>(ctx, 1));
+    opts.emplace_back(*nets.back(), optim::SGDOptions{.lr = 1e-4f});
+    xs.push_back(filled(batch / m * One::in_features, 1.0f));
+    ys.push_back(filled(batch / m * One::out_features, 0.1f));
+  }
+  const loss::MSE loss;
+  std::vector<std::vector<double>> seconds(ms.size());
+  for (int r = -1; r < repeats; ++r) // r = -1: warm-up
+    for (std::size_t i = 0; i < ms.size(); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      nets[i]->train_step(std::span<const float>(xs[i]), std::span<const float>(ys[i]), loss, opts[i]);
+      if (r >= 0) seconds[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+  std::vector<double> rates;
+  for (std::size_t i = 0; i < ms.size(); ++i)
+    rates.push_back(double(stage_costs<One>()[0]) * double(batch / ms[i]) / (median(seconds[i]) - task_seconds));
+  return rates;
 }
 } // namespace

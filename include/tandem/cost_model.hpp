@@ -25,8 +25,10 @@ struct CostConstants {
   // What one stage spends on one micro-batch beyond its arithmetic: issuing its forward and
   // backward tasks and waking the stage that waits for them.
   double task_seconds = 0;
-  // Stages that can compute at once (on the host, the cores; a GPU per device: all); 0: all.
-  std::size_t concurrent_stages = 0;
+  // Stages that can compute at once (on the host, the cores free to this process: on a machine
+  // shared with other work, a fraction of the cores; a GPU per device: all); 0: all. Counted
+  // as at least 1 and at most the stages.
+  double concurrent_stages = 0;
 };
 
 struct StepPrediction {
@@ -85,8 +87,8 @@ template <class Net> constexpr StepPrediction predict(std::size_t batch, std::si
     p.slot_seconds = std::max(p.slot_seconds, t);
   }
   p.seconds = sum + double(m - 1) * p.slot_seconds;
-  const std::size_t at_once = k.concurrent_stages ? std::min(k.concurrent_stages, n) : n;
-  p.seconds = std::max(p.seconds, double(m) * sum / double(at_once));
+  const double at_once = k.concurrent_stages > 0 ? std::clamp(k.concurrent_stages, 1.0, double(n)) : double(n);
+  p.seconds = std::max(p.seconds, double(m) * sum / at_once);
   return p;
 }
 
