@@ -175,6 +175,8 @@ static_assert(layer_cost<LayerNorm<8>>(8) == 11 * 8);
 static_assert(layer_cost<CausalSelfAttention<16, 2, 5>>(16) == 12 * 16 * 16 + 6 * 5 * 16);
 static_assert(layer_cost<Sequential<Linear<4, 8>, ReLU, Linear<8, 3>, Tanh>>(4) == 3 * 32 + 2 * 8 + 3 * 24 + 2 * 3);
 static_assert(layer_cost<Residual<Linear<8, 6>, GELU, Linear<6, 8>>>(8) == 3 * 48 + 2 * 6 + 3 * 48 + 2 * 8);
+// Recompute: its chain once more forward, a third of the chain's multiply-adds.
+static_assert(layer_cost<Recompute<Linear<4, 6>, Linear<6, 3>>>(4) == 3 * 24 + 3 * 18 + (3 * 24 + 3 * 18) / 3);
 
 // A width-keeping layer first takes the network's first fixed width.
 static_assert(BalancedPlan<2, ReLU, Linear<5, 7>, Tanh>::widths == std::array<std::size_t, 4>{5, 5, 7, 7});
