@@ -2,8 +2,10 @@
 // The umbrella header: everything a user program needs.
 #pragma once
 
+#include "tandem/balanced.hpp"
 #include "tandem/bubble.hpp"
 #include "tandem/context.hpp"
+#include "tandem/cost_model.hpp"
 #include "tandem/data/batches.hpp"
 #include "tandem/device.hpp"
 #include "tandem/error.hpp"

@@ -35,6 +35,10 @@ template <std::size_t D, std::size_t Heads, std::size_t SeqLen> struct CausalSel
   static constexpr std::size_t in_features = D;
   static constexpr std::size_t out_features = D;
   static constexpr std::size_t sequence_length = SeqLen;
+  // Per row: the projections' 4 D^2 weights, 3 multiply-adds each (as Linear's), and the query's
+  // scores and weighted values against all T positions, T D each forward and 4 T D backward (the
+  // products are computed over the whole T x T block, the mask applied after).
+  static constexpr std::size_t cost(std::size_t) { return 12 * D * D + 6 * SeqLen * D; }
   static constexpr std::size_t head_dim = D / Heads;
   static constexpr std::array<ParameterSpec, 4> parameters{
       ParameterSpec{"in_proj_weight", 3 * D, D}, ParameterSpec{"in_proj_bias", 3 * D, 1},

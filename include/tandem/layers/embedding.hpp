@@ -24,6 +24,9 @@ template <std::size_t Vocab, std::size_t D> struct Embedding {
   static constexpr std::size_t vocabulary = Vocab;
   static constexpr std::size_t in_features = 1; // one id per row
   static constexpr std::size_t out_features = D;
+  // A gather: a row of the table copied forward, added into its gradient backward (not 3 V D,
+  // which the default would read from the table's size).
+  static constexpr std::size_t cost(std::size_t) { return 2 * D; }
   static constexpr std::array<ParameterSpec, 1> parameters{ParameterSpec{"weight", Vocab, D}};
   static constexpr bool sets_gradients = true;
 

@@ -99,6 +99,27 @@ template <class L> constexpr std::size_t scratch_values(std::size_t in) {
   else return 0;
 }
 
+// cost(in): the multiply-adds per row of one forward and one backward, for an input of width
+// `in`; Balanced cuts stages by it and the cost model predicts step times from it. The default
+// reads the parameters: each value of a matrix parameter (cols > 1) takes part in one multiply-add
+// per row in the forward (y = x W^T), one in the input's gradient and one in the weight's, so
+// Linear<I, O> costs 3 I O (its bias, O additions per row, is left out as small beside that).
+// A layer without matrices is elementwise: about one operation per output value forward and one
+// backward, 2 x the output width; small beside a product, but not free, so that a long run of
+// such layers still weighs in a balance. A layer whose parameters do not say what it computes
+// (an Embedding's table is read one row at a time; attention's products have no parameters)
+// declares its own cost.
+template <class L> constexpr std::size_t layer_cost(std::size_t in) {
+  if constexpr (requires { L::cost(in); }) return L::cost(in);
+  else {
+    std::size_t matrices = 0;
+    for (const ParameterSpec &p : std::span<const ParameterSpec>(L::parameters))
+      if (p.cols > 1) matrices += p.size();
+    if (matrices > 0) return 3 * matrices;
+    return 2 * (L::out_features ? std::size_t{L::out_features} : in);
+  }
+}
+
 // sequence_length: the layer reads whole sequences of this many rows (attention, positions); the
 // pipeline then splits batches at whole sequences. 0: row-wise.
 template <class L> constexpr std::size_t sequence_length() {

@@ -18,6 +18,9 @@ template <std::size_t D> struct LayerNorm {
 
   static constexpr std::size_t in_features = D;
   static constexpr std::size_t out_features = D;
+  // Per value: forward, the mean's and variance's sums, normalising and the affine map (4);
+  // backward, the weight's and bias's gradients, two sums over the row and dx (about 7).
+  static constexpr std::size_t cost(std::size_t) { return 11 * D; }
   static constexpr std::array<ParameterSpec, 2> parameters{ParameterSpec{"weight", D, 1}, ParameterSpec{"bias", D, 1}};
   static constexpr bool sets_gradients = true;
   static constexpr double eps = 1e-5;

@@ -20,6 +20,8 @@ template <std::size_t SeqLen, std::size_t D> struct PositionalEmbedding {
   static constexpr std::size_t sequence_length = SeqLen;
   static constexpr std::size_t in_features = D;
   static constexpr std::size_t out_features = D;
+  // Per row: its position's row added forward; backward, dy passed on and added into that row.
+  static constexpr std::size_t cost(std::size_t) { return 3 * D; }
   static constexpr std::array<ParameterSpec, 1> parameters{ParameterSpec{"weight", SeqLen, D}};
   static constexpr bool sets_gradients = true;
 

@@ -31,6 +31,9 @@ template <class... Ls> struct Recompute {
   static constexpr bool sets_gradients = body::sets_gradients;
   static constexpr bool draws_random = body::draws_random;
   static constexpr std::size_t sequence_length = body::sequence_length;
+  // The chain's forward and backward, and its forward once more: for products a third of the
+  // chain's cost (layer_cost counts each matrix value once forward and twice backward).
+  static constexpr std::size_t cost(std::size_t in) { return body::cost(in) + body::cost(in) / 3; }
 
   // Nothing: the backward's LayerBackward::x is the input, which the stage keeps anyway (it is
   // the previous layer's output, or the stage's input).

@@ -25,6 +25,8 @@ template <class... Ls> struct Residual {
   static constexpr bool sets_gradients = body::sets_gradients;
   static constexpr bool draws_random = body::draws_random;
   static constexpr std::size_t sequence_length = body::sequence_length;
+  // The body's, and the sum x + f(x) forward and dy's addition backward.
+  static constexpr std::size_t cost(std::size_t in) { return tandem::layer_cost<body>(in) + 2 * in; }
 
   // The body's memory, then f(x) (the body's output, which its last layer's backward may read).
   static constexpr std::size_t saved_values(std::size_t in) { return body::saved_values(in) + in; }

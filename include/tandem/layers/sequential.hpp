@@ -125,6 +125,13 @@ template <class... Ls> struct Sequential {
     ((n = n ? n : tandem::sequence_length<Ls>()), ...);
     return n;
   }();
+  // The inner layers' costs, each at its own input width.
+  static constexpr std::size_t cost(std::size_t in) {
+    const auto w = widths(in);
+    std::size_t total = 0, j = 0;
+    ((total += tandem::layer_cost<Ls>(w[j++])), ...);
+    return total;
+  }
 
   // Memory, values per row for an input of width `in`: the inner layers' outputs but the last
   // (the chain's own output), then each inner layer's saved memory.
