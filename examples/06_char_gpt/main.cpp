@@ -197,7 +197,10 @@ int main(int argc, char **argv) {
       std::ofstream run(out / "run.json");
       auto list = [&](const auto &v) {
         std::string t = "[";
-        for (std::size_t i = 0; i < v.size(); ++i) t += (i ? "," : "") + std::to_string(v[i]);
+        for (std::size_t i = 0; i < v.size(); ++i) {
+          if (i) t += ',';
+          t += std::to_string(v[i]);
+        }
         return t + "]";
       };
       std::vector<int> alphabet(corpus.alphabet.begin(), corpus.alphabet.end());
