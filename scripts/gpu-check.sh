@@ -150,7 +150,7 @@ if ((prebuilt == 1)); then
 elif ((prebuilt)); then
   :
 elif step configure 120 "${configure[@]}"; then
-  if step build 330 cmake --build "$build" -j "$jobs"; then
+  if step build 330 cmake --build "$build" -j "$jobs" --target all benchmarks; then
     built=1
     row "build" "ok (sm_90, $jobs jobs, $((SECONDS))s so far)"
   else
