@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #include "tandem/backend/executor.hpp"
@@ -263,44 +264,35 @@ template <class Topo> struct StageIssue {
   }
   // The input gradient: each layer's backward_input where it splits, its whole backward where not.
   template <std::size_t I> static void backward_input(StageState<T> &st, Slot<T> &slot, const Call &call) {
-    using St = stage<I>;
-    constexpr std::size_t L = St::num_layers;
-    const auto io = layer_io<I>(st, slot, slot.input);
-    const auto g = split_gradients<I>(st, slot);
-    std::array<LayerBackward<T>, L> calls;
-    for (std::size_t j = 0; j < L; ++j) calls[j] = split_call<I>(st, io, g, call, j);
-    st.ex->submit([ex = st.ex, calls] {
-      [&]<std::size_t... J>(std::index_sequence<J...>) {
-        (
-            [&] {
-              constexpr std::size_t j = L - 1 - J; // last layer first
-              using Layer = typename St::template layer<j>;
-              if constexpr (SplitBackward<Layer>) Layer::backward_input(*ex, calls[j]);
-              else Layer::backward(*ex, calls[j]);
-            }(),
-            ...);
-      }
-      (std::make_index_sequence<L>{});
+    split_half<I>(st, slot, call, [](auto layer, backend::Executor &ex, const LayerBackward<T> &b) {
+      using Layer = typename decltype(layer)::type;
+      if constexpr (SplitBackward<Layer>) Layer::backward_input(ex, b);
+      else Layer::backward(ex, b);
     });
   }
   // The weight gradients of the layers that split, from their inputs (in the stash) and the
   // output gradients backward_input kept.
   template <std::size_t I> static void backward_weights(StageState<T> &st, Slot<T> &slot, const Call &call) {
+    split_half<I>(st, slot, call, [](auto layer, backend::Executor &ex, const LayerBackward<T> &b) {
+      using Layer = typename decltype(layer)::type;
+      if constexpr (SplitBackward<Layer>) Layer::backward_weights(ex, b);
+    });
+  }
+
+private:
+  // One half of a split backward, issued as one task: half(std::type_identity<Layer>{}, ex, call)
+  // for each layer of stage I, last layer first.
+  template <std::size_t I, class Half>
+  static void split_half(StageState<T> &st, Slot<T> &slot, const Call &call, Half half) {
     using St = stage<I>;
     constexpr std::size_t L = St::num_layers;
     const auto io = layer_io<I>(st, slot, slot.input);
     const auto g = split_gradients<I>(st, slot);
     std::array<LayerBackward<T>, L> calls;
     for (std::size_t j = 0; j < L; ++j) calls[j] = split_call<I>(st, io, g, call, j);
-    st.ex->submit([ex = st.ex, calls] {
+    st.ex->submit([ex = st.ex, calls, half] {
       [&]<std::size_t... J>(std::index_sequence<J...>) {
-        (
-            [&] {
-              constexpr std::size_t j = L - 1 - J;
-              using Layer = typename St::template layer<j>;
-              if constexpr (SplitBackward<Layer>) Layer::backward_weights(*ex, calls[j]);
-            }(),
-            ...);
+        (half(std::type_identity<typename St::template layer<L - 1 - J>>{}, *ex, calls[L - 1 - J]), ...);
       }
       (std::make_index_sequence<L>{});
     });
