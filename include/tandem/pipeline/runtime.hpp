@@ -350,8 +350,11 @@ private:
                                  std::size_t batch, bool checking, Opt *opt) {
     if (result_ex_) result_ex_->download(&outcome->result, result_.data(), sizeof(StepResult<T>));
     in_flight_->start(in_flight_, outcome, [this, y, batch, checking, opt] {
-      if constexpr (optim::Discardable<Opt>)
+      if constexpr (optim::Discardable<Opt>) {
         if (!checking) opt->discard_step();
+      } else {
+        (void)checking, (void)opt; // (clang: captured for the Discardable case alone)
+      }
       validate_device_targets<Loss>(*stages_.back().ex, y, batch, out_features);
       fail("train_step: the targets failed the loss's check on the device, but not when read back");
     });
