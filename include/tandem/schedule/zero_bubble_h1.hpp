@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "tandem/schedule/one_f_one_b.hpp"
 #include "tandem/schedule/schedule.hpp"
 
 namespace tandem::schedule {
@@ -24,22 +25,20 @@ struct ZeroBubbleH1 {
   std::size_t micro_batches = 1;
 
   constexpr std::size_t count(std::size_t /*batch*/) const { return micro_batches; }
+  // 1F1B's order, each backward becoming backward_input and the weight gradients added behind them
+  // (1F1B's backwards come in micro-batch order, and so do the weight gradients).
   constexpr std::vector<Task> order(std::size_t stage, std::size_t stages, std::size_t m) const {
-    const std::size_t warm_up = std::min(stages - stage - 1, m);
     std::vector<Task> tasks;
     tasks.reserve(3 * m);
-    // micro-batches 0 .. w - 1 have run backward_weights (in micro-batch order, as 1F1B adds up)
-    std::size_t f = 0, b = 0, w = 0;
-    auto backward = [&] {
-      tasks.push_back({Task::backward_input, b++});
-      if (b > stage) tasks.push_back({Task::backward_weights, w++}); // (the first `stage` wait)
-    };
-    while (f < warm_up) tasks.push_back({Task::forward, f++});
-    while (f < m) {
-      tasks.push_back({Task::forward, f++});
-      backward();
+    std::size_t b = 0, w = 0; // backward_input and backward_weights issued so far
+    for (const Task &t : OneFOneB{.micro_batches = m}.order(stage, stages, m)) {
+      if (t.kind == Task::forward) {
+        tasks.push_back(t);
+        continue;
+      }
+      tasks.push_back({Task::backward_input, t.micro_batch});
+      if (++b > stage) tasks.push_back({Task::backward_weights, w++}); // (the first `stage` wait)
     }
-    while (b < m) backward();
     while (w < m) tasks.push_back({Task::backward_weights, w++});
     return tasks;
   }
